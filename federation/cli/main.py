@@ -1,0 +1,40 @@
+"""The ``xinyidai`` command: one module per command group, wired together here.
+
+Errors a user can act on (``XinyidaiError``) print as one clear message and exit with code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from federation.cli import audit, consent, data, demo, node, pki
+from federation.errors import XinyidaiError
+
+app = typer.Typer(
+    name="xinyidai",
+    help="Privacy-preserving joint credit modelling for SMEs (信易贷 joint modelling).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pki.app, name="pki")
+app.add_typer(data.app, name="data")
+app.add_typer(consent.app, name="consent")
+app.add_typer(audit.app, name="audit")
+app.add_typer(node.app, name="node")
+app.command(name="demo")(demo.demo)
+
+
+def main() -> None:
+    try:
+        app()
+    except XinyidaiError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

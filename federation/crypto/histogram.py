@@ -1,0 +1,178 @@
+"""Encrypted per-(feature, bin) sums: the primitive SecureBoost and federated WOE/IV share.
+
+A data holder has one ciphertext per sample (from the bank) and its own binned features. For
+the samples in a tree node it multiplies, per feature and bin, the ciphertexts of the samples
+that fall in that bin (homomorphic addition), all as raw gmpy2 integers mod n^2. The bank then
+sees only (packed, re-randomised) sums — never which sample went where.
+
+The sibling trick: a node's two children partition its samples, so the holder accumulates the
+smaller child and gets the other as ``parent − child`` (:func:`subtract`), halving the work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+from phe.paillier import PaillierPublicKey
+
+from federation.crypto.paillier import (
+    CryptoError,
+    PaillierEngine,
+    PublicParams,
+    _byte_len,
+    _from_fixed,
+    _to_fixed,
+)
+
+_f_mod = gmpy2.f_mod
+
+
+class HistogramInputError(CryptoError):
+    """Bins, sample index or ciphertexts do not fit together; nothing was computed."""
+
+
+def _nsquare(public_key: PaillierPublicKey | PublicParams) -> mpz:
+    key = public_key.public_key if isinstance(public_key, PublicParams) else public_key
+    if not isinstance(key, PaillierPublicKey):
+        raise HistogramInputError(f"expected a phe PaillierPublicKey, got {type(key).__name__}")
+    return mpz(key.nsquare)
+
+
+def _accumulate(cts: Sequence[mpz], cols: np.ndarray, n_bins: int, nsq: mpz) -> list[list[mpz]]:
+    """Per column of ``cols``, the product mod n^2 of the ciphertexts in each bin (empty → 1)."""
+    one = mpz(1)
+    out = []
+    for j in range(cols.shape[1]):
+        acc: list[Any] = [None] * n_bins
+        for c, b in zip(cts, cols[:, j].tolist(), strict=True):
+            a = acc[b]
+            acc[b] = c if a is None else _f_mod(a * c, nsq)
+        out.append([one if a is None else a for a in acc])
+    return out
+
+
+def _hist_task(buf: bytes, width: int, cols: np.ndarray, n_bins: int, nsq: int) -> bytes:
+    """Pool task: ciphertexts of a sample block (fixed-width bytes) and their bin columns."""
+    hist = _accumulate(_from_fixed(buf, width), cols, n_bins, mpz(nsq))
+    return _to_fixed([c for row in hist for c in row], width)
+
+
+def _validate(
+    n_cts: int, bins: Any, sample_index: Any, n_bins: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise HistogramInputError(f"n_bins must be a positive integer, got {n_bins!r}")
+    if not isinstance(bins, np.ndarray) or bins.ndim != 2:
+        raise HistogramInputError("bins must be a 2-D numpy array (n_samples, n_features)")
+    if not np.issubdtype(bins.dtype, np.integer):
+        raise HistogramInputError(f"bins must hold integers, got dtype {bins.dtype}")
+    if bins.shape[0] != n_cts:
+        raise HistogramInputError(
+            f"{n_cts} ciphertexts but bins has {bins.shape[0]} rows: one ciphertext per sample"
+        )
+    idx = np.asarray(sample_index)
+    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+        raise HistogramInputError("sample_index must be a 1-D integer array")
+    idx = idx.astype(np.int64, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_cts):
+        raise HistogramInputError(f"sample_index has entries outside [0, {n_cts})")
+    if np.unique(idx).size != idx.size:
+        raise HistogramInputError("sample_index repeats a sample: it would be counted twice")
+    cols = bins[idx]
+    if cols.size and (cols.min() < 0 or cols.max() >= n_bins):
+        bad = np.argwhere((cols < 0) | (cols >= n_bins))[0]
+        raise HistogramInputError(
+            f"bins[{idx[bad[0]]}, {bad[1]}]={cols[bad[0], bad[1]]} is outside [0, {n_bins})"
+        )
+    return idx, np.ascontiguousarray(cols, dtype=np.int64)
+
+
+def encrypted_bin_sums(
+    ciphertexts: Sequence[int],
+    bins: np.ndarray,
+    sample_index: np.ndarray,
+    n_bins: int,
+    public_key: PaillierPublicKey | PublicParams,
+    *,
+    engine: PaillierEngine | None = None,
+    parallel_threshold: int = 50_000,
+) -> list[list[mpz]]:
+    """Encrypted sums per feature and bin over the samples in ``sample_index``.
+
+    ``bins[i, f]`` is sample i's bin for feature f, in [0, n_bins); give missing values their
+    own bin (conventionally the last). Returns ``out[f][b]`` as gmpy2 integers mod n^2; an empty
+    bin is ``1``, the trivial encryption of 0 — re-randomise before anything leaves the holder.
+    With an ``engine`` with several workers and at least ``parallel_threshold`` sample×feature
+    products, the work is split over features (and samples, if features are fewer than workers).
+    """
+    nsq = _nsquare(public_key)
+    idx, cols = _validate(len(ciphertexts), bins, sample_index, n_bins)
+    n_bins = int(n_bins)
+    n_features = cols.shape[1]
+    selected = [mpz(ciphertexts[i]) for i in idx.tolist()]
+    for pos, c in enumerate(selected):
+        if not 0 < c < nsq:
+            raise HistogramInputError(f"ciphertext {idx[pos]} is not in [1, n^2)")
+    workers = 1 if engine is None else engine.workers
+    if workers <= 1 or n_features == 0 or len(selected) * n_features < parallel_threshold:
+        return _accumulate(selected, cols, n_bins, nsq)
+
+    # Task grid: feature blocks × sample blocks; partial products over sample blocks multiply.
+    f_blocks = np.array_split(np.arange(n_features), min(n_features, workers))
+    n_sblocks = max(1, -(-workers // len(f_blocks)))
+    s_bounds = np.linspace(0, len(selected), n_sblocks + 1).astype(int)
+    width = _byte_len(nsq)
+    tasks, layout = [], []
+    for a, b in itertools.pairwise(s_bounds.tolist()):
+        if b == a:
+            continue
+        buf = _to_fixed(selected[a:b], width)
+        for fb in f_blocks:
+            tasks.append((buf, width, cols[a:b, fb], n_bins, int(nsq)))
+            layout.append(fb)
+    assert engine is not None
+    out: list[list[mpz] | None] = [None] * n_features
+    for fb, buf in zip(layout, engine.run_tasks(_hist_task, tasks), strict=True):
+        flat = _from_fixed(buf, width)
+        for k, f in enumerate(fb.tolist()):
+            part = flat[k * n_bins : (k + 1) * n_bins]
+            row = out[f]
+            out[f] = (
+                part
+                if row is None
+                else [_f_mod(r * p, nsq) for r, p in zip(row, part, strict=True)]
+            )
+    return [row if row is not None else [mpz(1)] * n_bins for row in out]
+
+
+def subtract(
+    parent: Sequence[Any], child: Sequence[Any], public_key: PaillierPublicKey | PublicParams
+) -> list[Any]:
+    """Encrypted ``parent − child`` elementwise (``parent · child^{-1} mod n^2``), for 1-D or
+    nested (feature × bin) lists of the same shape: the sibling's histogram for free."""
+    nsq = _nsquare(public_key)
+
+    def sub(p: Any, c: Any, where: str) -> Any:
+        if isinstance(p, list | tuple):
+            if not isinstance(c, list | tuple) or len(p) != len(c):
+                raise HistogramInputError(f"parent and child differ in shape at {where or 'top'}")
+            return [
+                sub(pi, ci, f"{where}[{i}]") for i, (pi, ci) in enumerate(zip(p, c, strict=True))
+            ]
+        pm, cm = mpz(p), mpz(c)
+        if not (0 < pm < nsq and 0 < cm < nsq):
+            raise HistogramInputError(f"ciphertext{where} is not in [1, n^2)")
+        try:
+            return _f_mod(pm * gmpy2.invert(cm, nsq), nsq)
+        except ZeroDivisionError as exc:
+            raise HistogramInputError(f"child ciphertext{where} is not invertible mod n^2") from exc
+
+    return sub(parent, child, "")
+
+
+__all__ = ["HistogramInputError", "encrypted_bin_sums", "subtract"]

@@ -1,0 +1,35 @@
+"""The in-process twin of the gRPC carrier: the same runtime and client code, no sockets.
+
+Requests and responses still go through protobuf bytes, so a protocol that passes here passes the
+wire too (nothing but protobuf can cross). Used by protocol tests and single-process simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from federation.transport.base import PeerBase, ServiceRuntime
+
+
+class InProcessPeer(PeerBase):
+    """Calls a ``ServiceRuntime`` directly, as ``self_id`` (the identity mTLS would have proved)."""
+
+    def __init__(self, runtime: ServiceRuntime, **kwargs: Any):
+        kwargs.setdefault("node_id", runtime.node_id)
+        kwargs.setdefault("service", runtime.service)
+        super().__init__(**kwargs)
+        self.runtime = runtime
+
+    def _unary(self, method: str, raw: bytes, timeout: float) -> bytes:
+        return self.runtime.unary(method, raw, caller=self.self_id, time_remaining=lambda: timeout)
+
+    def _client_stream(self, method: str, raws: Iterator[bytes], timeout: float) -> bytes:
+        return self.runtime.client_stream(
+            method, raws, caller=self.self_id, time_remaining=lambda: timeout
+        )
+
+    def _server_stream(self, method: str, raw: bytes, timeout: float) -> Iterator[bytes]:
+        return self.runtime.server_stream(
+            method, raw, caller=self.self_id, time_remaining=lambda: timeout
+        )

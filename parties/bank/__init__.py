@@ -1,0 +1,1 @@
+"""The bank node (active party): holds labels and keys, orchestrates the federation."""

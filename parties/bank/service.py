@@ -1,0 +1,99 @@
+"""The bank's gRPC service: its operators drive the federation through it.
+
+``Greet`` asks every configured holder for its ``Hello`` concurrently and reports each answer or the
+reason a holder could not be greeted (down, refused, too slow) — one holder's failure never hides the
+others' answers.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+
+from federation.errors import PeerError, Refused
+from federation.transport.base import CallInfo, PeerBase, new_meta
+from parties.config import NodeConfig
+from parties.data.schema import PartySchema
+from parties.holder.service import PROTOCOL_VERSION, SOFTWARE_VERSION, data_categories
+from parties.summary import table_summary
+from protos import bank_pb2, common_pb2
+
+OPERATOR_METHODS = {"Greet"}
+
+
+def greet_holders(holders: dict[str, PeerBase], *, purpose: str, job_id: str = "") -> list[Any]:
+    """Call ``Hello`` on every holder at once; one ``PeerGreeting`` per holder, failures included."""
+
+    def greet(node_id: str, peer: PeerBase) -> Any:
+        started = time.perf_counter()
+        greeting = bank_pb2.PeerGreeting(node_id=node_id, address=getattr(peer, "address", ""))
+        try:
+            hello = peer.call(
+                "Hello",
+                common_pb2.HelloRequest(
+                    meta=new_meta(purpose, job_id=job_id), protocol_version=PROTOCOL_VERSION
+                ),
+            )
+        except PeerError as exc:
+            greeting.ok, greeting.error = False, str(exc)
+        else:
+            greeting.ok = True
+            greeting.hello.CopyFrom(hello)
+        greeting.round_trip_ms = (time.perf_counter() - started) * 1000
+        return greeting
+
+    if not holders:
+        return []
+    with ThreadPoolExecutor(max_workers=len(holders)) as pool:
+        return list(pool.map(lambda item: greet(*item), holders.items()))
+
+
+class BankServicer:
+    service = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        table: pd.DataFrame,
+        schema: PartySchema,
+        holders: dict[str, PeerBase],
+        column_key: bytes,
+    ):
+        self.config = config
+        self.holders = holders
+        self._summary = table_summary(table, schema, column_key)
+        self.categories = data_categories(schema)
+        self._operators = set(config.operators) or {config.node_id}
+        self._known = self._operators | {p.node_id for p in config.peers}
+
+    def authorise_caller(self, caller: str, method: str) -> None:
+        allowed = self._operators if method in OPERATOR_METHODS else self._known
+        if caller not in allowed:
+            raise Refused(
+                "caller", f"'{caller}' may not call {method} on bank '{self.config.node_id}'"
+            )
+
+    def Hello(self, request: Any, call: CallInfo) -> Any:
+        reply = common_pb2.HelloReply(
+            node_id=self.config.node_id,
+            role="bank",
+            caller_id=call.caller,
+            software_version=SOFTWARE_VERSION,
+            protocol_version=PROTOCOL_VERSION,
+            allowed_purposes=self.config.allowed_purposes,
+            categories=self.categories,
+        )
+        reply.tables.append(self._summary)
+        return reply
+
+    def Greet(self, request: Any, call: CallInfo) -> Any:
+        greetings = greet_holders(
+            self.holders, purpose=request.meta.purpose, job_id=request.meta.job_id
+        )
+        call.counts["holders"] = len(greetings)
+        call.counts["holders_ok"] = sum(g.ok for g in greetings)
+        return bank_pb2.GreetReply(peers=greetings)

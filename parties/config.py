@@ -1,0 +1,127 @@
+"""Node configuration (``node.yaml``), validated with pydantic.
+
+One file per node: who it is, where it listens, its TLS identity, its data, its stores and its peers.
+Relative paths are relative to the file. Every embedded default has a production counterpart reached
+by configuration only: ``address``/``peers`` for remote nodes, ``audit_url``/``consent_url`` for
+PostgreSQL (``postgresql+psycopg://...``) instead of the SQLite files in the node directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from federation.errors import ConfigError
+
+_NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Strict):
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class PeerConfig(_Strict):
+    node_id: str
+    address: str = ""  # host:port; empty for a peer that only calls us (a bank, at a holder)
+    role: Literal["bank", "holder"]
+
+
+class TableConfig(_Strict):
+    path: Path
+    schema_role: Literal["bank", "tax", "utility"]
+
+
+class LimitsConfig(_Strict):
+    deadline_s: float = Field(30.0, gt=0, description="deadline of every outgoing call")
+    max_message_mb: int = Field(16, ge=1, le=1024, description="largest single gRPC message")
+    chunk_kb: int = Field(1024, ge=16, description="chunk size of streamed payloads")
+    max_blob_mb: int = Field(4096, ge=1, description="largest streamed payload a node stores")
+    max_workers: int = Field(16, ge=1, le=256, description="server threads")
+
+
+class NodeConfig(_Strict):
+    node_id: str
+    role: Literal["bank", "holder"]
+    address: str = "127.0.0.1:0"
+    node_dir: Path = Path(".")
+    tls: TlsConfig
+    data: TableConfig | None = None
+    audit_url: str | None = None
+    consent_url: str | None = None
+    platform_public_key: Path | None = None
+    allowed_purposes: list[str] = Field(default_factory=lambda: ["financing"])
+    peers: list[PeerConfig] = Field(default_factory=list)
+    operators: list[str] = Field(default_factory=list)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not _NODE_ID.match(value):
+            raise ValueError("must be a DNS label: lowercase letters, digits and '-', 1-63 chars")
+        return value
+
+    # -- derived settings --------------------------------------------------------------------------
+    @property
+    def resolved_audit_url(self) -> str:
+        return self.audit_url or f"sqlite:///{(self.node_dir / 'audit.db').resolve()}"
+
+    @property
+    def resolved_consent_url(self) -> str:
+        return self.consent_url or f"sqlite:///{(self.node_dir / 'consent.db').resolve()}"
+
+    @property
+    def holders(self) -> list[PeerConfig]:
+        return [p for p in self.peers if p.role == "holder"]
+
+    @property
+    def banks(self) -> list[PeerConfig]:
+        return [p for p in self.peers if p.role == "bank"]
+
+    def _resolve(self, base: Path) -> NodeConfig:
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        self.node_dir = fix(self.node_dir)
+        self.tls = TlsConfig(ca=fix(self.tls.ca), cert=fix(self.tls.cert), key=fix(self.tls.key))
+        if self.data is not None:
+            self.data = TableConfig(path=fix(self.data.path), schema_role=self.data.schema_role)
+        if self.platform_public_key is not None:
+            self.platform_public_key = fix(self.platform_public_key)
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    """Read and validate ``node.yaml``; every error names the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+    config = config._resolve(path.parent.resolve())
+    if config.role == "holder" and config.platform_public_key is None:
+        raise ConfigError(f"{path}: field 'platform_public_key' is required for a holder (consent)")
+    return config

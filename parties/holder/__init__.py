@@ -1,0 +1,1 @@
+"""The data holder node (tax bureau, utilities)."""
