@@ -85,6 +85,8 @@ _LIMITS = {
     "purpose": 64,
     "job_id": 128,
     "model_id": 128,
+    "subject": 64,
+    "request_id": 64,
     "decision": 16,
 }
 
@@ -101,6 +103,8 @@ _records = Table(
     Column("purpose", String(_LIMITS["purpose"]), nullable=False),
     Column("job_id", String(_LIMITS["job_id"]), nullable=False),
     Column("model_id", String(_LIMITS["model_id"]), nullable=False),
+    Column("subject", String(_LIMITS["subject"]), nullable=False),
+    Column("request_id", String(_LIMITS["request_id"]), nullable=False),
     Column("counts", Text, nullable=False),
     Column("decision", String(_LIMITS["decision"]), nullable=False),
     Column("reason", Text, nullable=False),
@@ -118,6 +122,7 @@ _indexes = (
     Index("ix_audit_log_ts", _records.c.ts),
     Index("ix_audit_log_peer", _records.c.peer),
     Index("ix_audit_log_job_id", _records.c.job_id),
+    Index("ix_audit_log_subject", _records.c.subject),
 )
 
 _CONTENT_FIELDS = (
@@ -130,6 +135,8 @@ _CONTENT_FIELDS = (
     "purpose",
     "job_id",
     "model_id",
+    "subject",
+    "request_id",
     "counts",
     "decision",
     "reason",
@@ -166,6 +173,8 @@ class AuditEntry:
     purpose: str
     job_id: str
     model_id: str
+    subject: str
+    request_id: str
     counts: dict[str, int]
     decision: str
     reason: str
@@ -204,8 +213,8 @@ class AuditVerification:
     ok: bool
     n_records: int
     head_hash: str
-    head_seq: int = 0
     problems: list[AuditProblem] = field(default_factory=list)
+    head_seq: int = 0
 
     def raise_if_broken(self) -> None:
         """Raise ``AuditChainError`` naming the first problem (for start-up checks)."""
@@ -686,6 +695,8 @@ class AuditLog:
         purpose: str = "",
         job_id: str = "",
         model_id: str = "",
+        subject: str = "",
+        request_id: str = "",
         counts: Mapping[str, int] | None = None,
         decision: str = "allow",
         reason: str = "",
@@ -700,6 +711,8 @@ class AuditLog:
             "purpose": purpose,
             "job_id": job_id,
             "model_id": model_id,
+            "subject": subject,
+            "request_id": request_id,
             "decision": decision,
         }
         for name, value in fields.items():
@@ -762,6 +775,8 @@ class AuditLog:
             purpose=purpose,
             job_id=job_id,
             model_id=model_id,
+            subject=subject,
+            request_id=request_id,
             counts=clean_counts,
             decision=decision,
             reason=reason,
@@ -872,6 +887,7 @@ class AuditLog:
         operation: str | None = None,
         decision: str | None = None,
         job_id: str | None = None,
+        subject: str | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Records matching every given filter, oldest first.
@@ -889,6 +905,7 @@ class AuditLog:
             (_records.c.operation, operation),
             (_records.c.decision, decision),
             (_records.c.job_id, job_id),
+            (_records.c.subject, subject),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)

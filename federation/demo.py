@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from parties.consent import ConsentRegistry, PlatformSigner
-from parties.data.synth import synthesize_city
 from rich.console import Console
 from rich.table import Table
 
-from federation.audit import AuditLog
+from federation.audit import AuditLog, sqlite_url
 from federation.errors import ConfigError, PeerError, XinyidaiError
 from federation.pki import PkiLayout, init_pki
 from federation.transport.base import PeerRefused, new_meta
 from parties.config import LimitsConfig, NodeConfig, PeerConfig, TableConfig, TlsConfig
+from parties.consent import ConsentRegistry, PlatformSigner
+from parties.data.synth import synthesize_city
 
 MARKER = ".xinyidai-demo"
 HOLDERS = {"tax": ["tax"], "utility": ["electricity", "water", "gas"]}
@@ -134,11 +134,11 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
         codes = [c for c in applicants if c in held]
         granted = [c for c in codes if rng.random() < 0.8]
         registry = ConsentRegistry(
-            f"sqlite:///{(workdir / holder / 'consent.db').resolve()}",
+            sqlite_url(workdir / holder / "consent.db"),
             signer.public_key,
             node_id=holder,
         )
-        audit = AuditLog(f"sqlite:///{(workdir / holder / 'audit.db').resolve()}", holder)
+        audit = AuditLog(sqlite_url(workdir / holder / "audit.db"), holder)
         revoked, expired = [], []
         for i, code in enumerate(granted):
             lapsed = i % 50 == 7
@@ -290,7 +290,7 @@ def run_demo(
     console.print("\n[bold]Audit logs[/] (hash-chained, verified after the nodes stopped)")
     all_ok = True
     for node_id in fed.configs:
-        audit = AuditLog(f"sqlite:///{(fed.node_dir(node_id) / 'audit.db').resolve()}", node_id)
+        audit = AuditLog(sqlite_url(fed.node_dir(node_id) / "audit.db"), node_id)
         result = audit.verify()
         audit.close()
         all_ok &= result.ok

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from federation.audit import sqlite_url
 from federation.errors import ConfigError
 
 _NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -42,11 +43,15 @@ class TableConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    deadline_s: float = Field(30.0, gt=0, description="deadline of every outgoing call")
-    max_message_mb: int = Field(16, ge=1, le=1024, description="largest single gRPC message")
-    chunk_kb: int = Field(1024, ge=16, description="chunk size of streamed payloads")
-    max_blob_mb: int = Field(4096, ge=1, description="largest streamed payload a node stores")
-    max_workers: int = Field(16, ge=1, le=256, description="server threads")
+    deadline_s: float = Field(default=30.0, gt=0, description="deadline of every outgoing call")
+    max_message_mb: int = Field(
+        default=16, ge=1, le=1024, description="largest single gRPC message"
+    )
+    chunk_kb: int = Field(default=1024, ge=16, description="chunk size of streamed payloads")
+    max_blob_mb: int = Field(
+        default=4096, ge=1, description="largest streamed payload a node stores"
+    )
+    max_workers: int = Field(default=16, ge=1, le=256, description="server threads")
 
 
 class NodeConfig(_Strict):
@@ -62,7 +67,7 @@ class NodeConfig(_Strict):
     allowed_purposes: list[str] = Field(default_factory=lambda: ["financing"])
     peers: list[PeerConfig] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
 
     @field_validator("node_id")
     @classmethod
@@ -74,11 +79,11 @@ class NodeConfig(_Strict):
     # -- derived settings --------------------------------------------------------------------------
     @property
     def resolved_audit_url(self) -> str:
-        return self.audit_url or f"sqlite:///{(self.node_dir / 'audit.db').resolve()}"
+        return self.audit_url or sqlite_url(self.node_dir / "audit.db")
 
     @property
     def resolved_consent_url(self) -> str:
-        return self.consent_url or f"sqlite:///{(self.node_dir / 'consent.db').resolve()}"
+        return self.consent_url or sqlite_url(self.node_dir / "consent.db")
 
     @property
     def holders(self) -> list[PeerConfig]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from federation.audit import AuditLog
 from federation.blobs import BlobStore
+from federation.errors import ConfigError
 from federation.transport.base import PeerBase, ServiceRuntime
 from federation.transport.grpc_transport import GrpcPeer, GrpcServer, TlsIdentity
 from parties.config import NodeConfig, PeerConfig, load_node_config
@@ -69,8 +70,6 @@ class Node:
         self.config = config
         config.node_dir.mkdir(parents=True, exist_ok=True)
         if config.data is None:
-            from federation.errors import ConfigError
-
             raise ConfigError(f"node '{config.node_id}': no data table configured")
         self.schema = schema_for(config.data.schema_role)
         self.table = load_table(config.data.path, self.schema)
@@ -80,16 +79,14 @@ class Node:
         self.peers: dict[str, PeerBase] = {}
         servicer: Any
         if config.role == "holder":
-            from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
+            from federation.pki import load_platform_public_key
             from parties.holder.service import HolderServicer
 
-            assert config.platform_public_key is not None  # checked when the config was loaded
-            public_key = load_pem_public_key(config.platform_public_key.read_bytes())
+            if config.platform_public_key is None:
+                raise ConfigError(f"holder '{config.node_id}': no platform_public_key configured")
+            public_key = load_platform_public_key(config.platform_public_key)
             self.consent = ConsentRegistry(
-                config.resolved_consent_url,
-                public_key,
-                node_id=config.node_id,  # type: ignore[arg-type]
+                config.resolved_consent_url, public_key, node_id=config.node_id
             )
             servicer = HolderServicer(
                 config=config,

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             extra = [p.name for p in PROTO_DIR.glob("*_pb2*.py*") if p.name not in expected]
             stale += [f"{name} (no .proto makes it)" for name in extra]
             if stale:
-                print("generated code is stale; run `python -m protos.generate`:", *stale, sep="\n  ")
+                print(
+                    "generated code is stale; run `python -m protos.generate`:", *stale, sep="\n  "
+                )
                 return 1
             print(f"generated code matches {len(outputs)} files")
         else:

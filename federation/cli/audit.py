@@ -84,6 +84,9 @@ def show(
     operation: Annotated[str | None, typer.Option("--operation", help="e.g. psi.intersect")] = None,
     decision: Annotated[str | None, typer.Option("--decision", help="allow, deny...")] = None,
     job: Annotated[str | None, typer.Option("--job", help="Job id.")] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Enterprise (USCC) the request was about.")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=0, help="Only the N most recent matches.")
     ] = None,
@@ -100,6 +103,7 @@ def show(
             operation=operation,
             decision=decision,
             job_id=job,
+            subject=subject,
             limit=limit,
         )
     if as_json:
@@ -115,6 +119,7 @@ def show(
         "operation",
         "purpose",
         "job",
+        "subject",
         "counts",
         "decision",
         "reason",
@@ -130,6 +135,7 @@ def show(
             escape(e.operation),
             escape(e.purpose),
             escape(e.job_id),
+            escape(e.subject),
             escape(", ".join(f"{k}={v}" for k, v in sorted(e.counts.items()))),
             escape(e.decision) if e.decision == "allow" else f"[red]{escape(e.decision)}[/]",
             escape(e.reason),

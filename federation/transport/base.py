@@ -104,6 +104,12 @@ def rechunk(pieces: Iterable[bytes], size: int, digest: Any = None) -> Iterator[
         yield bytes(buf)
 
 
+def subject_of(request: Message) -> str:
+    """The enterprise a request is about (its ``uscc`` field, if it has one), for audit records."""
+    code = getattr(request, "uscc", "")
+    return code.strip().upper()[:64] if isinstance(code, str) else ""
+
+
 def new_meta(purpose: str = "financing", *, job_id: str = "", model_id: str = "") -> Any:
     """A RequestMeta with a fresh request id."""
     return common_pb2.RequestMeta(
@@ -120,6 +126,7 @@ class CallInfo:
     meta: Any = None
     time_remaining: Callable[[], float | None] = lambda: None
     counts: dict[str, int] = field(default_factory=dict)
+    subject: str = ""  # the enterprise (USCC) a request is about, for the audit record
 
 
 class PurposeChecker(Protocol):
@@ -181,6 +188,7 @@ class ServiceRuntime:
         if meta is None or not request.HasField("meta"):
             raise invalid(f"{call.method}: request carries no meta (purpose, job)")
         call.meta = meta
+        call.subject = subject_of(request)
         self.purposes.check(meta.purpose)
 
     def _record(self, call: CallInfo, decision: str, reason: str) -> None:
@@ -195,6 +203,8 @@ class ServiceRuntime:
                 purpose=getattr(meta, "purpose", ""),
                 job_id=getattr(meta, "job_id", ""),
                 model_id=getattr(meta, "model_id", ""),
+                subject=call.subject,
+                request_id=getattr(meta, "request_id", "")[:64],
                 counts=call.counts,
                 decision=decision,
                 reason=reason[:500],
@@ -366,7 +376,13 @@ class PeerBase:
         return PeerError(self.node_id, method, exc.detail, code=exc.status)
 
     def _record(
-        self, method: str, meta: Any, counts: dict[str, int], decision: str, reason: str
+        self,
+        method: str,
+        meta: Any,
+        counts: dict[str, int],
+        decision: str,
+        reason: str,
+        subject: str = "",
     ) -> None:
         if self.audit is None:
             return
@@ -377,6 +393,8 @@ class PeerBase:
             purpose=getattr(meta, "purpose", ""),
             job_id=getattr(meta, "job_id", ""),
             model_id=getattr(meta, "model_id", ""),
+            subject=subject,
+            request_id=getattr(meta, "request_id", "")[:64],
             counts=counts,
             decision=decision,
             reason=reason[:500],
@@ -400,15 +418,17 @@ class PeerBase:
         raw = request.SerializeToString()
         counts = {"request_bytes": len(raw)}
         meta = getattr(request, "meta", None)
+        subject = subject_of(request)
         started = time.monotonic()
         try:
             out = self._unary(method, raw, timeout or self.deadline_s)
         except CallFailed as exc:
-            self._record(method, meta, counts, "error", exc.detail)
+            decision = "deny" if exc.status == PERMISSION_DENIED else "error"
+            self._record(method, meta, counts, decision, exc.detail, subject)
             raise self._error(method, exc) from None
         counts["response_bytes"] = len(out)
         counts["elapsed_ms"] = int((time.monotonic() - started) * 1000)
-        self._record(method, meta, counts, "allow", "")
+        self._record(method, meta, counts, "allow", "", subject)
         return response_cls.FromString(out)
 
     def put_blob(

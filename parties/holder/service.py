@@ -101,15 +101,10 @@ class HolderServicer:
         call.counts["enterprises"] = 1
         if not decision.allowed:
             raise Refused("consent", decision.reason)
-        record = next(
-            r
-            for r in self.consent.list(uscc=code, bank_id=call.caller)
-            if r.auth.auth_id == decision.auth_id
-        )
         return holder_pb2.AuthorisationAnswer(
             auth_id=decision.auth_id or "",
             has_data=code in self.table.index,
-            valid_until=int(record.auth.valid_until),
+            valid_until=int(decision.valid_until or 0),
         )
 
     def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:

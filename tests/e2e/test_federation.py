@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+
 import grpc
 import pytest
 

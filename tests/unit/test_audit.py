@@ -9,7 +9,6 @@ import itertools
 import json
 import random
 import sqlite3
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -86,6 +85,8 @@ def _content(row: dict, seq: int | None = None) -> dict:
         "purpose",
         "job_id",
         "model_id",
+        "subject",
+        "request_id",
         "counts",
         "decision",
         "reason",
@@ -156,15 +157,24 @@ def test_opening_a_log_in_a_missing_directory_is_a_config_error(tmp_path: Path) 
         AuditLog("not a url", "tax")
 
 
-def test_append_is_about_a_millisecond(tmp_path: Path) -> None:
+def test_many_appends_keep_one_chain(tmp_path: Path) -> None:
+    """Append speed is measured in experiments/bench_audit.py; here: 200 appends, one valid chain."""
     with AuditLog(sqlite_url(tmp_path / "a.db"), "tax") as log:
-        times = []
         for i in range(200):
-            t = time.perf_counter()
-            log.append(direction="served", peer="bank", operation="score", counts={"rows": i})
-            times.append(time.perf_counter() - t)
-    # ~1 ms on a laptop SSD; the bound leaves room for slow CI disks.
-    assert statistics.median(times) < 0.010
+            log.append(
+                direction="served",
+                peer="bank",
+                operation="score",
+                counts={"rows": i},
+                subject="91510104MA6CXXXX0X",
+                request_id=f"r{i}",
+            )
+        result = log.verify()
+        assert result.ok and result.n_records == 200
+        assert [e.request_id for e in log.query(subject="91510104MA6CXXXX0X", limit=2)] == [
+            "r198",
+            "r199",
+        ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,8 +310,8 @@ def test_forged_record_inserted_in_the_middle_is_named(db: Path) -> None:
         forged = record_hash(rows[k - 1]["hash"], content)  # links to record k, hashes fine
         con.execute(
             "INSERT INTO audit_log (seq, ts, node_id, direction, peer, operation, purpose, job_id,"
-            " model_id, counts, decision, reason, prev_hash, hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " model_id, subject, request_id, counts, decision, reason, prev_hash, hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 *[
                     content[c]
@@ -315,6 +325,8 @@ def test_forged_record_inserted_in_the_middle_is_named(db: Path) -> None:
                         "purpose",
                         "job_id",
                         "model_id",
+                        "subject",
+                        "request_id",
                     )
                 ],
                 json.dumps(content["counts"]),
@@ -540,6 +552,8 @@ _COLUMNS = (
     "purpose",
     "job_id",
     "model_id",
+    "subject",
+    "request_id",
     "counts",
     "decision",
     "reason",
@@ -575,7 +589,7 @@ def test_random_tampering_is_never_reported_ok(tmp_path: Path, seed: int) -> Non
         _sql(
             path,
             (
-                f"INSERT INTO audit_log ({cols}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO audit_log ({cols}) VALUES ({', '.join('?' * (1 + len(_COLUMNS)))})",
                 (26, *[rows[a][c] for c in _COLUMNS]),
             ),
         )

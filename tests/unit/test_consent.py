@@ -343,18 +343,13 @@ def test_list_statuses_and_stats(registry: ConsentRegistry, signer: PlatformSign
     assert (for_bank.active, for_bank.revoked, for_bank.enterprises) == (1, 1, 1)
 
 
-def test_check_is_fast_with_many_authorisations(
-    registry: ConsentRegistry, signer: PlatformSigner
-) -> None:
+def test_check_with_many_authorisations(registry: ConsentRegistry, signer: PlatformSigner) -> None:
     for code in CODES[:200]:
         registry.grant(issue(signer, uscc=code))
-    t = time.perf_counter()
     for code in CODES[:200]:
         assert check(registry, uscc=code).allowed
     for code in CODES[200:300]:
         assert not check(registry, uscc=code).allowed
-    per_check = (time.perf_counter() - t) / 300
-    assert per_check < 0.005  # indexed lookup + cached signature check: well under a ms
 
 
 def test_purpose_policy() -> None:

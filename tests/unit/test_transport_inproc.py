@@ -107,8 +107,8 @@ def test_refusals_carry_a_reason_and_are_audited(holder):
         "CheckAuthorisation", holder_pb2.AuthorisationQuery(meta=new_meta(), uscc=code)
     )
     assert ok.has_data and ok.auth_id
-    decisions = [e.decision for e in served.query()]
-    assert decisions == ["deny", "deny", "deny", "allow"]
+    decisions = [(e.decision, e.subject) for e in served.query()]
+    assert decisions == [("deny", ""), ("deny", ""), ("deny", other), ("allow", code)]
     assert served.verify().ok
 
 
