@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from federation import psi
 
@@ -57,10 +58,34 @@ def make_sets(bank: int, holder: int, overlap: float, seed: int) -> tuple[list[s
     return rng.permutation(b).astype(str).tolist(), rng.permutation(h).astype(str).tolist()
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and its PSI workers: unlike wall time, it barely changes when
+    other jobs share the machine, so per-operation costs stay comparable between runs."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (to tell how much others took)."""
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def timed(fn: Callable[[], Any], cpu: dict[str, float] | None = None, name: str = "") -> Any:
+    """Run ``fn``; return ``(result, wall seconds)`` and record CPU seconds under ``name``."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if cpu is not None:
+        cpu[name] = cpu_seconds() - c0
+    return out, wall
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,8 +99,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cached": args.cached,
         "overlap": args.overlap,
         "steps_s": {},
+        "cpu_s": {},
+        "loadavg_before": os.getloadavg()[0],
     }
-    steps = record["steps_s"]
+    busy0, ours0 = machine_busy_seconds(), cpu_seconds()
+    steps, cpu = record["steps_s"], record["cpu_s"]
 
     # Start the worker pool outside the timed steps: a node keeps it for its lifetime.
     _, record["pool_start_s"] = timed(
@@ -95,13 +123,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             h = psi.PsiHolder(holder_codes, salt=salt, cache_dir=cache_dir, **kw)
             return b, h
 
-        (bank, holder), steps["setup"] = timed(setup)
-        hset, steps["holder_set"] = timed(holder.blinded_set)
-        queries, steps["bank_queries"] = timed(bank.queries)
-        dbl, steps["holder_blind"] = timed(lambda: holder.blind_queries(queries))
-        result, steps["bank_finish"] = timed(lambda: bank.finish(dbl, hset))
+        (bank, holder), steps["setup"] = timed(setup, cpu, "setup")
+        hset, steps["holder_set"] = timed(holder.blinded_set, cpu, "holder_set")
+        queries, steps["bank_queries"] = timed(bank.queries, cpu, "bank_queries")
+        dbl, steps["holder_blind"] = timed(
+            lambda: holder.blind_queries(queries), cpu, "holder_blind"
+        )
+        result, steps["bank_finish"] = timed(lambda: bank.finish(dbl, hset), cpu, "bank_finish")
         rows, steps["holder_accept"] = timed(
-            lambda: holder.accept_intersection(result.positions_bytes())
+            lambda: holder.accept_intersection(result.positions_bytes()), cpu, "holder_accept"
         )
 
     expect = sorted(set(bank_codes) & set(holder_codes))
@@ -112,6 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     record["cache_hit"] = holder.stats.cache_hit
     record["holder_own_blinded"] = holder.stats.own_blinded
     record["total_s"] = sum(steps.values())
+    record["total_cpu_s"] = sum(cpu.values())
+    record["loadavg_after"] = os.getloadavg()[0]
+    # CPU the rest of the machine used during the whole run (incl. warm-up and cache build).
+    ours = cpu_seconds() - ours0
+    record["others_cpu_s"] = max(0.0, machine_busy_seconds() - busy0 - ours)
     record["wire_bytes"] = {
         "bank_to_holder": len(queries) + len(result.positions_bytes()),
         "holder_to_bank": len(hset) + len(dbl),
@@ -119,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Scalar multiplications done in the timed steps (the cost that dominates).
     record["scalar_mults"] = 3 * args.bank + (0 if holder.stats.cache_hit else args.holder)
     record["us_per_mult"] = 1e6 * record["total_s"] / record["scalar_mults"]
+    record["cpu_us_per_mult"] = 1e6 * record["total_cpu_s"] / record["scalar_mults"]
     record["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -129,18 +165,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render_md(runs: list[dict[str, Any]]) -> str:
     head = ["bank", "holder", "cached", "workers", "∩"] + [s for s, _ in STEPS]
-    head += ["total s", "µs/mult", "correct"]
+    head += ["total s", "CPU s", "CPU µs/mult", "others' CPU s", "correct"]
     lines = ["# PSI benchmark (federation.psi)", ""]
     lines.append(
-        "Both parties in one process on one machine, steps run one after another; times in "
-        "seconds. `µs/mult` = total time / scalar multiplications done in the timed steps."
+        "Both parties in one process on one machine, steps run one after another; step times "
+        "are wall seconds. `CPU s` adds the CPU time of the process and its workers; "
+        "`CPU µs/mult` divides it by the scalar multiplications in the timed steps (the cost "
+        "that dominates). `others' CPU s` is CPU time other programs used on the machine "
+        "during the run: well above zero, they shared the cores and wall times are inflated."
     )
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         cells = [f"{r['bank']:,}", f"{r['holder']:,}", "yes" if r["cached"] else "no"]
         cells += [str(r["workers"]), f"{r['intersection']:,}"]
         cells += [f"{r['steps_s'][s]:.2f}" for s, _ in STEPS]
-        cells += [f"**{r['total_s']:.2f}**", f"{r['us_per_mult']:.1f}", str(r["correct"])]
+        cells += [f"**{r['total_s']:.2f}**", f"{r['total_cpu_s']:.1f}"]
+        others = r.get("others_cpu_s")
+        cells += [f"{r['cpu_us_per_mult']:.1f}", "—" if others is None else f"{others:.1f}"]
+        cells.append(str(r["correct"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Steps:"] + [f"- `{s}`: {d}" for s, d in STEPS]
     extra = [
@@ -174,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     if "cache_build_s" in record:
         print(f"  {'(cache build)':<{width}}  {record['cache_build_s']:8.2f} s  (not in total)")
     for s, desc in STEPS:
-        print(f"  {s:<{width}}  {record['steps_s'][s]:8.2f} s  {desc}")
-    print(f"  {'total':<{width}}  {record['total_s']:8.2f} s  correct={record['correct']}")
+        wall, c = record["steps_s"][s], record["cpu_s"][s]
+        print(f"  {s:<{width}}  {wall:8.2f} s  (cpu {c:7.2f} s)  {desc}")
+    print(
+        f"  {'total':<{width}}  {record['total_s']:8.2f} s  (cpu {record['total_cpu_s']:7.2f} s)"
+        f"  correct={record['correct']}  others' cpu {record['others_cpu_s']:.1f} s"
+    )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []

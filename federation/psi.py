@@ -86,6 +86,7 @@ USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 #: costs more than it saves for a few thousand 40 µs scalar multiplications.
 PARALLEL_MIN = 16_384
 DEFAULT_MAX_QUERIES = 10_000_000
+DEFAULT_MAX_HOLDER_SET = 20_000_000
 DEFAULT_CACHE_MAX_AGE = 30 * 86_400.0
 
 _CACHE_MAGIC = b"XYDPSIC1"
@@ -174,6 +175,41 @@ def normalise_codes(codes: Sequence[str], *, who: str = "input") -> np.ndarray:
         raise PsiInputError(f"{who} codes: the list is empty")
     if n > _MAX_SET:
         raise PsiInputError(f"{who} codes: {n} codes exceed the limit of {_MAX_SET}")
+    arr = _clean_codes(codes, n)
+    if arr is None:
+        arr = _normalise_slowly(codes, n, who)
+    out = np.ascontiguousarray(arr).view(f"S{CODE_LEN}").reshape(n)
+    order = np.argsort(out, kind="stable")
+    dup = np.flatnonzero(out[order][1:] == out[order][:-1])
+    if dup.size:
+        pairs = [f"rows {order[j]} and {order[j + 1]}: same code" for j in dup[:20]]
+        raise PsiInputError(_summarise(f"{who} codes ({dup.size} duplicate(s))", pairs))
+    return out
+
+
+_UPPER = np.arange(256, dtype=np.uint8)
+_UPPER[ord("a") : ord("z") + 1] -= 32
+
+
+def _clean_codes(codes: Sequence[str], n: int) -> np.ndarray | None:
+    """Fast path for the usual input, ASCII codes of 18 characters: (n, 18) bytes, or None.
+
+    NFKC and strip are identities on such codes, so only upper-casing is left; anything else
+    goes the slow way, which also names the offending rows.
+    """
+    try:
+        joined = "".join(codes)
+    except TypeError:
+        return None
+    if len(joined) != n * CODE_LEN or not joined.isascii():
+        return None
+    if np.any(np.fromiter(map(len, codes), dtype=np.int64, count=n) != CODE_LEN):
+        return None
+    arr = _UPPER[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)].reshape(n, CODE_LEN)
+    return arr if bool(_VALID_BYTE[arr].all()) else None
+
+
+def _normalise_slowly(codes: Sequence[str], n: int, who: str) -> np.ndarray:
     problems: list[str] = []
     norm: list[str] = []
     for i, c in enumerate(codes):
@@ -191,13 +227,7 @@ def normalise_codes(codes: Sequence[str], *, who: str = "input") -> np.ndarray:
     problems.extend(f"row {i}: character outside the USCC charset" for i in bad[:20])
     if problems:
         raise PsiInputError(_summarise(f"{who} codes", problems))
-    out = np.ascontiguousarray(arr).view(f"S{CODE_LEN}").reshape(n)
-    order = np.argsort(out, kind="stable")
-    dup = np.flatnonzero(out[order][1:] == out[order][:-1])
-    if dup.size:
-        pairs = [f"rows {order[j]} and {order[j + 1]}: same code" for j in dup[:20]]
-        raise PsiInputError(_summarise(f"{who} codes ({dup.size} duplicate(s))", pairs))
-    return out
+    return arr
 
 
 def _summarise(what: str, problems: list[str]) -> str:
@@ -221,7 +251,7 @@ def _on_curve(m: Any) -> bool:
 
     x is on the curve iff x^3 + A x^2 + x is a nonzero square mod p (RFC 7748's equation).
     """
-    return True
+    return bool(_kronecker(m * (m * (m + _A) + 1), _PM) == 1)
 
 
 def _hash_to_u(prefix: bytes, code: bytes) -> bytes:
@@ -442,7 +472,8 @@ def _check_min_overlap(min_overlap: int | float) -> int | float:
 def _required(min_overlap: int | float, base: int) -> int:
     if isinstance(min_overlap, int):
         return min_overlap
-    return max(1, math.ceil(min_overlap * base))
+    # round() first: 0.07 * 100 is 7.000000000000001 in binary floating point, not 8 needed.
+    return max(1, math.ceil(round(min_overlap * base, 6)))
 
 
 def _as_bytes(msg: object, step: str, what: str) -> bytes:
@@ -484,7 +515,7 @@ class PsiStats:
     cache_hit: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PsiResult:
     """The bank's view of one bank-holder intersection, in the common (ascending-code) order.
 
@@ -502,7 +533,7 @@ class PsiResult:
         return self.holder_positions.astype("<u4").tobytes()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PsiAlignment:
     """Bank rows present at *every* holder, with each holder's positions, in the common order."""
 
@@ -515,7 +546,7 @@ class PsiAlignment:
         return self.holder_positions[holder].astype("<u4").tobytes()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalPsi:
     """Both halves' answers from :func:`run_psi_local`."""
 
@@ -524,7 +555,7 @@ class LocalPsi:
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalAlignment:
     """All parties' answers from :func:`align_local`: row ``i`` is one enterprise everywhere."""
 
@@ -572,6 +603,8 @@ class PsiHolder(_NoPickle):
         self._scalar: bytes | None = None
         self._tags: bytes | None = None
         self._rows: np.ndarray | None = None  # sent position -> holder row
+        # Messages 1 and 2 may arrive on two gRPC threads at once: build b and the set once.
+        self._lock = threading.Lock()
         self.stats = PsiStats()
         self.rows: np.ndarray | None = None  # set by accept_intersection
 
@@ -648,8 +681,12 @@ class PsiHolder(_NoPickle):
 
     def _ensure(self) -> tuple[bytes, bytes, np.ndarray]:
         """Load or build (scalar b, sorted tags, sent position -> row); once per object."""
-        if self._scalar is not None and self._tags is not None and self._rows is not None:
-            return self._scalar, self._tags, self._rows
+        with self._lock:
+            if self._scalar is not None and self._tags is not None and self._rows is not None:
+                return self._scalar, self._tags, self._rows
+            return self._load_or_build()
+
+    def _load_or_build(self) -> tuple[bytes, bytes, np.ndarray]:
         codes = self._codes.tobytes()
         path = key = None
         if self._cache_dir is not None:
@@ -748,6 +785,8 @@ class PsiBank(_NoPickle):
     One ``queries()`` message serves every holder; :meth:`finish` is called once per holder and
     :meth:`align` combines several holders into one common set. ``min_overlap`` is a count, or
     a fraction of the bank's codes; smaller intersections raise :class:`PsiOverlapError`.
+    ``max_holder_set`` caps the holder's set: a holder padding its set with a public registry
+    of codes would otherwise learn the bank's whole customer list.
     """
 
     def __init__(
@@ -757,10 +796,16 @@ class PsiBank(_NoPickle):
         salt: bytes,
         min_overlap: int | float = 1,
         workers: int | None = None,
+        max_holder_set: int | None = DEFAULT_MAX_HOLDER_SET,
         parallel_min: int = PARALLEL_MIN,
     ):
         self._prefix = _hash_prefix(_check_salt(salt))
         self._codes = normalise_codes(codes, who="bank")
+        if max_holder_set is not None and (isinstance(max_holder_set, bool) or max_holder_set < 1):
+            raise ConfigError(
+                f"max_holder_set must be a positive integer or None, not {max_holder_set}"
+            )
+        self._max_holder_set = max_holder_set
         self._min_overlap = _check_min_overlap(min_overlap)
         if isinstance(self._min_overlap, int) and self._min_overlap > self.size:
             raise ConfigError(
@@ -770,6 +815,7 @@ class PsiBank(_NoPickle):
         self._par = parallel_min
         self._a, self._a_inv = _bank_scalars()
         self._queries: bytes | None = None
+        self._lock = threading.Lock()
         self.stats = PsiStats()
 
     @property
@@ -782,15 +828,17 @@ class PsiBank(_NoPickle):
 
     def queries(self) -> bytes:
         """Message to each holder: H(x)^a for every bank code, in the bank's row order."""
-        if self._queries is None:
+        with self._lock:
+            if self._queries is not None:
+                return self._queries
             chunks = _run_chunked(
                 _hash_blind_chunk, self._codes.tobytes(), CODE_LEN, (self._prefix, self._a),
                 workers=self._workers, parallel_min=self._par,
             )  # fmt: skip
             self.stats.hashed += self.size
             self.stats.own_blinded += self.size
-            self._queries = b"".join(chunks)
-        return self._queries
+            self._queries = queries = b"".join(chunks)
+            return queries
 
     def finish(self, double_blinded: bytes, holder_set: bytes) -> PsiResult:
         """Unblind the holder's answer, match it against the holder's set, order the result."""
@@ -808,6 +856,12 @@ class PsiBank(_NoPickle):
         if not hs or len(hs) % TAG_BYTES or len(hs) // TAG_BYTES > _MAX_SET:
             raise PsiProtocolError(
                 step, f"holder set is {len(hs)} bytes, not a positive multiple of {TAG_BYTES}"
+            )
+        if self._max_holder_set is not None and len(hs) // TAG_BYTES > self._max_holder_set:
+            raise Refused(
+                "size",
+                f"holder set of {len(hs) // TAG_BYTES} codes exceeds this bank's limit "
+                f"{self._max_holder_set}",
             )
         tags = np.frombuffer(hs, dtype=f"S{TAG_BYTES}")
         if tags.size > 1 and not bool(np.all(tags[1:] > tags[:-1])):

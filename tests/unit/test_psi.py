@@ -72,6 +72,9 @@ def test_codes_are_normalised_before_hashing():
     messy[0] = "".join(chr(ord(ch) + 0xFEE0) for ch in h[0])
     out = psi.run_psi_local(b, messy, salt=SALT, workers=1)
     assert [h[i] for i in out.holder_rows] == sorted(set(b) & set(h))
+    # The fast path (plain ASCII) and the slow path (NFKC, strip) agree.
+    lower = psi.normalise_codes([c.lower() for c in h])
+    assert lower.tolist() == psi.normalise_codes(h).tolist() == psi.normalise_codes(messy).tolist()
 
 
 def test_process_pool_path_gives_the_same_answer():
@@ -94,6 +97,23 @@ def test_common_order_is_deterministic_across_runs_and_input_orders():
     # Fresh secret scalars each run: the same sets give unrelated wire bytes.
     assert first[4][1] != second[4][1]
     assert first[4][0] != second[4][0]
+
+
+def test_messages_one_and_two_may_arrive_on_two_threads_at_once():
+    """A gRPC server may serve blinded_set and blind_queries concurrently: one b for both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    b, h = make_sets(21, bank=150, holder=400, common=90)
+    bank = psi.PsiBank(b, salt=SALT, workers=1)
+    holder = psi.PsiHolder(h, salt=SALT, workers=1)
+    with ThreadPoolExecutor(2) as ex:
+        hs = ex.submit(holder.blinded_set)
+        d = ex.submit(holder.blind_queries, bank.queries())
+        res = bank.finish(d.result(), hs.result())
+    assert holder.stats.own_blinded == 400
+    assert [h[i] for i in holder.accept_intersection(res.positions_bytes())] == sorted(
+        set(b) & set(h)
+    )
 
 
 def test_three_party_alignment_uses_one_common_order():
@@ -169,6 +189,7 @@ def test_min_overlap_count_and_fraction():
         psi.run_psi_local(b, h, salt=SALT, min_overlap=0.31, workers=1)
     assert err.value.required == 31
     assert psi.run_psi_local(b, h, salt=SALT, min_overlap=0.3, workers=1).size == 30
+    assert psi.PsiBank(b, salt=SALT, min_overlap=0.07).required_overlap == 7  # not float 7.0000001
     with pytest.raises(ConfigError, match="exceeds"):
         psi.PsiBank(b, salt=SALT, min_overlap=101)
     for bad in (0, -1, 0.0, 1.5, True, "3"):
@@ -227,7 +248,7 @@ def test_option_errors():
 def session():
     """One finished exchange, reused by the malformed-message tests (they do not mutate it)."""
     b, h = make_sets(20, bank=40, holder=50, common=15)
-    bank = psi.PsiBank(b, salt=SALT, workers=1)
+    bank = psi.PsiBank(b, salt=SALT, workers=1, max_holder_set=50)
     holder = psi.PsiHolder(h, salt=SALT, workers=1, max_queries=45)
     q = bank.queries()
     hs = holder.blinded_set()
@@ -236,10 +257,12 @@ def session():
 
 
 def _twist_point() -> bytes:
-    u = 2
-    while psi._on_curve(psi._mpz_le(u.to_bytes(32, "little"), "little")):
-        u += 1
-    return u.to_bytes(32, "little")
+    """A canonical x-coordinate of the quadratic twist (libsodium's X25519 accepts it)."""
+    for u in range(2, 100):
+        p = u.to_bytes(32, "little")
+        if not psi._on_curve(psi._mpz_le(p, "little")):
+            return p
+    raise AssertionError("no twist point below 100: the curve check is broken")
 
 
 def test_holder_refuses_malformed_queries(session):
@@ -272,6 +295,9 @@ def test_bank_refuses_malformed_answers(session):
         (d, hs[:16] + hs[:16] + hs[32:], "not strictly ascending"),  # duplicate tag
         (d[:96] + _twist_point() + d[128:], hs, "double-blinded query 3: not a point"),
     ]
+    with pytest.raises(Refused) as err:
+        bank.finish(d, hs + b"\xff" * 16)  # 51 codes > max_holder_set=50
+    assert err.value.code == "size"
     for dbl, hset, text in cases:
         if text is None:
             assert bank.finish(dbl, hset).size == 15
