@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from federation.audit import AuditLog, sqlite_url
-from federation.errors import ConfigError
+from federation.errors import ConfigError, XinyidaiError
 from federation.pki import load_platform_public_key
 from parties.consent import ConsentRegistry, PlatformSigner
 
@@ -116,15 +116,28 @@ def grant(
         valid_from=now,
         valid_until=now + days * 86400,
     )
-    with _registry(node_dir, key, url) as registry:
-        registry.grant(signed)
     auth = signed.auth
-    with _audit(node_dir, audit_url) as log:
+    # Open the audit log first: a grant that cannot be recorded must not happen at all.
+    with _audit(node_dir, audit_url) as log, _registry(node_dir, key, url) as registry:
+        try:
+            registry.grant(signed)
+        except XinyidaiError as exc:  # a refused grant is on record too
+            log.append(
+                direction="local",
+                peer=auth.bank_id,
+                operation="consent.grant",
+                purpose=auth.purpose,
+                subject=auth.uscc,
+                decision="deny",
+                reason=str(exc)[:500],
+            )
+            raise
         log.append(
             direction="local",
             peer=auth.bank_id,
             operation="consent.grant",
             purpose=auth.purpose,
+            subject=auth.uscc,
             reason=(
                 f"auth {auth.auth_id}: enterprise {auth.uscc} authorises "
                 f"{','.join(auth.categories)} until {_iso(auth.valid_until)} UTC"
@@ -148,7 +161,8 @@ def revoke(
 ) -> None:
     """Revoke an authorisation from now on (audited)."""
     node_dir = _node_dir(node_dir)
-    with _registry(node_dir, _require_key(node_dir, platform_key), url) as registry:
+    key = _require_key(node_dir, platform_key)
+    with _audit(node_dir, audit_url) as log, _registry(node_dir, key, url) as registry:
         before = registry.get(auth_id)
         if before.revoked_at is not None:
             typer.echo(
@@ -157,12 +171,12 @@ def revoke(
             )
             return
         registry.revoke(auth_id, reason=reason)
-    with _audit(node_dir, audit_url) as log:
         log.append(
             direction="local",
             peer=before.auth.bank_id,
             operation="consent.revoke",
             purpose=before.auth.purpose,
+            subject=before.auth.uscc,
             reason=f"auth {auth_id}: enterprise {before.auth.uscc}: {reason.strip()}",
         )
     typer.echo(f"revoked {auth_id}")

@@ -438,7 +438,10 @@ def test_cli_grant_with_the_wrong_signing_key_stores_nothing(
         node_dir, load_platform_public_key(pki.platform_signing_pub)
     ) as reg:
         assert reg.list() == []
-    assert not (node_dir / "audit.db").exists()  # nothing happened, nothing to audit
+    with AuditLog(sqlite_url(node_dir / "audit.db"), "tax") as log:  # the refusal is on record
+        [entry] = log.query()
+    assert (entry.operation, entry.decision, entry.subject) == ("consent.grant", "deny", A)
+    assert "signature invalid" in entry.reason
 
 
 def test_cli_list_needs_the_platform_key(node_dir: Path, pki: PkiLayout, signer) -> None:
