@@ -9,6 +9,7 @@ in production. Every grant and revocation is also recorded in the node's audit l
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 from pathlib import Path
@@ -119,29 +120,24 @@ def grant(
     auth = signed.auth
     # Open the audit log first: a grant that cannot be recorded must not happen at all.
     with _audit(node_dir, audit_url) as log, _registry(node_dir, key, url) as registry:
-        try:
-            registry.grant(signed)
-        except XinyidaiError as exc:  # a refused grant is on record too
-            log.append(
-                direction="local",
-                peer=auth.bank_id,
-                operation="consent.grant",
-                purpose=auth.purpose,
-                subject=auth.uscc,
-                decision="deny",
-                reason=str(exc)[:500],
-            )
-            raise
-        log.append(
+        record = functools.partial(
+            log.append,
             direction="local",
             peer=auth.bank_id,
             operation="consent.grant",
             purpose=auth.purpose,
             subject=auth.uscc,
+        )
+        try:
+            registry.grant(signed)
+        except XinyidaiError as exc:  # a refused grant is on record too
+            record(decision="deny", reason=str(exc)[:500])
+            raise
+        record(
             reason=(
                 f"auth {auth.auth_id}: enterprise {auth.uscc} authorises "
                 f"{','.join(auth.categories)} until {_iso(auth.valid_until)} UTC"
-            ),
+            )
         )
     typer.echo(f"granted {auth.auth_id}")
     typer.echo(

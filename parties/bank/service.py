@@ -17,7 +17,7 @@ from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
-from parties.holder.service import PROTOCOL_VERSION, SOFTWARE_VERSION, data_categories
+from parties.holder.service import PROTOCOL_VERSION, data_categories, hello_reply
 from parties.summary import table_summary
 from protos import bank_pb2, common_pb2
 
@@ -78,17 +78,7 @@ class BankServicer:
             )
 
     def Hello(self, request: Any, call: CallInfo) -> Any:
-        reply = common_pb2.HelloReply(
-            node_id=self.config.node_id,
-            role="bank",
-            caller_id=call.caller,
-            software_version=SOFTWARE_VERSION,
-            protocol_version=PROTOCOL_VERSION,
-            allowed_purposes=self.config.allowed_purposes,
-            categories=self.categories,
-        )
-        reply.tables.append(self._summary)
-        return reply
+        return hello_reply(self.config, call.caller, self.categories, self._summary)
 
     def Greet(self, request: Any, call: CallInfo) -> Any:
         greetings = greet_holders(

@@ -36,6 +36,23 @@ def data_categories(schema: PartySchema) -> list[str]:
     return sorted({c.category for c in schema.columns} - {"identity", "label", ""})
 
 
+def hello_reply(
+    config: NodeConfig, caller: str, categories: list[str], summary: Any
+) -> common_pb2.HelloReply:
+    """What any node says about itself in ``Hello`` (consent counts are the holder's addition)."""
+    reply = common_pb2.HelloReply(
+        node_id=config.node_id,
+        role=config.role,
+        caller_id=caller,
+        software_version=SOFTWARE_VERSION,
+        protocol_version=PROTOCOL_VERSION,
+        allowed_purposes=config.allowed_purposes,
+        categories=categories,
+    )
+    reply.tables.append(summary)
+    return reply
+
+
 class HolderServicer:
     service = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
 
@@ -68,22 +85,15 @@ class HolderServicer:
 
     def Hello(self, request: Any, call: CallInfo) -> Any:
         stats = self.consent.stats(bank_id=call.caller)
-        reply = common_pb2.HelloReply(
-            node_id=self.config.node_id,
-            role="holder",
-            caller_id=call.caller,
-            software_version=SOFTWARE_VERSION,
-            protocol_version=PROTOCOL_VERSION,
-            allowed_purposes=self.config.allowed_purposes,
-            categories=self.categories,
-            consent=common_pb2.ConsentStats(
+        reply = hello_reply(self.config, call.caller, self.categories, self._summary)
+        reply.consent.CopyFrom(
+            common_pb2.ConsentStats(
                 active=stats.active,
                 revoked=stats.revoked,
                 expired=stats.expired,
                 enterprises=stats.enterprises,
-            ),
+            )
         )
-        reply.tables.append(self._summary)
         return reply
 
     def CheckAuthorisation(self, request: Any, call: CallInfo) -> Any:
