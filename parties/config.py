@@ -9,6 +9,7 @@ PostgreSQL (``postgresql+psycopg://...``) instead of the SQLite files in the nod
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,9 @@ class PeerConfig(_Strict):
 class TableConfig(_Strict):
     path: Path
     schema_role: Literal["bank", "tax", "utility"]
+    # The date the table describes; date columns enter models as "days before as_of".
+    # Default: the latest date in the table's date columns.
+    as_of: date | None = None
 
 
 class LimitsConfig(_Strict):
@@ -52,6 +56,9 @@ class LimitsConfig(_Strict):
         default=4096, ge=1, description="largest streamed payload a node stores"
     )
     max_workers: int = Field(default=16, ge=1, le=256, description="server threads")
+    compute_workers: int = Field(
+        default=2, ge=1, le=256, description="worker processes for PSI and Paillier work"
+    )
 
 
 class NodeConfig(_Strict):
@@ -100,7 +107,9 @@ class NodeConfig(_Strict):
         self.node_dir = fix(self.node_dir)
         self.tls = TlsConfig(ca=fix(self.tls.ca), cert=fix(self.tls.cert), key=fix(self.tls.key))
         if self.data is not None:
-            self.data = TableConfig(path=fix(self.data.path), schema_role=self.data.schema_role)
+            self.data = TableConfig(
+                path=fix(self.data.path), schema_role=self.data.schema_role, as_of=self.data.as_of
+            )
         if self.platform_public_key is not None:
             self.platform_public_key = fix(self.platform_public_key)
         return self

@@ -26,12 +26,16 @@ from parties.consent import ConsentRegistry, PurposePolicy
 from parties.data.loader import load_table
 from parties.data.schema import schema_for
 from parties.summary import node_secret
-from protos import bank_pb2, holder_pb2
+from protos import bank_pb2, holder_pb2, secureboost_pb2
 
 log = logging.getLogger(__name__)
 
 HOLDER_SERVICE = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
 BANK_SERVICE = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
+SECUREBOOST_SERVICE = secureboost_pb2.DESCRIPTOR.services_by_name["SecureBoostHolder"]
+SERVICES = {s.name: s for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE)}
+"""The services a client can ask ``connect`` for, by name (holders serve DataHolder and
+SecureBoostHolder on one port; banks serve Bank)."""
 
 
 def identity_of(config: NodeConfig) -> TlsIdentity:
@@ -39,16 +43,30 @@ def identity_of(config: NodeConfig) -> TlsIdentity:
 
 
 def connect(
-    config: NodeConfig, peer: PeerConfig, *, audit: AuditLog | None, deadline_s: float | None = None
+    config: NodeConfig,
+    peer: PeerConfig,
+    *,
+    audit: AuditLog | None,
+    deadline_s: float | None = None,
+    service: str | None = None,
 ) -> GrpcPeer:
-    """A client for ``peer`` acting as ``config``'s node (its certificate, its audit log)."""
-    service = HOLDER_SERVICE if peer.role == "holder" else BANK_SERVICE
+    """A client for ``peer`` acting as ``config``'s node (its certificate, its audit log).
+
+    ``service``: the service to call by name (``SecureBoostHolder``...); default the peer's
+    main one (``DataHolder`` at a holder, ``Bank`` at a bank).
+    """
+    if service is None:
+        descriptor = HOLDER_SERVICE if peer.role == "holder" else BANK_SERVICE
+    elif service in SERVICES:
+        descriptor = SERVICES[service]
+    else:
+        raise ConfigError(f"unknown service {service!r}; known: {', '.join(sorted(SERVICES))}")
     return GrpcPeer(
         node_id=peer.node_id,
         address=peer.address,
         identity=identity_of(config),
         max_message_bytes=config.limits.max_message_mb << 20,
-        service=service,
+        service=descriptor,
         self_id=config.node_id,
         audit=audit,
         deadline_s=deadline_s or config.limits.deadline_s,
@@ -78,8 +96,12 @@ class Node:
         column_key = node_secret(config.node_dir / "column_key")
         self.peers: dict[str, PeerBase] = {}
         servicer: Any
+        extra: list[Any] = []
+        blobs = BlobStore(config.node_dir / "blobs", max_bytes=config.limits.max_blob_mb << 20)
         if config.role == "holder":
             from federation.pki import load_platform_public_key
+            from models.secureboost.passive import SecureBoostHolderServicer
+            from parties.holder.alignment import AlignmentStore, TrainingView
             from parties.holder.service import HolderServicer
 
             if config.platform_public_key is None:
@@ -88,15 +110,34 @@ class Node:
             self.consent = ConsentRegistry(
                 config.resolved_consent_url, public_key, node_id=config.node_id
             )
+            alignments = AlignmentStore(
+                config.node_dir / "alignments",
+                node_id=config.node_id,
+                table_codes=list(self.table.index),
+            )
             servicer = HolderServicer(
                 config=config,
                 table=self.table,
                 schema=self.schema,
                 consent=self.consent,
-                blobs=BlobStore(
-                    config.node_dir / "blobs", max_bytes=config.limits.max_blob_mb << 20
-                ),
+                blobs=blobs,
                 column_key=column_key,
+                alignments=alignments,
+                psi_cache=config.node_dir / "psi-cache",
+                workers=config.limits.compute_workers,
+            )
+            view = TrainingView(self.table, self.schema, alignments, as_of=config.data.as_of)
+            # One port, one mTLS identity, one audit log and purpose policy for both services.
+            extra.append(
+                SecureBoostHolderServicer(
+                    node_id=config.node_id,
+                    features_for=view.features_for,
+                    banks=[p.node_id for p in config.banks],
+                    blobs=blobs,
+                    workers=config.limits.compute_workers,
+                    chunk_bytes=config.limits.chunk_kb * 1024,
+                    models_dir=config.node_dir / "models",
+                )
             )
         else:
             from parties.bank.service import BankServicer
@@ -112,8 +153,12 @@ class Node:
         self.runtime = ServiceRuntime(
             servicer, node_id=config.node_id, audit=self.audit, purposes=self.purposes
         )
+        self.runtimes = [self.runtime] + [
+            ServiceRuntime(s, node_id=config.node_id, audit=self.audit, purposes=self.purposes)
+            for s in extra
+        ]
         self.server = GrpcServer(
-            [self.runtime],
+            self.runtimes,
             address=config.address,
             identity=identity_of(config),
             max_message_bytes=config.limits.max_message_mb << 20,

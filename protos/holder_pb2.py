@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/holder.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"^\n\x12\x41uthorisationQuery\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\"M\n\x13\x41uthorisationAnswer\x12\x0f\n\x07\x61uth_id\x18\x01 \x01(\t\x12\x10\n\x08has_data\x18\x02 \x01(\x08\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x04\x32\xa0\x02\n\nDataHolder\x12;\n\x05Hello\x12\x19.xinyidai.v1.HelloRequest\x1a\x17.xinyidai.v1.HelloReply\x12W\n\x12\x43heckAuthorisation\x12\x1f.xinyidai.v1.AuthorisationQuery\x1a .xinyidai.v1.AuthorisationAnswer\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/holder.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"^\n\x12\x41uthorisationQuery\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\"M\n\x13\x41uthorisationAnswer\x12\x0f\n\x07\x61uth_id\x18\x01 \x01(\t\x12\x10\n\x08has_data\x18\x02 \x01(\x08\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x04\"\\\n\x0fPsiStartRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\x12\x13\n\x0bmin_overlap\x18\x03 \x01(\x04\"3\n\nPsiStarted\x12\x13\n\x0bset_blob_id\x18\x01 \x01(\t\x12\x10\n\x08set_size\x18\x02 \x01(\x04\"R\n\x0fPsiBlindRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x17\n\x0fqueries_blob_id\x18\x02 \x01(\t\"7\n\nPsiBlinded\x12\x16\n\x0e\x61nswer_blob_id\x18\x01 \x01(\t\x12\x11\n\tn_queries\x18\x02 \x01(\x04\"U\n\x10PsiAcceptRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x19\n\x11positions_blob_id\x18\x02 \x01(\t\"\x1b\n\x0bPsiAccepted\x12\x0c\n\x04size\x18\x01 \x01(\x04\"I\n\x0fPsiAbortRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0c\n\nPsiAborted2\xaf\x04\n\nDataHolder\x12;\n\x05Hello\x12\x19.xinyidai.v1.HelloRequest\x1a\x17.xinyidai.v1.HelloReply\x12W\n\x12\x43heckAuthorisation\x12\x1f.xinyidai.v1.AuthorisationQuery\x1a .xinyidai.v1.AuthorisationAnswer\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x12\x41\n\x08PsiStart\x12\x1c.xinyidai.v1.PsiStartRequest\x1a\x17.xinyidai.v1.PsiStarted\x12\x41\n\x08PsiBlind\x12\x1c.xinyidai.v1.PsiBlindRequest\x1a\x17.xinyidai.v1.PsiBlinded\x12\x44\n\tPsiAccept\x12\x1d.xinyidai.v1.PsiAcceptRequest\x1a\x18.xinyidai.v1.PsiAccepted\x12\x41\n\x08PsiAbort\x12\x1c.xinyidai.v1.PsiAbortRequest\x1a\x17.xinyidai.v1.PsiAbortedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORISATIONQUERY']._serialized_end=151
   _globals['_AUTHORISATIONANSWER']._serialized_start=153
   _globals['_AUTHORISATIONANSWER']._serialized_end=230
-  _globals['_DATAHOLDER']._serialized_start=233
-  _globals['_DATAHOLDER']._serialized_end=521
+  _globals['_PSISTARTREQUEST']._serialized_start=232
+  _globals['_PSISTARTREQUEST']._serialized_end=324
+  _globals['_PSISTARTED']._serialized_start=326
+  _globals['_PSISTARTED']._serialized_end=377
+  _globals['_PSIBLINDREQUEST']._serialized_start=379
+  _globals['_PSIBLINDREQUEST']._serialized_end=461
+  _globals['_PSIBLINDED']._serialized_start=463
+  _globals['_PSIBLINDED']._serialized_end=518
+  _globals['_PSIACCEPTREQUEST']._serialized_start=520
+  _globals['_PSIACCEPTREQUEST']._serialized_end=605
+  _globals['_PSIACCEPTED']._serialized_start=607
+  _globals['_PSIACCEPTED']._serialized_end=634
+  _globals['_PSIABORTREQUEST']._serialized_start=636
+  _globals['_PSIABORTREQUEST']._serialized_end=709
+  _globals['_PSIABORTED']._serialized_start=711
+  _globals['_PSIABORTED']._serialized_end=723
+  _globals['_DATAHOLDER']._serialized_start=726
+  _globals['_DATAHOLDER']._serialized_end=1285
 # @@protoc_insertion_point(module_scope)

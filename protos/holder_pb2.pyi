@@ -26,3 +26,63 @@ class AuthorisationAnswer(_message.Message):
     has_data: bool
     valid_until: int
     def __init__(self, auth_id: _Optional[str] = ..., has_data: _Optional[bool] = ..., valid_until: _Optional[int] = ...) -> None: ...
+
+class PsiStartRequest(_message.Message):
+    __slots__ = ("meta", "salt", "min_overlap")
+    META_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    MIN_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    salt: bytes
+    min_overlap: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., salt: _Optional[bytes] = ..., min_overlap: _Optional[int] = ...) -> None: ...
+
+class PsiStarted(_message.Message):
+    __slots__ = ("set_blob_id", "set_size")
+    SET_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    set_blob_id: str
+    set_size: int
+    def __init__(self, set_blob_id: _Optional[str] = ..., set_size: _Optional[int] = ...) -> None: ...
+
+class PsiBlindRequest(_message.Message):
+    __slots__ = ("meta", "queries_blob_id")
+    META_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    queries_blob_id: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., queries_blob_id: _Optional[str] = ...) -> None: ...
+
+class PsiBlinded(_message.Message):
+    __slots__ = ("answer_blob_id", "n_queries")
+    ANSWER_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    N_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    answer_blob_id: str
+    n_queries: int
+    def __init__(self, answer_blob_id: _Optional[str] = ..., n_queries: _Optional[int] = ...) -> None: ...
+
+class PsiAcceptRequest(_message.Message):
+    __slots__ = ("meta", "positions_blob_id")
+    META_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    positions_blob_id: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., positions_blob_id: _Optional[str] = ...) -> None: ...
+
+class PsiAccepted(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class PsiAbortRequest(_message.Message):
+    __slots__ = ("meta", "reason")
+    META_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    reason: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PsiAborted(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

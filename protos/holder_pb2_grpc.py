@@ -55,6 +55,26 @@ class DataHolderStub:
                 request_serializer=protos_dot_common__pb2.BlobRequest.SerializeToString,
                 response_deserializer=protos_dot_common__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.PsiStart = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PsiStart',
+                request_serializer=protos_dot_holder__pb2.PsiStartRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PsiStarted.FromString,
+                _registered_method=True)
+        self.PsiBlind = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PsiBlind',
+                request_serializer=protos_dot_holder__pb2.PsiBlindRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PsiBlinded.FromString,
+                _registered_method=True)
+        self.PsiAccept = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PsiAccept',
+                request_serializer=protos_dot_holder__pb2.PsiAcceptRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PsiAccepted.FromString,
+                _registered_method=True)
+        self.PsiAbort = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PsiAbort',
+                request_serializer=protos_dot_holder__pb2.PsiAbortRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PsiAborted.FromString,
+                _registered_method=True)
 
 
 class DataHolderServicer:
@@ -88,6 +108,38 @@ class DataHolderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PsiStart(self, request, context):
+        """Alignment by private set intersection (docs/psi.md), one job per meta.job_id. Large messages
+        travel as blobs of the calling bank's job: the holder's blinded set (GetBlob), the bank's
+        queries (PutBlob), the double-blinded answers (GetBlob), the matched positions (PutBlob).
+        Start a PSI job: blind this holder's USCCs (cached per salt) and publish them as a blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PsiBlind(self, request, context):
+        """Blind the bank's uploaded queries with this holder's scalar; publish the answers as a blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PsiAccept(self, request, context):
+        """The bank's matched positions (the common set, common order): store this holder's side of
+        the alignment (its row of every aligned enterprise) under the job id, and say its size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PsiAbort(self, request, context):
+        """The bank refused the result (overlap too small, a peer failed): drop the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataHolderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +162,26 @@ def add_DataHolderServicer_to_server(servicer, server):
                     servicer.GetBlob,
                     request_deserializer=protos_dot_common__pb2.BlobRequest.FromString,
                     response_serializer=protos_dot_common__pb2.BlobChunk.SerializeToString,
+            ),
+            'PsiStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.PsiStart,
+                    request_deserializer=protos_dot_holder__pb2.PsiStartRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PsiStarted.SerializeToString,
+            ),
+            'PsiBlind': grpc.unary_unary_rpc_method_handler(
+                    servicer.PsiBlind,
+                    request_deserializer=protos_dot_holder__pb2.PsiBlindRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PsiBlinded.SerializeToString,
+            ),
+            'PsiAccept': grpc.unary_unary_rpc_method_handler(
+                    servicer.PsiAccept,
+                    request_deserializer=protos_dot_holder__pb2.PsiAcceptRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PsiAccepted.SerializeToString,
+            ),
+            'PsiAbort': grpc.unary_unary_rpc_method_handler(
+                    servicer.PsiAbort,
+                    request_deserializer=protos_dot_holder__pb2.PsiAbortRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PsiAborted.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +292,114 @@ class DataHolder:
             '/xinyidai.v1.DataHolder/GetBlob',
             protos_dot_common__pb2.BlobRequest.SerializeToString,
             protos_dot_common__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PsiStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PsiStart',
+            protos_dot_holder__pb2.PsiStartRequest.SerializeToString,
+            protos_dot_holder__pb2.PsiStarted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PsiBlind(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PsiBlind',
+            protos_dot_holder__pb2.PsiBlindRequest.SerializeToString,
+            protos_dot_holder__pb2.PsiBlinded.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PsiAccept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PsiAccept',
+            protos_dot_holder__pb2.PsiAcceptRequest.SerializeToString,
+            protos_dot_holder__pb2.PsiAccepted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PsiAbort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PsiAbort',
+            protos_dot_holder__pb2.PsiAbortRequest.SerializeToString,
+            protos_dot_holder__pb2.PsiAborted.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SecureBoostStart(_message.Message):
-    __slots__ = ("meta", "paillier_params", "n_rows", "pack_n_samples_max", "pack_precision_bits", "pack_g_bound", "pack_h_bound", "pack_slot_bits", "max_bin", "max_depth", "n_trees", "min_node_samples")
+    __slots__ = ("meta", "paillier_params", "n_rows", "pack_n_samples_max", "pack_precision_bits", "pack_g_bound", "pack_h_bound", "pack_slot_bits", "max_bin", "max_depth", "n_trees", "min_node_samples", "alignment_id", "rows")
     META_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class SecureBoostStart(_message.Message):
     MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     N_TREES_FIELD_NUMBER: _ClassVar[int]
     MIN_NODE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     paillier_params: bytes
     n_rows: int
@@ -33,7 +35,9 @@ class SecureBoostStart(_message.Message):
     max_depth: int
     n_trees: int
     min_node_samples: int
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., paillier_params: _Optional[bytes] = ..., n_rows: _Optional[int] = ..., pack_n_samples_max: _Optional[int] = ..., pack_precision_bits: _Optional[int] = ..., pack_g_bound: _Optional[float] = ..., pack_h_bound: _Optional[float] = ..., pack_slot_bits: _Optional[int] = ..., max_bin: _Optional[int] = ..., max_depth: _Optional[int] = ..., n_trees: _Optional[int] = ..., min_node_samples: _Optional[int] = ...) -> None: ...
+    alignment_id: str
+    rows: bytes
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., paillier_params: _Optional[bytes] = ..., n_rows: _Optional[int] = ..., pack_n_samples_max: _Optional[int] = ..., pack_precision_bits: _Optional[int] = ..., pack_g_bound: _Optional[float] = ..., pack_h_bound: _Optional[float] = ..., pack_slot_bits: _Optional[int] = ..., max_bin: _Optional[int] = ..., max_depth: _Optional[int] = ..., n_trees: _Optional[int] = ..., min_node_samples: _Optional[int] = ..., alignment_id: _Optional[str] = ..., rows: _Optional[bytes] = ...) -> None: ...
 
 class SecureBoostStarted(_message.Message):
     __slots__ = ("n_features",)
@@ -144,12 +148,14 @@ class SecureBoostFinished(_message.Message):
     def __init__(self, n_splits: _Optional[int] = ...) -> None: ...
 
 class SecureBoostPredictRequest(_message.Message):
-    __slots__ = ("meta", "rows")
+    __slots__ = ("meta", "rows", "alignment_id")
     META_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     rows: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., rows: _Optional[_Iterable[int]] = ...) -> None: ...
+    alignment_id: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., rows: _Optional[_Iterable[int]] = ..., alignment_id: _Optional[str] = ...) -> None: ...
 
 class SecureBoostLeafReach(_message.Message):
     __slots__ = ("tree", "reach")

@@ -8,12 +8,16 @@ and the who-learns-what table are in docs/secureboost.md.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gmpy2
@@ -54,6 +58,11 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "SecureBoostHolder"
 
+FeaturesFor = Callable[[str, str], tuple[np.ndarray, Sequence[str]]]
+"""``features_for(bank, alignment_id) -> (values, names)``: the holder's features for the rows
+of one alignment, in its common order (NaN = missing). Raises a ``XinyidaiError`` (or
+``CallFailed``) naming what is wrong when there is no such alignment for that bank."""
+
 
 def _failed(detail: str) -> CallFailed:
     return CallFailed(FAILED_PRECONDITION, detail)
@@ -67,6 +76,7 @@ class HolderModel:
     splits: dict[int, dict[int, tuple[int, int]]]  # tree → node → (feature, threshold bin)
     leaves: dict[int, list[int]]  # tree → leaf heap ids, ascending
     n_trees: int
+    alignment_id: str = ""  # the alignment the job trained on (Predict's default)
 
     @property
     def n_splits(self) -> int:
@@ -82,6 +92,7 @@ class HolderModel:
                 str(t): {str(n): list(ft) for n, ft in s.items()} for t, s in self.splits.items()
             },
             "leaves": {str(t): list(v) for t, v in self.leaves.items()},
+            "alignment_id": self.alignment_id,
         }
 
     @classmethod
@@ -94,6 +105,7 @@ class HolderModel:
             },
             leaves={int(t): [int(x) for x in v] for t, v in data["leaves"].items()},
             n_trees=int(data["n_trees"]),
+            alignment_id=str(data.get("alignment_id", "")),
         )
 
 
@@ -114,6 +126,8 @@ class _TreeState:
 
 @dataclass
 class _Job:
+    alignment_id: str
+    n_rows: int  # rows of the job (the selected rows of the alignment)
     params: PublicParams
     packer: GradHessPacker
     engine: PaillierEngine
@@ -163,7 +177,12 @@ class SecureBoostHolderServicer:
 
     ``features`` are the holder's values for the aligned rows (rows in the order the bank
     uses; NaN = missing); ``feature_names`` stay here (errors sent to the bank name features
-    by index and the name goes to this node's log). ``min_node_samples`` is this holder's
+    by index and the name goes to this node's log). A node instead passes ``features_for``
+    (see ``FeaturesFor``): each job then names its alignment (``Start.alignment_id``, a PSI
+    job) and the rows of it to train on (``Start.rows``); ``features``/``feature_names`` is the
+    same with one fixed alignment. ``models_dir``: where finished model parts are written
+    (``<models_dir>/<bank>/<job>.json``, mode 0600: they hold bin edges) and read back after a
+    restart; None keeps them in memory only. ``min_node_samples`` is this holder's
     policy: it refuses jobs asking less and histograms of smaller nodes. ``workers`` is the
     Paillier engine's process count (1: in-process).
     """
@@ -174,23 +193,33 @@ class SecureBoostHolderServicer:
         self,
         *,
         node_id: str,
-        features: np.ndarray,
-        feature_names: Sequence[str],
+        features: np.ndarray | None = None,
+        feature_names: Sequence[str] | None = None,
+        features_for: FeaturesFor | None = None,
         banks: Iterable[str],
         blobs: BlobStore,
         min_node_samples: int = 20,
         workers: int | None = 1,
         chunk_bytes: int = 1 << 20,
+        models_dir: Path | None = None,
     ):
-        arr = np.asarray(features, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != len(feature_names):
-            raise BinningError(
-                f"holder '{node_id}': features must be (rows, {len(feature_names)}) for the "
-                f"given names, got shape {arr.shape}"
-            )
         self.node_id = node_id
-        self.features = arr
-        self.feature_names = [str(n) for n in feature_names]
+        self.features: np.ndarray | None = None
+        self.feature_names: list[str] = []
+        if (features is None) == (features_for is None):
+            raise ValueError("give either features (with feature_names) or features_for")
+        if features is not None:
+            names = [str(n) for n in feature_names or []]
+            arr = self._checked(features, names)
+            self.features, self.feature_names = arr, names
+
+            def fixed(bank: str, alignment_id: str) -> tuple[np.ndarray, Sequence[str]]:
+                return arr, names
+
+            features_for = fixed
+        assert features_for is not None
+        self.features_for: FeaturesFor = features_for
+        self.models_dir = models_dir
         self.banks = frozenset(banks)
         self.blobs = blobs
         self.min_node_samples = int(min_node_samples)
@@ -199,6 +228,19 @@ class SecureBoostHolderServicer:
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._models: dict[tuple[str, str], HolderModel] = {}
         self._lock = threading.Lock()
+
+    def _checked(self, features: Any, names: Sequence[str]) -> np.ndarray:
+        arr = np.asarray(features, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != len(names):
+            raise BinningError(
+                f"holder '{self.node_id}': features must be (rows, {len(names)}) for the "
+                f"given names, got shape {arr.shape}"
+            )
+        return arr
+
+    def _features(self, bank: str, alignment_id: str) -> tuple[np.ndarray, list[str]]:
+        values, names = self.features_for(bank, alignment_id)
+        return self._checked(values, names), [str(n) for n in names]
 
     # -- policy and bookkeeping ------------------------------------------------------------
     def authorise_caller(self, caller: str, method: str) -> None:
@@ -221,13 +263,47 @@ class SecureBoostHolderServicer:
         with self._lock:
             found = self._models.get((bank, job_id))
         if found is None:
+            found = self._read_model(bank, job_id)
+        if found is None:
             raise _failed(f"no finished SecureBoost model '{job_id}' for {bank}")
         return found
+
+    def _model_path(self, bank: str, job_id: str) -> Path | None:
+        if self.models_dir is None or not _SAFE_NAME.match(bank) or not _SAFE_NAME.match(job_id):
+            return None
+        return self.models_dir / bank / f"{job_id}.json"
+
+    def _read_model(self, bank: str, job_id: str) -> HolderModel | None:
+        path = self._model_path(bank, job_id)
+        if path is None or not path.exists():
+            return None
+        model = HolderModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        with self._lock:
+            self._models[(bank, job_id)] = model
+        return model
+
+    def _write_model(self, bank: str, job_id: str, model: HolderModel) -> None:
+        """Atomically (temp file + rename), mode 0600 from the first byte: bin edges are data."""
+        path = self._model_path(bank, job_id)
+        if path is None:
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(model.to_dict(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def load_model(self, bank: str, job_id: str, model: HolderModel) -> None:
         """Serve a saved model part (``HolderModel.from_dict``), e.g. after a restart or on a
         scoring node whose table holds new applicants; its bins must fit this node's columns."""
-        if model.binner.n_features_in_ != self.features.shape[1]:
+        if self.features is not None and model.binner.n_features_in_ != self.features.shape[1]:
             raise BinningError(
                 f"holder '{self.node_id}': the model was binned on {model.binner.n_features_in_} "
                 f"features, this node has {self.features.shape[1]}"
@@ -239,9 +315,9 @@ class SecureBoostHolderServicer:
         with self._lock:
             return sorted(self._jobs)
 
-    def _mask(self, buf: bytes, what: str) -> np.ndarray:
+    def _mask(self, buf: bytes, n_rows: int, what: str) -> np.ndarray:
         try:
-            return mask_from_bytes(buf, self.features.shape[0], what)
+            return mask_from_bytes(buf, n_rows, what)
         except MaskError as exc:
             raise invalid(str(exc)) from None
 
@@ -253,7 +329,11 @@ class SecureBoostHolderServicer:
         with self._lock:
             if key in self._jobs or key in self._models:
                 raise _failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
-        n_rows = self.features.shape[0]
+        features, names = self._features(call.caller, request.alignment_id)
+        if request.rows:
+            selected = self._mask(request.rows, features.shape[0], "Start.rows")
+            features = features[selected]
+        n_rows = features.shape[0]
         if request.n_rows != n_rows:
             raise invalid(f"the bank aligned {request.n_rows} rows, this holder has {n_rows}")
         if request.min_node_samples < self.min_node_samples:
@@ -284,16 +364,18 @@ class SecureBoostHolderServicer:
             )
         binner = QuantileBinner(max_bin=int(request.max_bin))
         try:
-            bins = binner.fit_transform(self.features, feature_names=self.feature_names)
+            bins = binner.fit_transform(features, feature_names=names)
         except BinningError as exc:
             log.error("%s: SecureBoost job %s: %s", self.node_id, call.meta.job_id, exc)
             # Column names stay at the holder (the bank sees keyed hashes only): name by index.
             where = "a feature" if exc.index is None else f"feature #{exc.index}"
             raise _failed(
-                f"{self.node_id} cannot bin {where} of {len(self.feature_names)}: {exc.reason} "
+                f"{self.node_id} cannot bin {where} of {len(names)}: {exc.reason} "
                 f"(the column name is in {self.node_id}'s log)"
             ) from None
         job = _Job(
+            alignment_id=request.alignment_id,
+            n_rows=n_rows,
             params=params,
             packer=packer,
             engine=PaillierEngine(params, workers=self.workers),
@@ -326,7 +408,7 @@ class SecureBoostHolderServicer:
         with job.lock:
             if request.tree >= job.n_trees or request.tree in job.trees_seen:
                 raise _failed(f"tree {request.tree} is out of range or was already trained")
-            sample = self._mask(request.samples, "Gradients.samples")
+            sample = self._mask(request.samples, job.n_rows, "Gradients.samples")
             rows = np.flatnonzero(sample)
             if rows.size != request.n_samples:
                 raise invalid(
@@ -341,7 +423,7 @@ class SecureBoostHolderServicer:
                 raise invalid(
                     f"blob {request.blob_id} holds {len(cts)} ciphertexts for {rows.size} samples"
                 )
-            position = np.full(self.features.shape[0], -1, dtype=np.int64)
+            position = np.full(job.n_rows, -1, dtype=np.int64)
             position[rows] = np.arange(rows.size)
             job.trees_seen.add(request.tree)
             job.tree = _TreeState(
@@ -373,7 +455,7 @@ class SecureBoostHolderServicer:
                 raise invalid(f"node {node.node} is not at depth {depth}")
             if node.node in samples:
                 raise invalid(f"node {node.node} requested twice")
-            mask = self._mask(node.samples, f"node {node.node} samples")
+            mask = self._mask(node.samples, job.n_rows, f"node {node.node} samples")
             if (mask & ~subsample).any():
                 raise invalid(f"node {node.node} has rows outside the tree's subsample")
             count = int(mask.sum())
@@ -505,7 +587,7 @@ class SecureBoostHolderServicer:
             if unknown or not request.split_ids:
                 raise invalid(f"node {request.node}: unknown or no split id")
             feature, threshold = min(table[i] for i in request.split_ids)
-            rows = self._mask(request.rows, "ApplySplit.rows")
+            rows = self._mask(request.rows, job.n_rows, "ApplySplit.rows")
             if (state.samples[request.node] & ~rows).any():
                 raise invalid(f"node {request.node}: rows miss samples of the node")
             left = rows & (job.bins[:, feature] <= threshold)
@@ -535,8 +617,13 @@ class SecureBoostHolderServicer:
                     if not under or node in leaves.get(tree, []):
                         raise invalid(f"Finish: tree {tree} has no split at node {node}")
             model = HolderModel(
-                binner=job.binner, splits=job.splits, leaves=leaves, n_trees=len(leaves)
+                binner=job.binner,
+                splits=job.splits,
+                leaves=leaves,
+                n_trees=len(leaves),
+                alignment_id=job.alignment_id,
             )
+            self._write_model(call.caller, call.meta.job_id, model)
             self._drop(key, job)
             with self._lock:
                 self._models[key] = model
@@ -553,10 +640,16 @@ class SecureBoostHolderServicer:
     def Predict(self, request: Any, call: CallInfo) -> Any:
         model = self.model(call.caller, call.meta.job_id)
         rows = np.asarray(request.rows, dtype=np.int64)
-        n_rows = self.features.shape[0]
+        features, _ = self._features(call.caller, request.alignment_id or model.alignment_id)
+        n_rows = features.shape[0]
         if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
             raise invalid(f"Predict: rows must be in [0, {n_rows})")
-        bins = model.binner.transform(self.features[rows])
+        if features.shape[1] != model.binner.n_features_in_:
+            raise _failed(
+                f"{self.node_id}: the model was binned on {model.binner.n_features_in_} "
+                f"features, this alignment has {features.shape[1]}"
+            )
+        bins = model.binner.transform(features[rows])
         reply = secureboost_pb2.SecureBoostPredictReply()
         for tree in range(model.n_trees):
             splits = model.splits.get(tree, {})
@@ -568,6 +661,9 @@ class SecureBoostHolderServicer:
             reply.trees.add(tree=tree, reach=mask_to_bytes(reach.ravel()))
         call.counts["rows"] = int(rows.size)
         return reply
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def _is_descendant(node: int, ancestor: int) -> bool:

@@ -7,28 +7,41 @@ What a holder answers, and to whom:
   otherwise PERMISSION_DENIED with the reason. Whether it holds the enterprise's record is said only
   after consent passes.
 - ``PutBlob``/``GetBlob``: payloads of the calling bank's own jobs (ciphertexts), never anyone else's.
+- ``PsiStart``/``PsiBlind``/``PsiAccept``/``PsiAbort``: alignment by private set intersection
+  (docs/psi.md) with the calling bank; large messages travel as blobs of the bank's job. The
+  result (this node's rows in the common order) is stored under ``NODE_DIR/alignments/<bank>/``
+  and is what SecureBoost jobs naming the alignment train on.
 The runtime (``federation.transport``) has already checked the caller's certificate, the purpose, and
 will write the audit record; the handlers here add the decisions only a holder can make.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from federation.blobs import BlobStore
-from federation.errors import Refused
-from federation.transport.base import CallInfo, invalid
+from federation.errors import ConfigError, Refused
+from federation.psi import PsiHolder, PsiOverlapError, PsiProtocolError
+from federation.transport.base import CallFailed, CallInfo, check_blob_id, invalid
 from parties.config import NodeConfig
 from parties.consent import ConsentRegistry
 from parties.data import uscc
 from parties.data.schema import PartySchema
+from parties.holder.alignment import AlignmentStore, PsiSessions
 from parties.summary import table_summary
 from protos import common_pb2, holder_pb2
 
+log = logging.getLogger(__name__)
+
 PROTOCOL_VERSION = "1"
+PSI_SET_BLOB = "psi-set"
+PSI_ANSWER_BLOB = "psi-answers"
 SOFTWARE_VERSION = "0.1.0"
 
 
@@ -65,6 +78,9 @@ class HolderServicer:
         consent: ConsentRegistry,
         blobs: BlobStore,
         column_key: bytes,
+        alignments: AlignmentStore | None = None,
+        psi_cache: Path | None = None,
+        workers: int = 1,
     ):
         self.config = config
         self.table = table
@@ -74,6 +90,12 @@ class HolderServicer:
         self.categories = data_categories(schema)
         self._summary = table_summary(table, schema, column_key)
         self._banks = {p.node_id for p in config.banks}
+        self.alignments = alignments or AlignmentStore(
+            config.node_dir / "alignments", node_id=config.node_id, table_codes=list(table.index)
+        )
+        self.psi_cache = psi_cache if psi_cache is not None else config.node_dir / "psi-cache"
+        self.workers = workers
+        self.psi = PsiSessions()
 
     def authorise_caller(self, caller: str, method: str) -> None:
         if caller not in self._banks:
@@ -127,3 +149,104 @@ class HolderServicer:
         return self.blobs.stream(
             call.caller, request.meta.job_id, request.blob_id, chunk_bytes=chunk_bytes
         )
+
+    # -- alignment (PSI) ---------------------------------------------------------------------
+    def _psi_job(self, call: CallInfo) -> str:
+        job_id = call.meta.job_id
+        if not job_id:
+            raise invalid(f"{call.method}: meta.job_id is required (it names the alignment)")
+        return check_blob_id(job_id)
+
+    def _read_blob(self, call: CallInfo, job_id: str, blob_id: str) -> bytes:
+        return self.blobs.path(call.caller, job_id, check_blob_id(blob_id)).read_bytes()
+
+    def _publish(self, call: CallInfo, job_id: str, blob_id: str, data: bytes) -> None:
+        """Store a message for the bank to fetch with GetBlob (same verified path as PutBlob)."""
+        meta = common_pb2.RequestMeta(job_id=job_id)
+        chunk = common_pb2.BlobChunk(
+            blob_id=blob_id,
+            meta=meta,
+            total_size=len(data),
+            data=data,
+            sha256=hashlib.sha256(data).digest(),
+        )
+        self.blobs.receive(iter([chunk]), owner=call.caller)
+
+    def _forget_blobs(self, call: CallInfo, job_id: str) -> None:
+        """PSI messages are not needed once the job ends (best effort)."""
+        for blob_id in (PSI_SET_BLOB, PSI_ANSWER_BLOB):
+            try:
+                path = self.blobs.path(call.caller, job_id, blob_id)
+            except CallFailed:
+                continue
+            path.unlink(missing_ok=True)
+            path.with_name(f"{blob_id}.sha256").unlink(missing_ok=True)
+
+    def PsiStart(self, request: Any, call: CallInfo) -> Any:
+        job_id = self._psi_job(call)
+        if self.alignments.exists(call.caller, job_id):
+            raise CallFailed(
+                "FAILED_PRECONDITION",
+                f"{self.config.node_id}: alignment '{job_id}' exists already; use a new job id",
+            )
+        try:
+            holder = PsiHolder(
+                list(self.table.index),
+                salt=request.salt,
+                cache_dir=self.psi_cache,
+                workers=self.workers,
+                min_overlap=max(1, int(request.min_overlap)),
+            )
+        except ConfigError as exc:
+            raise invalid(f"PsiStart: {exc}") from None
+        blinded = holder.blinded_set()
+        self.psi.add(call.caller, job_id, holder)
+        self._publish(call, job_id, PSI_SET_BLOB, blinded)
+        call.counts["set_size"] = holder.size
+        call.counts["cache_hit"] = int(holder.stats.cache_hit)
+        return holder_pb2.PsiStarted(set_blob_id=PSI_SET_BLOB, set_size=holder.size)
+
+    def PsiBlind(self, request: Any, call: CallInfo) -> Any:
+        job_id = self._psi_job(call)
+        holder = self.psi.get(call.caller, job_id)
+        queries = self._read_blob(call, job_id, request.queries_blob_id)
+        try:
+            answer = holder.blind_queries(queries)
+        except PsiProtocolError as exc:
+            raise invalid(f"{self.config.node_id}: {exc}") from None
+        self._publish(call, job_id, PSI_ANSWER_BLOB, answer)
+        n = len(queries) // 32
+        call.counts["queries"] = n
+        return holder_pb2.PsiBlinded(answer_blob_id=PSI_ANSWER_BLOB, n_queries=n)
+
+    def PsiAccept(self, request: Any, call: CallInfo) -> Any:
+        job_id = self._psi_job(call)
+        holder = self.psi.get(call.caller, job_id)
+        positions = self._read_blob(call, job_id, request.positions_blob_id)
+        try:
+            rows = holder.accept_intersection(positions)
+        except PsiProtocolError as exc:
+            raise invalid(f"{self.config.node_id}: {exc}") from None
+        except PsiOverlapError:
+            self.psi.drop(call.caller, job_id)
+            self._forget_blobs(call, job_id)
+            raise
+        self.alignments.save(call.caller, job_id, rows, holder_set_size=holder.size)
+        self.psi.drop(call.caller, job_id)
+        self._forget_blobs(call, job_id)
+        call.counts["rows"] = int(rows.size)
+        log.info(
+            "%s: alignment %s with %s: %d rows", self.config.node_id, job_id, call.caller, rows.size
+        )
+        return holder_pb2.PsiAccepted(size=int(rows.size))
+
+    def PsiAbort(self, request: Any, call: CallInfo) -> Any:
+        job_id = self._psi_job(call)
+        dropped = self.psi.drop(call.caller, job_id)
+        self._forget_blobs(call, job_id)
+        log.info(
+            "%s: PSI job %s aborted by %s: %s", self.config.node_id, job_id, call.caller,
+            request.reason[:300],
+        )  # fmt: skip
+        call.counts["aborted"] = int(dropped)
+        return holder_pb2.PsiAborted()
