@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,8 +155,16 @@ class SecureBoostBank:
         job_id: str | None = None,
         workers: int | None = None,
         chunk_size: int = 4096,
+        alignment_id: str = "",
+        alignment_rows: np.ndarray | None = None,
+        on_tree: Callable[[int], None] | None = None,
     ):
         self.params = params
+        # Which aligned rows the holders train on: the PSI job (empty: the holder's rows as
+        # they are) and a mask over its rows (None: all of them, in order).
+        self.alignment_id = alignment_id
+        self.alignment_rows = alignment_rows
+        self.on_tree = on_tree
         self.holders = dict(holders)
         if BANK in self.holders:
             raise SecureBoostError(
@@ -217,7 +225,10 @@ class SecureBoostBank:
                     max_depth=self.params.max_depth,
                     n_trees=self.params.n_trees,
                     min_node_samples=self.params.min_holder_node_samples,
+                    alignment_id=self.alignment_id,
                 )
+                if self.alignment_rows is not None:
+                    start.rows = mask_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
                 for name in self.holders:
                     self._call(name, "Start", start)
                     started.append(name)
@@ -282,6 +293,8 @@ class SecureBoostBank:
             for leaf, rows in leaf_rows.items():
                 margin[rows] += tree.nodes[leaf].weight
             trees.append(tree)
+            if self.on_tree is not None:
+                self.on_tree(t)
         return BankModel(
             job_id=self.job_id,
             base_score=base,
@@ -547,8 +560,12 @@ def predict_margin(
     rows: Any,
     *,
     purpose: str = "financing",
+    alignment_id: str = "",
 ) -> np.ndarray:
-    """Margins for ``rows`` (holder row indices, aligned with ``bank_bins``' rows)."""
+    """Margins for ``rows`` (holder row indices, aligned with ``bank_bins``' rows).
+
+    ``alignment_id`` names the PSI job whose order ``rows`` index (empty: the holder's own rows).
+    """
     row_ids = np.asarray(rows, dtype=np.int64)
     n = bank_bins.shape[0]
     if row_ids.shape != (n,):
@@ -570,7 +587,9 @@ def predict_margin(
     if missing:
         raise SecureBoostError(f"the model needs holder(s) {missing} to score, they were not given")
     request = pb.SecureBoostPredictRequest(
-        meta=new_meta(purpose, job_id=model.job_id), rows=row_ids.tolist()
+        meta=new_meta(purpose, job_id=model.job_id),
+        rows=row_ids.tolist(),
+        alignment_id=alignment_id,
     )
     for name in owners:
         reply = holders[name].call("Predict", request)

@@ -14,7 +14,7 @@ bank's own splits and bin edges, leaf weights; the holders keep their part.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -121,9 +121,21 @@ class SecureBoostClassifier:
 
     # -- training --------------------------------------------------------------------------
     def fit(
-        self, X_bank: pd.DataFrame, y: Any, *, holders: Mapping[str, PeerBase]
+        self,
+        X_bank: pd.DataFrame,
+        y: Any,
+        *,
+        holders: Mapping[str, PeerBase],
+        alignment_id: str = "",
+        alignment_rows: np.ndarray | None = None,
+        on_tree: Callable[[int], None] | None = None,
     ) -> SecureBoostClassifier:
-        """Train with the holders; the bank's data never leaves this process in the clear."""
+        """Train with the holders; the bank's data never leaves this process in the clear.
+
+        ``alignment_id``/``alignment_rows``: the PSI job whose common order the rows follow and
+        the mask of its rows that ``X_bank`` holds (default: the holders' rows as they are).
+        ``on_tree(t)`` is called when tree t is complete (progress bars).
+        """
         params = self.boost_params()
         X = _numeric_frame(X_bank, "X_bank")
         labels = check_labels(np.asarray(y), len(X))
@@ -136,8 +148,12 @@ class SecureBoostClassifier:
             purpose=self.purpose,
             job_id=self.job_id,
             workers=self.workers,
+            alignment_id=alignment_id,
+            alignment_rows=alignment_rows,
+            on_tree=on_tree,
         )
         model = bank.train(bins, binner.n_bins_, labels)
+        self.alignment_id_ = alignment_id
         # All-or-nothing: only a finished job replaces the fitted state.
         self._set_fitted(model, binner, params)
         return self
@@ -184,7 +200,14 @@ class SecureBoostClassifier:
         """Margins (log-odds). ``rows``: each bank row's row index at the holders."""
         self._check_fitted()
         bins = self._bank_bins(X_bank)
-        return predict_margin(self.model_, bins, holders, rows, purpose=self.purpose)
+        return predict_margin(
+            self.model_,
+            bins,
+            holders,
+            rows,
+            purpose=self.purpose,
+            alignment_id=getattr(self, "alignment_id_", ""),
+        )
 
     def predict_proba(
         self, X_bank: pd.DataFrame, *, holders: Mapping[str, PeerBase], rows: Any
@@ -204,6 +227,7 @@ class SecureBoostClassifier:
                 "purpose": self.purpose,
                 "job_id": self.job_id_,
                 "holders": self.holders_,
+                "alignment_id": getattr(self, "alignment_id_", ""),
                 "base_score": self.base_score_,
                 "binner": self.binner_.to_dict(),
                 "trees": [t.to_dict() for t in self.trees_],
@@ -229,6 +253,7 @@ class SecureBoostClassifier:
         except (KeyError, TypeError, ValueError) as exc:
             raise SecureBoostError(f"not a saved SecureBoostClassifier: {exc}") from None
         clf._set_fitted(model, binner, params)
+        clf.alignment_id_ = str(data.get("alignment_id", ""))
         return clf
 
 

@@ -40,7 +40,6 @@ from federation.psi import PsiBank, PsiOverlapError, PsiProtocolError, PsiResult
 from federation.transport.base import PeerBase, new_meta
 from models.metrics import ks_statistic, roc_auc
 from models.secureboost.estimator import SecureBoostClassifier
-from models.secureboost.reference import mask_to_bytes
 from parties.config import NodeConfig
 from parties.data.loader import load_table
 from parties.data.schema import PartySchema, schema_for
@@ -330,54 +329,6 @@ def stratified_split(
     return train_rows.astype(np.int64), test_rows.astype(np.int64)
 
 
-class AlignedPeer(PeerBase):
-    """A holder's SecureBoost peer, scoped to one alignment and the job's training rows.
-
-    The bank's protocol code (``SecureBoostBank``) is alignment-agnostic; this adds
-    ``alignment_id`` and the training-row bitmask to ``Start`` and the alignment to ``Predict``,
-    and reports per-tree progress. Everything else passes through to the wrapped carrier.
-    """
-
-    def __init__(
-        self,
-        inner: PeerBase,
-        *,
-        alignment_id: str,
-        rows: np.ndarray | None,
-        on_call: Callable[[str, Any], None] | None = None,
-    ):
-        self.inner = inner
-        self.node_id = inner.node_id
-        self.service = inner.service
-        self.alignment_id = alignment_id
-        self.rows = rows
-        self.on_call = on_call
-
-    def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
-        if method in ("Start", "Predict"):
-            copy = type(request)()
-            copy.CopyFrom(request)
-            request = copy
-        if method == "Start":
-            request.alignment_id = self.alignment_id
-            if self.rows is not None:
-                request.rows = mask_to_bytes(self.rows)
-        elif method == "Predict" and not request.alignment_id:
-            request.alignment_id = self.alignment_id
-        if self.on_call is not None:
-            self.on_call(method, request)
-        return self.inner.call(method, request, timeout=timeout)
-
-    def put_blob(self, blob_id: str, data: Any, **kwargs: Any) -> Any:
-        return self.inner.put_blob(blob_id, data, **kwargs)
-
-    def get_blob(self, blob_id: str, **kwargs: Any) -> Iterator[bytes]:
-        return self.inner.get_blob(blob_id, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 @dataclass
 class TrainingReport:
     """What a training job produced, for the operator (and the tests)."""
@@ -478,32 +429,23 @@ def train_secureboost(
 
     tree_marks: list[float] = []
     t_fit = time.perf_counter()
-    first = alignment.holders[0]
 
-    def on_call(method: str, request: Any) -> None:
-        # Tree t's gradients go out once tree t-1 is complete (tree 0 is bank-only).
-        if method == "Gradients" and request.tree > len(tree_marks):
-            while len(tree_marks) < request.tree:
-                tree_marks.append(time.perf_counter())
-                progress(f"tree {len(tree_marks) - 1} done")
+    def on_tree(t: int) -> None:
+        tree_marks.append(time.perf_counter())
+        progress(f"tree {t} done")
 
-    def make(name: str) -> AlignedPeer:
-        return AlignedPeer(
-            holders[name],
-            alignment_id=alignment.job_id,
-            rows=train_mask,
-            on_call=on_call if name == first else None,
-        )
-
-    peers = {name: make(name) for name in alignment.holders}
     kwargs = {**DEFAULT_PARAMS, **(params or {})}
     clf = SecureBoostClassifier(**kwargs, job_id=job_id)
-    clf.fit(X.iloc[train_pos].reset_index(drop=True), y[train_pos], holders=peers)
-    while len(tree_marks) < len(clf.trees_):
-        tree_marks.append(time.perf_counter())
-        progress(f"tree {len(tree_marks) - 1} done")
+    clf.fit(
+        X.iloc[train_pos].reset_index(drop=True),
+        y[train_pos],
+        holders=holders,
+        alignment_id=alignment.job_id,
+        alignment_rows=train_mask,
+        on_tree=on_tree,
+    )
     scores = clf.predict_proba(
-        X.iloc[test_pos].reset_index(drop=True), holders=peers, rows=test_pos
+        X.iloc[test_pos].reset_index(drop=True), holders=holders, rows=test_pos
     )[:, 1]
     y_test = y[test_pos]
     baseline = bank_only_baseline(X.iloc[train_pos], y[train_pos], X.iloc[test_pos], kwargs)
@@ -574,7 +516,6 @@ def holder_peers(
 
 
 __all__ = [
-    "AlignedPeer",
     "Alignment",
     "BankTable",
     "TrainingReport",
