@@ -48,6 +48,7 @@ from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
 
 from federation.errors import ConfigError, Refused, XinyidaiError
+from federation.files import write_atomic
 
 __all__ = [
     "CODE_LEN",
@@ -758,21 +759,9 @@ def _read_cache(
 
 def _write_cache(path: Path, key: bytes, scalar: bytes, tags: bytes, rows: np.ndarray) -> None:
     """Write atomically (temp file + rename) with mode 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     header = _CACHE_HEADER.pack(_CACHE_MAGIC, int(time.time()), len(rows), key, scalar)
     body = header + tags + rows.astype("<u4").tobytes()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-            fh.write(hashlib.sha256(body).digest())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, body + hashlib.sha256(body).digest())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import secrets
@@ -37,6 +36,7 @@ from federation.crypto import (
     subtract,
 )
 from federation.errors import Refused
+from federation.files import write_atomic
 from federation.transport.base import FAILED_PRECONDITION, CallFailed, CallInfo, invalid
 from models.binning import BinningError, QuantileBinner
 from models.secureboost.reference import (
@@ -287,18 +287,7 @@ class SecureBoostHolderServicer:
         path = self._model_path(bank, job_id)
         if path is None:
             return
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(model.to_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(model.to_dict()).encode("utf-8"))
 
     def load_model(self, bank: str, job_id: str, model: HolderModel) -> None:
         """Serve a saved model part (``HolderModel.from_dict``), e.g. after a restart or on a

@@ -36,6 +36,7 @@ import pandas as pd
 
 from federation.audit import AuditLog
 from federation.errors import ConfigError, PeerError, XinyidaiError
+from federation.files import write_atomic
 from federation.psi import PsiBank, PsiOverlapError, PsiProtocolError, PsiResult
 from federation.transport.base import PeerBase, new_meta
 from models.metrics import ks_statistic, roc_auc
@@ -48,7 +49,6 @@ from parties.holder.alignment import (
     check_name,
     codes_digest,
     encode_table,
-    write_atomic,
 )
 from protos import holder_pb2
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from federation.errors import XinyidaiError
+from federation.files import write_atomic
 from federation.psi import PsiHolder
 from parties.data.schema import TAX_CREDIT_GRADES, PartySchema
 
@@ -107,22 +106,6 @@ def codes_digest(codes: Sequence[str]) -> str:
     for code in codes:
         h.update(code.encode("ascii", "replace") + b"\n")
     return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file + fsync + rename, mode 0600 from the first byte, in a 0700 directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def rows_to_bytes(rows: np.ndarray) -> bytes:
@@ -254,5 +237,4 @@ __all__ = [
     "TrainingView",
     "codes_digest",
     "encode_table",
-    "write_atomic",
 ]
