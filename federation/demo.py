@@ -175,11 +175,13 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
             counts={"granted": len(granted), "revoked": len(revoked), "expired": len(expired)},
         )
         audit.close()
-        active = [c for c in granted if c not in set(revoked) | set(expired)]
+        lapsed_or_revoked = set(revoked) | set(expired)
+        granted_set = set(granted)
+        active = [c for c in granted if c not in lapsed_or_revoked]
         examples[holder] = {
             "authorised": active[0],
             "revoked": revoked[0] if revoked else None,
-            "unauthorised": next(c for c in codes if c not in set(granted)),
+            "unauthorised": next(c for c in codes if c not in granted_set),
         }
     return examples
 

@@ -103,20 +103,23 @@ def _remaining(context: grpc.ServicerContext) -> Callable[[], float | None]:
 
 
 class _GenericHandler(grpc.GenericRpcHandler):
+    """Routes ``/<service>/<method>`` to the runtime; handlers are built once, not per call."""
+
     def __init__(self, runtime: ServiceRuntime):
         self.runtime = runtime
-        self.prefix = f"/{runtime.service.full_name}/"
+        prefix = f"/{runtime.service.full_name}/"
+        self._handlers = {
+            prefix + name: handler
+            for name, method in runtime.methods.items()
+            if (handler := self._build(name, method)) is not None
+        }
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        path = handler_call_details.method  # type: ignore[attr-defined]
-        if not path.startswith(self.prefix):
-            return None
-        name = path[len(self.prefix) :]
-        method = self.runtime.methods.get(name)
-        if method is None:
-            return None
+        return self._handlers.get(handler_call_details.method)  # type: ignore[attr-defined]
+
+    def _build(self, name: str, method: Any) -> grpc.RpcMethodHandler | None:
         rt = self.runtime
         if method.client_streaming and not method.server_streaming:
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from federation.blobs import BlobStore
 from federation.errors import ConfigError, Refused
-from federation.psi import PsiHolder, PsiOverlapError, PsiProtocolError
+from federation.psi import POINT_BYTES, PsiHolder, PsiOverlapError, PsiProtocolError
 from federation.transport.base import CallFailed, CallInfo, check_blob_id, invalid
 from parties.config import NodeConfig
 from parties.consent import ConsentRegistry
@@ -215,7 +215,7 @@ class HolderServicer:
         except PsiProtocolError as exc:
             raise invalid(f"{self.config.node_id}: {exc}") from None
         self._publish(call, job_id, PSI_ANSWER_BLOB, answer)
-        n = len(queries) // 32
+        n = len(queries) // POINT_BYTES
         call.counts["queries"] = n
         return holder_pb2.PsiBlinded(answer_blob_id=PSI_ANSWER_BLOB, n_queries=n)
 

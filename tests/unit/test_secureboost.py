@@ -342,6 +342,7 @@ def test_auc_matches_lightgbm_on_default_credit():
         verbose=-1,
     ).fit(both[~test], y[~test])
     theirs = roc_auc(y[test], gbm.predict_proba(both[test])[:, 1])
+    print(f"default_credit test AUC: reference {ours:.4f}, LightGBM {theirs:.4f}")
     assert ours > 0.7, f"AUC {ours:.4f}: the model learned nothing useful"
     assert abs(ours - theirs) < 0.005, f"ours {ours:.4f} vs LightGBM {theirs:.4f}"
 
