@@ -77,6 +77,24 @@ class BlobStore:
             raise CallFailed("NOT_FOUND", f"no blob {blob_id!r} for job {job_id or '-'}")
         return path
 
+    def delete(self, owner: str, job_id: str, blob_id: str) -> None:
+        """Forget a blob once its contents are in use (it only costs disk from then on)."""
+        directory = self._dir(owner, job_id)
+        (directory / check_blob_id(blob_id)).unlink(missing_ok=True)
+        (directory / f"{blob_id}.sha256").unlink(missing_ok=True)
+
+    def drop_job(self, owner: str, job_id: str) -> int:
+        """Delete every blob of one job; returns how many files went."""
+        directory = self._dir(owner, job_id)
+        if not directory.is_dir():
+            return 0
+        removed = 0
+        for path in directory.iterdir():
+            path.unlink(missing_ok=True)
+            removed += 1
+        directory.rmdir()
+        return removed
+
     def stream(self, owner: str, job_id: str, blob_id: str, *, chunk_bytes: int) -> Iterator[Any]:
         path = self.path(owner, job_id, blob_id)
         digest = hashlib.sha256()

@@ -49,6 +49,7 @@ class Federation:
     pki: PkiLayout
     configs: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    bank_id: str = "bank"
 
     def node_dir(self, node_id: str) -> Path:
         return self.workdir / node_id
@@ -66,16 +67,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def prepare_workdir(workdir: Path) -> None:
-    """Empty a previous demo's folder; never delete a folder the demo did not make."""
+def prepare_workdir(workdir: Path, *, made_by: str = "xinyidai demo") -> None:
+    """Empty a previous run's folder; never delete a folder this tool did not make."""
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
             raise ConfigError(
-                f"{workdir} exists and was not made by `xinyidai demo`; choose another --workdir"
+                f"{workdir} exists and was not made by `{made_by}`; choose another --workdir"
             )
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("made by xinyidai demo; removed and remade by the next run\n")
+    (workdir / MARKER).write_text(f"made by {made_by}; removed and remade by the next run\n")
 
 
 def build_federation(
@@ -186,12 +187,13 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
     return examples
 
 
-def start_nodes(fed: Federation, *, timeout: float = 60.0) -> None:
-    """Start each node as its own OS process and wait until all report SERVING over mTLS."""
+def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | None = None) -> None:
+    """Start each node (or ``only`` these) as its own OS process; wait until SERVING over mTLS."""
     from parties.config import load_node_config
     from parties.node import connect
 
-    for node_id, config in fed.configs.items():
+    chosen = {k: v for k, v in fed.configs.items() if only is None or k in only}
+    for node_id, config in chosen.items():
         log = open(fed.node_dir(node_id) / "node.log", "ab")
         fed.processes[node_id] = subprocess.Popen(
             [sys.executable, "-m", "federation.cli.main", "node", "serve", "--config", str(config)],
@@ -201,9 +203,9 @@ def start_nodes(fed: Federation, *, timeout: float = 60.0) -> None:
             start_new_session=True,
         )
         log.close()
-    bank = load_node_config(fed.configs["bank"])
+    bank = load_node_config(fed.configs[fed.bank_id])
     deadline = time.monotonic() + timeout
-    for node_id, config_path in fed.configs.items():
+    for node_id, config_path in chosen.items():
         cfg = load_node_config(config_path)
         target = PeerConfig(node_id=node_id, address=cfg.address, role=cfg.role)
         with connect(bank, target, audit=None) as client:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from federation.audit import sqlite_url
 from federation.errors import ConfigError
+from parties.data.loader import read_header
+from parties.data.schema import PartySchema, generic_schema, schema_for
 
 _NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -39,11 +41,45 @@ class PeerConfig(_Strict):
 
 
 class TableConfig(_Strict):
+    """A node's table: either a role of the platform's sharing lists (``schema_role``) or, for
+    experiments on public benchmark files, a generic one (key, label and numeric features)."""
+
     path: Path
-    schema_role: Literal["bank", "tax", "utility"]
+    schema_role: Literal["bank", "tax", "utility"] | None = None
     # The date the table describes; date columns enter models as "days before as_of".
     # Default: the latest date in the table's date columns.
     as_of: date | None = None
+    # -- generic tables (no schema_role) ------------------------------------------------------
+    id_column: str = "uscc"
+    id_kind: Literal["uscc", "plain"] = "uscc"
+    label_column: str | None = None
+    features: list[str] | None = None  # None: every other column of the file
+    category: str = "bank"  # the data category of the features (tax, electricity, ...)
+
+    def table_schema(self, node_id: str) -> PartySchema:
+        """The schema the node's file is validated against (errors name the node and file)."""
+        if self.schema_role is not None:
+            return schema_for(self.schema_role)
+        header = read_header(self.path)
+        features = self.features
+        if features is None:
+            features = [c for c in header if c not in (self.id_column, self.label_column)]
+        wanted = [self.id_column, *([self.label_column] if self.label_column else []), *features]
+        absent = [c for c in wanted if c not in header]
+        if absent:
+            raise ConfigError(
+                f"node '{node_id}': {self.path.name} has no column(s) {', '.join(absent)}"
+            )
+        if not features:
+            raise ConfigError(f"node '{node_id}': {self.path.name} has no feature columns")
+        return generic_schema(
+            node_id,
+            id_column=self.id_column,
+            id_kind=self.id_kind,
+            features=features,
+            label_column=self.label_column,
+            category=self.category,
+        )
 
 
 class LimitsConfig(_Strict):
@@ -58,6 +94,9 @@ class LimitsConfig(_Strict):
     max_workers: int = Field(default=16, ge=1, le=256, description="server threads")
     compute_workers: int = Field(
         default=2, ge=1, le=256, description="worker processes for PSI and Paillier work"
+    )
+    job_idle_s: float = Field(
+        default=3600.0, gt=0, description="drop a training job no call touched for this long"
     )
 
 
@@ -107,9 +146,7 @@ class NodeConfig(_Strict):
         self.node_dir = fix(self.node_dir)
         self.tls = TlsConfig(ca=fix(self.tls.ca), cert=fix(self.tls.cert), key=fix(self.tls.key))
         if self.data is not None:
-            self.data = TableConfig(
-                path=fix(self.data.path), schema_role=self.data.schema_role, as_of=self.data.as_of
-            )
+            self.data = self.data.model_copy(update={"path": fix(self.data.path)})
         if self.platform_public_key is not None:
             self.platform_public_key = fix(self.platform_public_key)
         return self

@@ -21,21 +21,22 @@ from federation.blobs import BlobStore
 from federation.errors import ConfigError
 from federation.transport.base import PeerBase, ServiceRuntime
 from federation.transport.grpc_transport import GrpcPeer, GrpcServer, TlsIdentity
+from federation.usage import write_usage
 from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry, PurposePolicy
 from parties.data.loader import load_table
-from parties.data.schema import schema_for
 from parties.summary import node_secret
-from protos import bank_pb2, holder_pb2, secureboost_pb2
+from protos import bank_pb2, holder_pb2, secureboost_pb2, woe_pb2
 
 log = logging.getLogger(__name__)
 
 HOLDER_SERVICE = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
 BANK_SERVICE = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
 SECUREBOOST_SERVICE = secureboost_pb2.DESCRIPTOR.services_by_name["SecureBoostHolder"]
-SERVICES = {s.name: s for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE)}
-"""The services a client can ask ``connect`` for, by name (holders serve DataHolder and
-SecureBoostHolder on one port; banks serve Bank)."""
+WOE_SERVICE = woe_pb2.DESCRIPTOR.services_by_name["WoeHolder"]
+SERVICES = {s.name: s for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE, WOE_SERVICE)}
+"""The services a client can ask ``connect`` for, by name (holders serve DataHolder,
+SecureBoostHolder and WoeHolder on one port; banks serve Bank)."""
 
 
 def identity_of(config: NodeConfig) -> TlsIdentity:
@@ -89,7 +90,7 @@ class Node:
         config.node_dir.mkdir(parents=True, exist_ok=True)
         if config.data is None:
             raise ConfigError(f"node '{config.node_id}': no data table configured")
-        self.schema = schema_for(config.data.schema_role)
+        self.schema = config.data.table_schema(config.node_id)
         self.table = load_table(config.data.path, self.schema)
         self.audit = AuditLog(config.resolved_audit_url, config.node_id)
         self.purposes = PurposePolicy(config.allowed_purposes)
@@ -101,6 +102,7 @@ class Node:
         if config.role == "holder":
             from federation.pki import load_platform_public_key
             from models.secureboost.passive import SecureBoostHolderServicer
+            from models.woe.passive import WoeHolderServicer
             from parties.holder.alignment import AlignmentStore, TrainingView
             from parties.holder.service import HolderServicer
 
@@ -139,6 +141,19 @@ class Node:
                     models_dir=config.node_dir / "models",
                 )
             )
+            extra.append(
+                WoeHolderServicer(
+                    node_id=config.node_id,
+                    features_for=view.features_for,
+                    banks=[p.node_id for p in config.banks],
+                    blobs=blobs,
+                    min_bin_samples=20,
+                    workers=config.limits.compute_workers,
+                    chunk_bytes=config.limits.chunk_kb * 1024,
+                    models_dir=config.node_dir / "models",
+                    column_key=column_key,
+                )
+            )
         else:
             from parties.bank.service import BankServicer
 
@@ -171,7 +186,12 @@ class Node:
         return f"{host}:{self.server.port}"
 
     def start(self) -> None:
+        from federation.crypto.paillier import prestart_workers
+
+        prestart_workers()  # the first job's Paillier workers then start in milliseconds
         self.server.start()
+        self._housekeeping = threading.Event()
+        threading.Thread(target=self._sweep_loop, name="housekeeping", daemon=True).start()
         self.audit.append(
             direction="local",
             peer=self.config.node_id,
@@ -182,11 +202,35 @@ class Node:
         (self.config.node_dir / "serving.json").write_text(json.dumps(state))
         log.info("node %s (%s) serving on %s", self.config.node_id, self.config.role, self.address)
 
+    def _sweep_loop(self) -> None:
+        """Drop training jobs a bank abandoned (keys, ciphertexts, blobs), now and then."""
+        idle = self.config.limits.job_idle_s
+        while not self._housekeeping.wait(min(300.0, idle / 4)):
+            for runtime in self.runtimes:
+                sweep = getattr(runtime.servicer, "sweep", None)
+                if sweep is None:
+                    continue
+                try:
+                    dropped = sweep(idle_s=idle)
+                except Exception:  # housekeeping must never take the node down
+                    log.exception("housekeeping failed on %s", self.config.node_id)
+                    continue
+                if any(dropped.values()):
+                    self.audit.append(
+                        direction="local",
+                        peer=self.config.node_id,
+                        operation="housekeeping.sweep",
+                        counts=dropped,
+                    )
+
     def stop(self, grace: float = 5.0) -> None:
+        if hasattr(self, "_housekeeping"):
+            self._housekeeping.set()
         self.server.stop(grace)
         for peer in self.peers.values():
             peer.close()
         self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
+        write_usage(self.config.node_dir)  # CPU, peak memory and bytes, for experiment reports
         (self.config.node_dir / "serving.json").unlink(missing_ok=True)
         log.info("node %s stopped", self.config.node_id)
 

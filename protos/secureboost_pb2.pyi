@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SecureBoostStart(_message.Message):
-    __slots__ = ("meta", "paillier_params", "n_rows", "pack_n_samples_max", "pack_precision_bits", "pack_g_bound", "pack_h_bound", "pack_slot_bits", "max_bin", "max_depth", "n_trees", "min_node_samples", "alignment_id", "rows")
+    __slots__ = ("meta", "paillier_params", "n_rows", "pack_n_samples_max", "pack_precision_bits", "pack_g_bound", "pack_h_bound", "pack_slot_bits", "max_bin", "max_depth", "n_trees", "min_node_samples", "alignment_id", "rows", "resume_from_tree")
     META_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_PARAMS_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class SecureBoostStart(_message.Message):
     MIN_NODE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     ALIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_TREE_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     paillier_params: bytes
     n_rows: int
@@ -37,7 +38,8 @@ class SecureBoostStart(_message.Message):
     min_node_samples: int
     alignment_id: str
     rows: bytes
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., paillier_params: _Optional[bytes] = ..., n_rows: _Optional[int] = ..., pack_n_samples_max: _Optional[int] = ..., pack_precision_bits: _Optional[int] = ..., pack_g_bound: _Optional[float] = ..., pack_h_bound: _Optional[float] = ..., pack_slot_bits: _Optional[int] = ..., max_bin: _Optional[int] = ..., max_depth: _Optional[int] = ..., n_trees: _Optional[int] = ..., min_node_samples: _Optional[int] = ..., alignment_id: _Optional[str] = ..., rows: _Optional[bytes] = ...) -> None: ...
+    resume_from_tree: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., paillier_params: _Optional[bytes] = ..., n_rows: _Optional[int] = ..., pack_n_samples_max: _Optional[int] = ..., pack_precision_bits: _Optional[int] = ..., pack_g_bound: _Optional[float] = ..., pack_h_bound: _Optional[float] = ..., pack_slot_bits: _Optional[int] = ..., max_bin: _Optional[int] = ..., max_depth: _Optional[int] = ..., n_trees: _Optional[int] = ..., min_node_samples: _Optional[int] = ..., alignment_id: _Optional[str] = ..., rows: _Optional[bytes] = ..., resume_from_tree: _Optional[int] = ...) -> None: ...
 
 class SecureBoostStarted(_message.Message):
     __slots__ = ("n_features",)

@@ -11,7 +11,18 @@ import sys
 import typer
 from rich.console import Console
 
-from federation.cli import audit, consent, data, demo, node, pki
+from federation.cli import (
+    audit,
+    consent,
+    data,
+    demo,
+    experiment,
+    lineage,
+    model,
+    node,
+    pki,
+    subject,
+)
 from federation.errors import XinyidaiError
 
 app = typer.Typer(
@@ -25,6 +36,10 @@ app.add_typer(data.app, name="data")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(node.app, name="node")
+app.add_typer(experiment.app, name="experiment")
+app.add_typer(subject.app, name="subject")
+app.add_typer(model.app, name="model")
+audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,31 @@ DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 INTERNAL = "INTERNAL"
 
 REFUSAL_METADATA_KEY = "xinyidai-refusal"
+
+
+class Traffic:
+    """Bytes this process sent and received over any carrier (protobuf payloads, both halves).
+
+    Why: experiments report bytes per node; counting at the one place every call is recorded
+    keeps the figure true for both carriers without touching the sockets.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.received = 0
+
+    def add(self, *, sent: int, received: int) -> None:
+        with self._lock:
+            self.sent += sent
+            self.received += received
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"bytes_sent": self.sent, "bytes_received": self.received}
+
+
+TRAFFIC = Traffic()
 _BLOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -192,6 +218,9 @@ class ServiceRuntime:
         self.purposes.check(meta.purpose)
 
     def _record(self, call: CallInfo, decision: str, reason: str) -> None:
+        TRAFFIC.add(
+            sent=call.counts.get("response_bytes", 0), received=call.counts.get("request_bytes", 0)
+        )
         if self.audit is None:
             return
         meta = call.meta
@@ -384,6 +413,7 @@ class PeerBase:
         reason: str,
         subject: str = "",
     ) -> None:
+        TRAFFIC.add(sent=counts.get("request_bytes", 0), received=counts.get("response_bytes", 0))
         if self.audit is None:
             return
         self.audit.append(

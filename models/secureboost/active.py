@@ -8,12 +8,20 @@ twin) is ``reference.py``; the protocol and who learns what are in docs/securebo
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
+import queue
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +35,7 @@ from federation.crypto import (
     public_params_to_bytes,
 )
 from federation.errors import PeerError, XinyidaiError
+from federation.files import write_atomic
 from federation.transport.base import PeerBase, new_meta
 from models.secureboost.reference import (
     G_BOUND,
@@ -59,6 +68,14 @@ from models.secureboost.reference import (
 from protos import secureboost_pb2 as pb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RESUMABLE_CODES = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "FAILED_PRECONDITION"}
+)
+"""Peer failures that a restarted holder can recover from (it lost, or never got, the call)."""
+MAX_RESUMES = 5
+"""Resumes per job before the bank gives up: a holder that keeps failing is not restarting."""
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BANK = "bank"
@@ -141,6 +158,17 @@ class SecureBoostBank:
     feature counts. Never sees: a holder's values, column names, bin edges, or which feature
     and threshold a split id stands for.
 
+    Holders are called concurrently (one thread each): the gradient stream is teed to all of
+    them as it is encrypted, and each level's ``Histograms`` go out at once.
+
+    **Resume.** With ``checkpoint_dir`` the bank saves its trees, margins and random state
+    after every tree (``<job>.checkpoint.json``; deleted when the job finishes or is
+    aborted). A later ``train`` with the same ``job_id``, data and parameters continues from
+    there: holders are re-started with ``resume_from_tree`` (new keys; they keep earlier
+    splits from memory or their own checkpoint). With ``resume_wait_s`` > 0 a holder that
+    goes away mid-job (restart, network) is waited for that long and the current tree is
+    grown again, so a crash costs at most one tree; the result equals an uninterrupted run.
+
     Only ``peer.call`` and ``peer.put_blob`` are used, so the carrier does not matter.
     ``key_bits`` below 2048 only inside ``federation.crypto.testing.allow_insecure_key_sizes``.
     """
@@ -158,8 +186,12 @@ class SecureBoostBank:
         alignment_id: str = "",
         alignment_rows: np.ndarray | None = None,
         on_tree: Callable[[int], None] | None = None,
+        checkpoint_dir: Path | None = None,
+        resume_wait_s: float = 0.0,
     ):
         self.params = params
+        self.checkpoint_dir = checkpoint_dir
+        self.resume_wait_s = float(resume_wait_s)
         # Which aligned rows the holders train on: the PSI job (empty: the holder's rows as
         # they are) and a mask over its rows (None: all of them, in order).
         self.alignment_id = alignment_id
@@ -179,7 +211,8 @@ class SecureBoostBank:
         self.chunk_size = chunk_size
         self._stage = "start"
         self._holder: str | None = None
-        self.stats: dict[str, Any] = {"holder_candidates": 0, "decryptions": 0}
+        self.stats: dict[str, Any] = {"holder_candidates": 0, "decryptions": 0, "resumes": 0}
+        self._pool: ThreadPoolExecutor | None = None
 
     def _meta(self) -> Any:
         return new_meta(self.purpose, job_id=self.job_id)
@@ -189,6 +222,29 @@ class SecureBoostBank:
         reply = self.holders[holder].call(method, request)
         self._holder = None
         return reply
+
+    def _each(self, fn: Callable[[str], T]) -> dict[str, T]:
+        """``fn(holder)`` for every holder at once; the first failure (in holder order) names
+        its holder and is raised after all calls have returned."""
+        names = list(self.holders)
+        if self._pool is None or len(names) == 1:
+            futures = None
+        else:
+            futures = {name: self._pool.submit(fn, name) for name in names}
+        results: dict[str, T] = {}
+        failure: tuple[str, BaseException] | None = None
+        for name in names:
+            try:
+                results[name] = fn(name) if futures is None else futures[name].result()
+            except Exception as exc:
+                if failure is None:
+                    failure = (name, exc)
+                if futures is None:
+                    break
+        if failure is not None:
+            self._holder = failure[0]
+            raise failure[1]
+        return results
 
     # -- the job ---------------------------------------------------------------------------
     def train(self, bank_bins: np.ndarray, n_bins: np.ndarray, y: Any) -> BankModel:
@@ -209,8 +265,12 @@ class SecureBoostBank:
             h_bound=H_BOUND,
         )
         self._gh = packer
+        terms = self._terms(bins, n_bins, labels)
+        saved = self._read_checkpoint(terms)
         started: list[str] = []
+        self._pool = ThreadPoolExecutor(max(1, len(self.holders)), thread_name_prefix="sb-peer")
         with PaillierEngine(params, private_key=private, workers=self.workers) as engine:
+            engine.warm()  # workers get ready while the holders start and tree 0 grows
             try:
                 start = pb.SecureBoostStart(
                     meta=self._meta(),
@@ -229,22 +289,23 @@ class SecureBoostBank:
                 )
                 if self.alignment_rows is not None:
                     start.rows = mask_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
-                for name in self.holders:
-                    self._call(name, "Start", start)
-                    started.append(name)
-                model = self._boost(bins, n_bins, labels, engine, packer)
+                self._start = start
+                start.resume_from_tree = len(saved["trees"]) if saved else 0
+                started.extend(self.holders)  # abort is best effort: some may not have it
+                self._each(lambda name: self.holders[name].call("Start", start))
+                model = self._boost(bins, n_bins, labels, engine, packer, terms, saved)
                 self._stage = "finish"
                 shapes = [
                     pb.SecureBoostTreeShape(tree=t, leaves=tree.leaves())
                     for t, tree in enumerate(model.trees)
                 ]
-                for name in self.holders:
-                    self._call(
-                        name, "Finish", pb.SecureBoostFinish(meta=self._meta(), trees=shapes)
-                    )
-                    started.remove(name)
+                finish = pb.SecureBoostFinish(meta=self._meta(), trees=shapes)
+                self._each(lambda name: self.holders[name].call("Finish", finish))
+                started.clear()
+                self._drop_checkpoint()
             except Exception as exc:
                 self._abort(started)
+                self._drop_checkpoint()
                 if isinstance(exc, PeerError | CryptoError | ProtocolError | MaskError):
                     who = f"holder '{self._holder}'" if self._holder else "a holder"
                     raise FederatedTrainingError(
@@ -254,7 +315,112 @@ class SecureBoostBank:
                         stage=self._stage,
                     ) from exc
                 raise
+            finally:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         return model
+
+    # -- checkpoints and resume --------------------------------------------------------------
+    def _terms(self, bins: np.ndarray, n_bins: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """What a resumed job must share with the original: data digests and parameters."""
+        rows = b"" if self.alignment_rows is None else np.packbits(self.alignment_rows).tobytes()
+        return {
+            "params": {k: v for k, v in asdict(self.params).items()},
+            "holders": list(self.holders),
+            "alignment_id": self.alignment_id,
+            "rows_sha256": hashlib.sha256(rows).hexdigest(),
+            "bins_sha256": hashlib.sha256(
+                np.ascontiguousarray(bins, dtype=np.int32).tobytes()
+                + np.asarray(n_bins, dtype=np.int64).tobytes()
+            ).hexdigest(),
+            "labels_sha256": hashlib.sha256(labels.astype("<f8").tobytes()).hexdigest(),
+        }
+
+    def _checkpoint_path(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        return Path(self.checkpoint_dir) / f"{self.job_id}.checkpoint.json"
+
+    def _read_checkpoint(self, terms: dict[str, Any]) -> dict[str, Any] | None:
+        path = self._checkpoint_path()
+        if path is None or not path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SecureBoostError(f"{path}: checkpoint cannot be read: {exc}") from None
+        if data.get("terms") != json.loads(json.dumps(terms)):
+            raise SecureBoostError(
+                f"{path}: this checkpoint of job '{self.job_id}' was made with other data or "
+                "parameters; remove it or train under a new job id"
+            )
+        log.info("job %s resumes after %d trees", self.job_id, len(data["trees"]))
+        return data
+
+    def _write_checkpoint(
+        self,
+        terms: dict[str, Any],
+        trees: list[Tree],
+        margin: np.ndarray,
+        rng: np.random.Generator,
+        base: float,
+    ) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        data = {
+            "format": "xinyidai.secureboost.bank-checkpoint/1",
+            "job_id": self.job_id,
+            "terms": terms,
+            "base_score": base,
+            "trees": [tree.to_dict() for tree in trees],
+            "margin": base64.b64encode(margin.astype("<f8").tobytes()).decode("ascii"),
+            "rng": rng.bit_generator.state,
+        }
+        write_atomic(path, json.dumps(data).encode("utf-8"))
+
+    def _drop_checkpoint(self) -> None:
+        path = self._checkpoint_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _recoverable(self, exc: BaseException) -> bool:
+        return (
+            self.resume_wait_s > 0
+            and isinstance(exc, PeerError)
+            and exc.code in RESUMABLE_CODES
+            and self.stats["resumes"] < MAX_RESUMES
+        )
+
+    def _resume_holders(self, tree: int, cause: PeerError) -> None:
+        """Wait for every holder to take the job back at ``tree`` (or give up with ``cause``)."""
+        log.warning(
+            "job %s: holder '%s' failed at %s (%s); waiting up to %.0f s to resume at tree %d",
+            self.job_id,
+            cause.peer,
+            self._stage,
+            cause.code,
+            self.resume_wait_s,
+            tree,
+        )
+        self._stage = f"tree {tree}: resume"
+        start = pb.SecureBoostStart()
+        start.CopyFrom(self._start)
+        start.resume_from_tree = tree
+        deadline = time.monotonic() + self.resume_wait_s
+        pending = list(self.holders)
+        while pending:
+            name = pending[0]
+            try:
+                self.holders[name].call("Start", start)
+                pending.pop(0)
+            except PeerError as exc:
+                if exc.code not in RESUMABLE_CODES or time.monotonic() >= deadline:
+                    self._holder = name
+                    raise
+                time.sleep(0.5)
+        self.stats["resumes"] += 1
+        self._holder = None
 
     def _abort(self, started: list[str]) -> None:
         for name in started:
@@ -272,6 +438,8 @@ class SecureBoostBank:
         labels: np.ndarray,
         engine: PaillierEngine,
         packer: GradHessPacker,
+        terms: dict[str, Any],
+        saved: dict[str, Any] | None,
     ) -> BankModel:
         p = self.params
         n = bins.shape[0]
@@ -279,22 +447,29 @@ class SecureBoostBank:
         base = base_score(labels)
         margin = np.full(n, base)
         trees: list[Tree] = []
-        for t in range(p.n_trees):
-            self._stage = f"tree {t}: gradients"
-            g, h = grad_hess(margin, labels)
-            g_q, h_q = quantize(g), quantize(h)
-            sample = subsample_rows(rng, n, p.subsample)
-            in_sample = np.zeros(n, dtype=bool)
-            in_sample[sample] = True
-            use_holders = bool(self.holders) and not (t == 0 and p.first_tree_bank_only)
-            if use_holders:
-                self._send_gradients(t, g[sample], h[sample], in_sample, engine, packer)
-            tree, leaf_rows = self._grow(t, bins, n_bins, g_q, h_q, in_sample, use_holders, engine)
+        if saved is not None:
+            trees = [Tree.from_dict(t) for t in saved["trees"]]
+            margin = np.frombuffer(base64.b64decode(saved["margin"]), dtype="<f8").copy()
+            rng.bit_generator.state = saved["rng"]
+            base = float(saved["base_score"])
+        t = len(trees)
+        while t < p.n_trees:
+            state = rng.bit_generator.state  # a tree grown again draws the same subsample
+            try:
+                tree, leaf_rows = self._tree(t, bins, n_bins, labels, margin, rng, engine, packer)
+            except PeerError as exc:
+                if not self._recoverable(exc):
+                    raise
+                self._resume_holders(t, exc)
+                rng.bit_generator.state = state
+                continue
             for leaf, rows in leaf_rows.items():
                 margin[rows] += tree.nodes[leaf].weight
             trees.append(tree)
+            self._write_checkpoint(terms, trees, margin, rng, base)
             if self.on_tree is not None:
                 self.on_tree(t)
+            t += 1
         return BankModel(
             job_id=self.job_id,
             base_score=base,
@@ -302,6 +477,31 @@ class SecureBoostBank:
             holders=list(self.holders),
             stats=dict(self.stats),
         )
+
+    def _tree(
+        self,
+        t: int,
+        bins: np.ndarray,
+        n_bins: np.ndarray,
+        labels: np.ndarray,
+        margin: np.ndarray,
+        rng: np.random.Generator,
+        engine: PaillierEngine,
+        packer: GradHessPacker,
+    ) -> tuple[Tree, dict[int, np.ndarray]]:
+        """One tree: gradients, the row subsample, encrypted gradients out, level-wise growth."""
+        p = self.params
+        n = bins.shape[0]
+        self._stage = f"tree {t}: gradients"
+        g, h = grad_hess(margin, labels)
+        g_q, h_q = quantize(g), quantize(h)
+        sample = subsample_rows(rng, n, p.subsample)
+        in_sample = np.zeros(n, dtype=bool)
+        in_sample[sample] = True
+        use_holders = bool(self.holders) and not (t == 0 and p.first_tree_bank_only)
+        if use_holders:
+            self._send_gradients(t, g[sample], h[sample], in_sample, engine, packer)
+        return self._grow(t, bins, n_bins, g_q, h_q, in_sample, use_holders, engine)
 
     # -- 2. encrypted gradients ------------------------------------------------------------
     def _send_gradients(
@@ -313,15 +513,10 @@ class SecureBoostBank:
         engine: PaillierEngine,
         packer: GradHessPacker,
     ) -> None:
+        """Encrypt once, stream to every holder at once: each chunk is teed to per-holder queues
+        as it leaves the engine, so holders receive while the bank still encrypts."""
         blob_id = f"gradients-t{tree}"
         total = int(in_sample.sum()) * engine.ciphertext_bytes
-        sent: list[bytes] = []
-
-        def stream() -> Iterator[bytes]:  # the first holder receives while we encrypt
-            for chunk in engine.encrypt_stream(packer.pack(g, h), chunk_size=self.chunk_size):
-                sent.append(chunk)
-                yield chunk
-
         request = pb.SecureBoostGradients(
             meta=self._meta(),
             tree=tree,
@@ -329,11 +524,44 @@ class SecureBoostBank:
             samples=mask_to_bytes(in_sample),
             n_samples=int(in_sample.sum()),
         )
-        for k, name in enumerate(self.holders):
-            self._holder = name
-            payload = stream() if k == 0 else sent
-            self.holders[name].put_blob(blob_id, payload, meta=self._meta(), total_size=total)
-            self._call(name, "Gradients", request)
+        end = object()
+        queues: dict[str, queue.SimpleQueue[Any]] = {n: queue.SimpleQueue() for n in self.holders}
+        failed = threading.Event()
+
+        def pieces(name: str) -> Iterator[bytes]:
+            q = queues[name]
+            while (item := q.get()) is not end:
+                if failed.is_set():
+                    raise ProtocolError("the bank stopped encrypting (see its error)")
+                yield item
+
+        def send(name: str) -> Any:
+            self.holders[name].put_blob(blob_id, pieces(name), meta=self._meta(), total_size=total)
+            return self.holders[name].call("Gradients", request)
+
+        futures = None
+        if self._pool is not None:
+            futures = {name: self._pool.submit(send, name) for name in self.holders}
+        try:
+            for chunk in engine.encrypt_stream(packer.pack(g, h), chunk_size=self.chunk_size):
+                for q in queues.values():
+                    q.put(chunk)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            for q in queues.values():
+                q.put(end)
+            if futures is not None:
+                for f in futures.values():
+                    f.exception()  # let every stream end before this returns or raises
+        if futures is None:
+            self._each(send)
+            return
+        for name, f in futures.items():
+            if f.exception() is not None:
+                self._holder = name
+                raise f.exception()  # type: ignore[misc]
 
     # -- 3. one tree, level by level -------------------------------------------------------
     def _grow(
@@ -429,7 +657,7 @@ class SecureBoostBank:
             request.nodes.add(
                 node=o.node, samples=mask_to_bytes(o.rows & in_sample), by_subtraction=by_sub
             )
-        replies = {name: self._call(name, "Histograms", request) for name in self.holders}
+        replies = self._each(lambda name: self.holders[name].call("Histograms", request))
         self._stage = f"tree {t}, depth {depth}: decrypting"
         gh = self._gh
         cp = gh.ciphertext_packer()

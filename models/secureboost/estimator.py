@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,12 +130,16 @@ class SecureBoostClassifier:
         alignment_id: str = "",
         alignment_rows: np.ndarray | None = None,
         on_tree: Callable[[int], None] | None = None,
+        checkpoint_dir: Path | None = None,
+        resume_wait_s: float = 0.0,
     ) -> SecureBoostClassifier:
         """Train with the holders; the bank's data never leaves this process in the clear.
 
         ``alignment_id``/``alignment_rows``: the PSI job whose common order the rows follow and
         the mask of its rows that ``X_bank`` holds (default: the holders' rows as they are).
-        ``on_tree(t)`` is called when tree t is complete (progress bars).
+        ``on_tree(t)`` is called when tree t is complete (progress bars). ``checkpoint_dir``:
+        save the job after every tree and resume a job of the same ``job_id`` found there;
+        ``resume_wait_s``: how long to wait for a holder that went away mid-job (0: fail).
         """
         params = self.boost_params()
         X = _numeric_frame(X_bank, "X_bank")
@@ -151,6 +156,8 @@ class SecureBoostClassifier:
             alignment_id=alignment_id,
             alignment_rows=alignment_rows,
             on_tree=on_tree,
+            checkpoint_dir=checkpoint_dir,
+            resume_wait_s=resume_wait_s,
         )
         model = bank.train(bins, binner.n_bins_, labels)
         self.alignment_id_ = alignment_id

@@ -28,11 +28,14 @@ def local_holders(
     peer_class: type[InProcessPeer] = InProcessPeer,
     max_blob_bytes: int = 1 << 30,
     workers: int | None = 1,
+    keep_models: bool = False,
 ) -> tuple[dict[str, InProcessPeer], dict[str, SecureBoostHolderServicer]]:
     """``{holder: (features, column names)}`` → (peers for the bank, the holders' servicers).
 
     ``peer_class`` lets a test wrap the carrier (for example to record every byte on the wire);
-    ``workers`` is each holder's Paillier process count (1: in-process, None: all cores).
+    ``workers`` is each holder's Paillier process count (1: in-process, None: all cores);
+    ``keep_models``: holders write model parts and checkpoints under ``workdir/<holder>/models``
+    as a node does (needed to resume after a simulated restart).
     """
     peers: dict[str, InProcessPeer] = {}
     servicers: dict[str, SecureBoostHolderServicer] = {}
@@ -45,6 +48,7 @@ def local_holders(
             blobs=BlobStore(Path(workdir) / name / "blobs", max_bytes=max_blob_bytes),
             min_node_samples=min_node_samples,
             workers=workers,
+            models_dir=Path(workdir) / name / "models" if keep_models else None,
         )
         runtime = ServiceRuntime(servicer, node_id=name, audit=None, purposes=PurposePolicy())
         servicers[name] = servicer

@@ -8,12 +8,14 @@ and the who-learns-what table are in docs/secureboost.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +142,25 @@ class _Job:
     trees_seen: set[int] = field(default_factory=set)
     tree: _TreeState | None = None
     splits: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    terms: dict[str, Any] = field(default_factory=dict)  # what a resumed Start must repeat
     lock: threading.Lock = field(default_factory=threading.Lock)
+    touched: float = field(default_factory=time.monotonic)  # last call (housekeeping)
+
+
+def _start_terms(request: Any, binner: QuantileBinner) -> dict[str, Any]:
+    """A job's terms apart from its keys: equal on resume, or the data or the job changed."""
+    return {
+        "alignment_id": request.alignment_id,
+        "rows_sha256": hashlib.sha256(request.rows).hexdigest(),
+        "n_rows": int(request.n_rows),
+        "max_bin": int(request.max_bin),
+        "max_depth": int(request.max_depth),
+        "n_trees": int(request.n_trees),
+        "min_node_samples": int(request.min_node_samples),
+        "bins_sha256": hashlib.sha256(
+            json.dumps(binner.to_dict(), sort_keys=True).encode()
+        ).hexdigest(),
+    }
 
 
 class SecureBoostHolderServicer:
@@ -256,7 +276,32 @@ class SecureBoostHolderServicer:
             job = self._jobs.get((call.caller, call.meta.job_id))
         if job is None:
             raise _failed(f"no open SecureBoost job '{call.meta.job_id}' from {call.caller}")
+        job.touched = time.monotonic()
         return job
+
+    def sweep(self, *, idle_s: float, checkpoint_days: float = 7.0) -> dict[str, int]:
+        """Housekeeping: drop jobs no call touched for ``idle_s`` (their keys, ciphertexts and
+        blobs; the checkpoint stays so the bank may still resume) and checkpoints older than
+        ``checkpoint_days``. Nodes run this periodically."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [(k, j) for k, j in self._jobs.items() if now - j.touched > idle_s]
+        for key, job in stale:
+            with job.lock:
+                job.tree = None
+                job.engine.close()
+                with self._lock:
+                    self._jobs.pop(key, None)
+            self.blobs.drop_job(*key)
+            log.warning("%s: dropped SecureBoost job %s of %s (idle)", self.node_id, key[1], key[0])
+        old = 0
+        if self.models_dir is not None and self.models_dir.is_dir():
+            cutoff = time.time() - checkpoint_days * 86_400
+            for path in self.models_dir.glob("*/*.checkpoint.json"):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    old += 1
+        return {"jobs": len(stale), "checkpoints": old}
 
     def model(self, bank: str, job_id: str) -> HolderModel:
         """The holder's part of a finished model (its own secret: bins and split meanings)."""
@@ -315,9 +360,15 @@ class SecureBoostHolderServicer:
         key = (call.caller, call.meta.job_id)
         if not call.meta.job_id:
             raise invalid("Start: meta.job_id is required (it scopes all of the job's state)")
+        resume = int(request.resume_from_tree)
         with self._lock:
-            if key in self._jobs or key in self._models:
-                raise _failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
+            existing = self._jobs.get(key)
+            finished = key in self._models
+        saved = self._model_path(*key)
+        if finished or (saved is not None and saved.exists()) or (existing and not resume):
+            raise _failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
+        if resume and resume >= request.n_trees:
+            raise invalid(f"resume_from_tree {resume} is not below n_trees {request.n_trees}")
         features, names = self._features(call.caller, request.alignment_id)
         if request.rows:
             selected = self._mask(request.rows, features.shape[0], "Start.rows")
@@ -362,6 +413,10 @@ class SecureBoostHolderServicer:
                 f"{self.node_id} cannot bin {where} of {len(names)}: {exc.reason} "
                 f"(the column name is in {self.node_id}'s log)"
             ) from None
+        terms = _start_terms(request, binner)
+        splits: dict[int, dict[int, tuple[int, int]]] = {}
+        if resume:
+            splits = self._resume(call, existing, terms, resume)
         job = _Job(
             alignment_id=request.alignment_id,
             n_rows=n_rows,
@@ -374,11 +429,82 @@ class SecureBoostHolderServicer:
             n_trees=int(request.n_trees),
             max_depth=int(request.max_depth),
             min_node_samples=int(request.min_node_samples),
+            trees_seen=set(range(resume)),
+            splits=splits,
+            terms=terms,
         )
         with self._lock:
+            replaced = self._jobs.get(key)
             self._jobs[key] = job
+        if replaced is not None:
+            replaced.engine.close()
+        job.engine.warm()  # re-randomisation workers start while the bank encrypts
+        self._checkpoint(call.caller, call.meta.job_id, job)
         call.counts["features"] = bins.shape[1]
+        if resume:
+            call.counts["resume_from_tree"] = resume
         return secureboost_pb2.SecureBoostStarted(n_features=bins.shape[1])
+
+    def _resume(
+        self, call: CallInfo, existing: _Job | None, terms: dict[str, Any], resume: int
+    ) -> dict[int, dict[int, tuple[int, int]]]:
+        """The splits of trees before ``resume``: from the open job, or from its checkpoint."""
+        job_id = call.meta.job_id
+        if existing is not None:
+            kept, splits = existing.terms, existing.splits
+        else:
+            found = self._read_checkpoint(call.caller, job_id)
+            if found is None:
+                raise _failed(
+                    f"cannot resume job '{job_id}' at {self.node_id}: it is neither open nor "
+                    "checkpointed here (start a new job)"
+                )
+            kept, splits = found
+        if kept != terms:
+            differ = sorted(k for k in terms if kept.get(k) != terms[k])
+            raise _failed(
+                f"cannot resume job '{job_id}' at {self.node_id}: {', '.join(differ)} differ from "
+                "the original job (the data or the job changed; start a new job)"
+            )
+        done = {t: dict(s) for t, s in splits.items() if t < resume}
+        log.info("%s: job %s resumes at tree %d", self.node_id, job_id, resume)
+        return done
+
+    def _checkpoint_path(self, bank: str, job_id: str) -> Path | None:
+        path = self._model_path(bank, job_id)
+        return None if path is None else path.with_name(f"{job_id}.checkpoint.json")
+
+    def _checkpoint(self, bank: str, job_id: str, job: _Job) -> None:
+        """The job's terms and splits so far (0600: bin edges are data); at most a tree is lost."""
+        path = self._checkpoint_path(bank, job_id)
+        if path is None:
+            return
+        data = {
+            "format": "xinyidai.secureboost.holder-checkpoint/1",
+            "terms": job.terms,
+            "splits": {
+                str(t): {str(n): list(ft) for n, ft in s.items()} for t, s in job.splits.items()
+            },
+        }
+        write_atomic(path, json.dumps(data).encode("utf-8"))
+
+    def _read_checkpoint(
+        self, bank: str, job_id: str
+    ) -> tuple[dict[str, Any], dict[int, dict[int, tuple[int, int]]]] | None:
+        path = self._checkpoint_path(bank, job_id)
+        if path is None or not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            splits = {
+                int(t): {int(n): (int(ft[0]), int(ft[1])) for n, ft in s.items()}
+                for t, s in data["splits"].items()
+            }
+            return dict(data["terms"]), splits
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _failed(
+                f"{self.node_id}: checkpoint of job '{job_id}' is damaged: {exc}"
+            ) from None
 
     # -- blobs -----------------------------------------------------------------------------
     def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:
@@ -408,6 +534,8 @@ class SecureBoostHolderServicer:
                 cts = ciphertexts_from_bytes(path.read_bytes(), job.params)
             except CryptoError as exc:
                 raise invalid(f"blob {request.blob_id}: {exc}") from None
+            finally:  # in memory now (or refused): 12 MB per tree need not stay on disk
+                self.blobs.delete(call.caller, call.meta.job_id, request.blob_id)
             if len(cts) != rows.size:
                 raise invalid(
                     f"blob {request.blob_id} holds {len(cts)} ciphertexts for {rows.size} samples"
@@ -582,6 +710,7 @@ class SecureBoostHolderServicer:
             left = rows & (job.bins[:, feature] <= threshold)
             job.splits.setdefault(request.tree, {})[request.node] = (feature, threshold)
             del state.candidates[request.node]
+            self._checkpoint(call.caller, call.meta.job_id, job)
         call.counts["rows"] = int(rows.sum())
         return secureboost_pb2.SecureBoostPartition(left=mask_to_bytes(left))
 
@@ -624,6 +753,10 @@ class SecureBoostHolderServicer:
         job.engine.close()
         with self._lock:
             self._jobs.pop(key, None)
+        self.blobs.drop_job(*key)
+        path = self._checkpoint_path(*key)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     # -- 6. Predict ------------------------------------------------------------------------
     def Predict(self, request: Any, call: CallInfo) -> Any:

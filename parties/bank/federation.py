@@ -43,7 +43,7 @@ from models.metrics import ks_statistic, roc_auc
 from models.secureboost.estimator import SecureBoostClassifier
 from parties.config import NodeConfig
 from parties.data.loader import load_table
-from parties.data.schema import PartySchema, schema_for
+from parties.data.schema import PartySchema
 from parties.holder.alignment import (
     AlignmentError,
     check_name,
@@ -78,7 +78,7 @@ class BankTable:
     def load(cls, config: NodeConfig) -> BankTable:
         if config.data is None:
             raise ConfigError(f"bank '{config.node_id}': no data table configured")
-        schema: PartySchema = schema_for(config.data.schema_role)
+        schema: PartySchema = config.data.table_schema(config.node_id)
         table = load_table(config.data.path, schema)
         values, names = encode_table(table, schema, as_of=config.data.as_of)
         label = schema.label_column
@@ -399,13 +399,20 @@ def train_secureboost(
     job_id: str | None = None,
     test_fraction: float = 0.3,
     split_seed: int = 0,
+    is_test: Callable[[list[str]], np.ndarray] | None = None,
     audit: AuditLog | None = None,
     progress: Progress = _quiet,
+    on_tree: Callable[[int], None] | None = None,
+    resume_wait_s: float = 0.0,
 ) -> tuple[SecureBoostClassifier, TrainingReport]:
     """Train on the aligned, labelled rows' training split; evaluate on the test split.
 
     ``holders``: ``SecureBoostHolder`` peers, one per holder of the alignment. ``params``:
     ``SecureBoostClassifier`` keyword arguments (defaults ``DEFAULT_PARAMS``, 2048-bit keys).
+    The split: ``is_test(codes)`` (a boolean per aligned row's code, e.g. a benchmark's fixed
+    split by id) or else stratified with ``test_fraction`` and ``split_seed``. The bank
+    checkpoints every tree under ``NODE_DIR/checkpoints`` (a rerun of the same ``job_id``
+    resumes); ``resume_wait_s``: how long to wait for a holder that restarts mid-job.
     """
     missing = [h for h in alignment.holders if h not in holders]
     if missing:
@@ -418,10 +425,19 @@ def train_secureboost(
     check_name(job_id, "job id")
     labels = table.labels[alignment.bank_rows]
     labelled = np.flatnonzero(~np.isnan(labels))
-    train_l, test_l = stratified_split(
-        labels[labelled], test_fraction=test_fraction, seed=split_seed
-    )
-    train_pos, test_pos = labelled[train_l], labelled[test_l]
+    if is_test is not None:
+        codes = [table.codes[i] for i in alignment.bank_rows[labelled]]
+        test_mask = np.asarray(is_test(codes), dtype=bool)
+        train_pos, test_pos = labelled[~test_mask], labelled[test_mask]
+        if not (train_pos.size and test_pos.size):
+            raise ConfigError(
+                f"the split leaves {train_pos.size} training and {test_pos.size} test rows"
+            )
+    else:
+        train_l, test_l = stratified_split(
+            labels[labelled], test_fraction=test_fraction, seed=split_seed
+        )
+        train_pos, test_pos = labelled[train_l], labelled[test_l]
     X = table.features.iloc[alignment.bank_rows].reset_index(drop=True)
     y = labels.astype(np.float64)
     train_mask = np.zeros(alignment.size, dtype=bool)
@@ -430,9 +446,11 @@ def train_secureboost(
     tree_marks: list[float] = []
     t_fit = time.perf_counter()
 
-    def on_tree(t: int) -> None:
+    def tree_done(t: int) -> None:
         tree_marks.append(time.perf_counter())
         progress(f"tree {t} done")
+        if on_tree is not None:
+            on_tree(t)
 
     kwargs = {**DEFAULT_PARAMS, **(params or {})}
     clf = SecureBoostClassifier(**kwargs, job_id=job_id)
@@ -442,7 +460,9 @@ def train_secureboost(
         holders=holders,
         alignment_id=alignment.job_id,
         alignment_rows=train_mask,
-        on_tree=on_tree,
+        on_tree=tree_done,
+        checkpoint_dir=config.node_dir / "checkpoints",
+        resume_wait_s=resume_wait_s,
     )
     scores = clf.predict_proba(
         X.iloc[test_pos].reset_index(drop=True), holders=holders, rows=test_pos

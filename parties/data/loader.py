@@ -41,6 +41,7 @@ __all__ = [
     "QualityReport",
     "check_table",
     "load_table",
+    "read_header",
     "table_digest",
 ]
 
@@ -330,7 +331,7 @@ def _validate(path: Path, schema: PartySchema) -> _Outcome:
     order = {c.name: k for k, c in enumerate(schema.columns)}
 
     for col in present:
-        if col not in order:
+        if col not in order and schema.extra_columns == "refuse":
             probs.file(
                 f"unknown column {col!r}: not in the {schema.role} schema "
                 "(schema drift? remove it or update the schema)"
@@ -348,15 +349,24 @@ def _validate(path: Path, schema: PartySchema) -> _Outcome:
     if schema.key in present:
         k_order = order[schema.key]
         text, missing = cells[schema.key].text
-        norm = (
-            _nfkc(text.where(~missing, ""))
-            .str.replace(r"\s+", "", regex=True)
-            .str.upper()
-            .to_numpy(dtype=object, na_value="")
-        )
+        if schema.key_kind == "uscc":
+            norm = (
+                _nfkc(text.where(~missing, ""))
+                .str.replace(r"\s+", "", regex=True)
+                .str.upper()
+                .to_numpy(dtype=object, na_value="")
+            )
+            reasons = uscc_mod.problems(np.where(missing, "0" * 18, norm).astype(str))
+        else:  # plain keys (benchmark row ids): each mapped to its own valid USCC
+            plain = text.where(~missing, "").str.strip().to_numpy(dtype=object, na_value="")
+            norm = np.full(n, "", dtype=object)
+            present_ids = ~missing & (plain != "")
+            if present_ids.any():
+                norm[present_ids] = uscc_mod.from_plain_id(plain[present_ids])
+            missing = missing | ~present_ids
+            reasons = np.full(n, None, dtype=object)
         missing_counts[schema.key] = int(missing.sum())
         probs.rows(missing, k_order, schema.key, lambda i: "missing enterprise code")
-        reasons = uscc_mod.problems(np.where(missing, "0" * 18, norm).astype(str))
         invalid = ~missing & pd.notna(reasons)
         n_invalid = int(invalid.sum())
         probs.rows(invalid, k_order, schema.key, lambda i: str(reasons[i]))
@@ -446,6 +456,25 @@ def _check_column(
 
 # ---------------------------------------------------------------------------------------------
 # Public API
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of a .csv or .parquet file, without reading its rows."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(p).names if not str(c).startswith("__")]
+        with p.open(encoding="utf-8-sig", newline="") as fh:
+            first = next(csv.reader(fh), None)
+    except FileNotFoundError:
+        raise DataValidationError(str(p), [f"{p.name}: file not found ({p})"]) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataValidationError(str(p), [f"{p.name}: cannot read the header: {exc}"]) from None
+    if not first:
+        raise DataValidationError(str(p), [f"{p.name}: file is empty (no header row)"])
+    return [h.strip() for h in first]
 
 
 def load_table(path: str | Path, schema: PartySchema) -> pd.DataFrame:

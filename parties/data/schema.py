@@ -28,6 +28,7 @@ __all__ = [
     "UTILITY",
     "Column",
     "PartySchema",
+    "generic_schema",
     "schema_for",
 ]
 
@@ -101,6 +102,13 @@ class PartySchema:
     role: str
     columns: tuple[Column, ...]
     key: str = "uscc"
+    # "uscc": keys are GB 32100 codes, normalised and check-character validated; "plain": row
+    # ids of public benchmark data, each mapped to a valid code by ``uscc.from_plain_id`` (the
+    # same id gives the same code at every party, so tables still align).
+    key_kind: Literal["uscc", "plain"] = "uscc"
+    # "refuse": a column the schema does not declare is schema drift; "ignore": a file shared by
+    # several experiment parties (each reads its own columns of it).
+    extra_columns: Literal["refuse", "ignore"] = "refuse"
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -284,3 +292,33 @@ def schema_for(role: str) -> PartySchema:
         return ROLES[role]
     except KeyError:
         raise ConfigError(f"unknown role {role!r}; allowed roles: {', '.join(ROLES)}") from None
+
+
+def generic_schema(
+    role: str,
+    *,
+    id_column: str,
+    id_kind: Literal["uscc", "plain"],
+    features: tuple[str, ...] | list[str],
+    label_column: str | None = None,
+    category: str = "bank",
+) -> PartySchema:
+    """A schema for an experiment's table: a key, numeric features and maybe a label.
+
+    Why: public benchmark files (``default_credit``...) do not follow the sharing lists; an
+    experiment names each party's key, label and feature columns instead, and every feature is
+    a number of one data category (the one an enterprise's authorisation would cover).
+    """
+    if id_column in features or (label_column is not None and label_column in features):
+        raise ConfigError(f"table '{role}': the key and the label cannot also be features")
+    if category not in CATEGORIES or category in ("identity", "label"):
+        raise ConfigError(f"table '{role}': category {category!r} is not a data category")
+    # Values may be missing (a bin of their own; an unlabelled row is not yet observed); that
+    # the columns exist at all is checked against the file's header by the node's config.
+    columns = [Column(id_column, "str", category="identity", grade=1)]
+    if label_column is not None:
+        columns.append(Column(label_column, "float", category="label", grade=4, required=False))
+    columns += [Column(f, "float", category=category, grade=3, required=False) for f in features]
+    return PartySchema(
+        role, tuple(columns), key=id_column, key_kind=id_kind, extra_columns="ignore"
+    )

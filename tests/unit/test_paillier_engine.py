@@ -161,16 +161,21 @@ def test_round_trip_both_modes(keys, insecure, mode):
         assert all(a != b for a, b in zip(cts, again, strict=True))
 
 
-def test_djn_table_computes_hs_to_the_exponent(keys, engine):
+def test_djn_table_computes_hs_to_the_exponent(keys, engine, insecure):
     _, _, params = keys
-    table = engine._core.table()
-    digits = [secrets.randbelow(1 << table.window_bits) for _ in range(table.rows)]
-    a = sum(d << (i * table.window_bits) for i, d in enumerate(digits))
-    assert table.power(digits) == gmpy2.powmod(params.hs, a, params.nsquare)
-    # obfuscators are encryptions of zero, and all distinct
-    obf = engine.obfuscators(20)
-    assert engine.decrypt(obf) == [0] * 20
-    assert len(set(obf)) == 20
+    public_only = PaillierEngine(params, workers=1, obfuscation="djn")
+    # the key holder's table works mod p^2 and q^2 (CRT); the public one mod n^2
+    for eng in (engine, public_only):
+        table = eng._core.table()
+        digits = [secrets.randbelow(1 << table.window_bits) for _ in range(table.rows)]
+        a = sum(d << (i * table.window_bits) for i, d in enumerate(digits))
+        assert table.power(digits) == gmpy2.powmod(params.hs, a, params.nsquare)
+        # obfuscators are encryptions of zero, and all distinct
+        obf = eng.obfuscators(20)
+        assert engine.decrypt(obf) == [0] * 20
+        assert len(set(obf)) == 20
+    assert type(engine._core.table()) is not type(public_only._core.table())
+    public_only.close()
 
 
 def test_window_sizes_agree(keys, insecure):
