@@ -357,16 +357,29 @@ def run_experiment(
     progress: Progress = _quiet,
     on_tree: Callable[[int], None] | None = None,
     on_started: Callable[[Any], None] | None = None,
+    tracking: Any = None,
+    track: bool = True,
+    config_text: str = "",
 ) -> ExperimentResult:
     """Build the federation, start its nodes, align, train, evaluate, stop; the result.
 
-    ``on_started(federation)`` runs once the nodes serve (tests use it to restart a holder).
+    With ``track`` the job is logged to MLflow and its model registered (``tracking``: a
+    ``federation.tracking.TrackingConfig``; default the project-local store or
+    ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the nodes serve (tests use
+    it to restart a holder).
     """
     from federation.audit import AuditLog
     from federation.crypto.paillier import prestart_workers
     from federation.demo import start_nodes, stop_nodes
     from federation.usage import process_usage, read_usage
-    from parties.bank.federation import BankTable, align, holder_peers, train_secureboost
+    from parties.bank.federation import (
+        BankTable,
+        align,
+        holder_peers,
+        party_evidence,
+        register_secureboost,
+        train_secureboost,
+    )
     from parties.config import load_node_config
 
     absent = missing_data(config)
@@ -378,10 +391,10 @@ def run_experiment(
     bank_cfg = load_node_config(fed.configs["bank"])
     progress(f"nodes: {', '.join(fed.configs)} (each its own process, mTLS on loopback)")
     t0 = time.perf_counter()
-    start_nodes(fed, timeout=120)
-    progress(f"nodes serving in {time.perf_counter() - t0:.1f} s")
     codes: dict[str, int] = {}
-    try:
+    try:  # stop every node that did start, whatever fails (a bad table, a refused job...)
+        start_nodes(fed, timeout=120)
+        progress(f"nodes serving in {time.perf_counter() - t0:.1f} s")
         if on_started is not None:
             on_started(fed)
         audit = AuditLog(bank_cfg.resolved_audit_url, bank_cfg.node_id)
@@ -415,6 +428,22 @@ def run_experiment(
                 progress=progress,
                 on_tree=on_tree,
                 resume_wait_s=config.run.resume_wait_s,
+            )
+        tracked = None
+        if track:
+            progress("registering the model (MLflow: parameters, metrics, each party's digest)")
+            with holder_peers(bank_cfg, audit=audit) as peers:
+                datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
+            tracked = register_secureboost(
+                bank_cfg,
+                clf,
+                report,
+                datasets=datasets,
+                consent=consent,
+                config_text=config_text,
+                config_name=f"{config.name}.yaml",
+                tracking=tracking,
+                audit=audit,
             )
         table = BankTable.load(bank_cfg)
         bank_codes = [table.codes[i] for i in alignment.bank_rows]
@@ -466,6 +495,13 @@ def run_experiment(
         "split_owners": report.split_owners,
         "resumes": int(clf.model_.stats.get("resumes", 0)),
         "job_id": report.job_id,
+        "mlflow": None
+        if tracked is None
+        else {
+            "run_id": tracked.run_id,
+            "model_name": tracked.model_name,
+            "version": tracked.version,
+        },
         "nodes": nodes,
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "workdir": str(workdir),

@@ -117,6 +117,16 @@ class Node:
                 node_id=config.node_id,
                 table_codes=list(self.table.index),
             )
+            view = TrainingView(self.table, self.schema, alignments, as_of=config.data.as_of)
+            secureboost = SecureBoostHolderServicer(
+                node_id=config.node_id,
+                features_for=view.features_for,
+                banks=[p.node_id for p in config.banks],
+                blobs=blobs,
+                workers=config.limits.compute_workers,
+                chunk_bytes=config.limits.chunk_kb * 1024,
+                models_dir=config.node_dir / "models",
+            )
             servicer = HolderServicer(
                 config=config,
                 table=self.table,
@@ -127,20 +137,10 @@ class Node:
                 alignments=alignments,
                 psi_cache=config.node_dir / "psi-cache",
                 workers=config.limits.compute_workers,
+                **self._scoring_parts(config, secureboost, view),
             )
-            view = TrainingView(self.table, self.schema, alignments, as_of=config.data.as_of)
             # One port, one mTLS identity, one audit log and purpose policy for both services.
-            extra.append(
-                SecureBoostHolderServicer(
-                    node_id=config.node_id,
-                    features_for=view.features_for,
-                    banks=[p.node_id for p in config.banks],
-                    blobs=blobs,
-                    workers=config.limits.compute_workers,
-                    chunk_bytes=config.limits.chunk_kb * 1024,
-                    models_dir=config.node_dir / "models",
-                )
-            )
+            extra.append(secureboost)
             extra.append(
                 WoeHolderServicer(
                     node_id=config.node_id,
@@ -179,6 +179,29 @@ class Node:
             max_message_bytes=config.limits.max_message_mb << 20,
             max_workers=config.limits.max_workers,
         )
+
+    def _scoring_parts(self, config: NodeConfig, secureboost: Any, view: Any) -> dict[str, Any]:
+        """What a holder's scoring and verification need (docs/scoring.md): its model parts,
+        its encoded table, its disputes and a predicate evaluator with a threshold budget."""
+        from parties.holder.service import data_categories
+        from parties.holder.verify import ThresholdBudget, Verifier
+        from parties.subject import DisputeRegistry
+
+        disputes = DisputeRegistry.for_config(
+            config, audit=self.audit, categories=data_categories(self.schema)
+        )
+        verifier = Verifier(
+            table=self.table,
+            schema=self.schema,
+            disputes=disputes,
+            budget=ThresholdBudget.for_config(config),
+        )
+        return {
+            "secureboost": secureboost,
+            "view": view,
+            "disputes": disputes,
+            "verifier": verifier,
+        }
 
     @property
     def address(self) -> str:

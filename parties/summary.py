@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from parties.data.loader import table_digest
 from parties.data.schema import PartySchema
 from protos import common_pb2
 
@@ -41,4 +42,5 @@ def table_summary(table: pd.DataFrame, schema: PartySchema, key: bytes) -> commo
         )
     listing = "|".join(f"{c.name_hash}:{c.dtype}:{c.category}" for c in summary.columns)
     summary.schema_digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
+    summary.data_digest = table_digest(table)
     return summary

@@ -45,6 +45,21 @@ class BankStub:
                 request_serializer=protos_dot_bank__pb2.GreetRequest.SerializeToString,
                 response_deserializer=protos_dot_bank__pb2.GreetReply.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/xinyidai.v1.Bank/Score',
+                request_serializer=protos_dot_bank__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=protos_dot_bank__pb2.ScoreReply.FromString,
+                _registered_method=True)
+        self.ScoreBatch = channel.unary_unary(
+                '/xinyidai.v1.Bank/ScoreBatch',
+                request_serializer=protos_dot_bank__pb2.ScoreBatchRequest.SerializeToString,
+                response_deserializer=protos_dot_bank__pb2.ScoreBatchReply.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/xinyidai.v1.Bank/Verify',
+                request_serializer=protos_dot_bank__pb2.BankVerifyRequest.SerializeToString,
+                response_deserializer=protos_dot_bank__pb2.BankVerifyReply.FromString,
+                _registered_method=True)
 
 
 class BankServicer:
@@ -63,6 +78,30 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """Score one enterprise with a registered model version (docs/scoring.md). Every holder whose
+        splits the model uses checks consent, purpose, disputes and its model part itself; a
+        refusal is PERMISSION_DENIED naming the holder; a holder without data gives no score.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScoreBatch(self, request, context):
+        """A ranked whitelist: the bank's applicants of a region / industry section (or a list of
+        codes), scored where every holder involved answers, above a points threshold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Verification (数据核验), proxied to one holder: yes / no / no-data / disputed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +114,21 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.Greet,
                     request_deserializer=protos_dot_bank__pb2.GreetRequest.FromString,
                     response_serializer=protos_dot_bank__pb2.GreetReply.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=protos_dot_bank__pb2.ScoreRequest.FromString,
+                    response_serializer=protos_dot_bank__pb2.ScoreReply.SerializeToString,
+            ),
+            'ScoreBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreBatch,
+                    request_deserializer=protos_dot_bank__pb2.ScoreBatchRequest.FromString,
+                    response_serializer=protos_dot_bank__pb2.ScoreBatchReply.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=protos_dot_bank__pb2.BankVerifyRequest.FromString,
+                    response_serializer=protos_dot_bank__pb2.BankVerifyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +185,87 @@ class Bank:
             '/xinyidai.v1.Bank/Greet',
             protos_dot_bank__pb2.GreetRequest.SerializeToString,
             protos_dot_bank__pb2.GreetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.Bank/Score',
+            protos_dot_bank__pb2.ScoreRequest.SerializeToString,
+            protos_dot_bank__pb2.ScoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.Bank/ScoreBatch',
+            protos_dot_bank__pb2.ScoreBatchRequest.SerializeToString,
+            protos_dot_bank__pb2.ScoreBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.Bank/Verify',
+            protos_dot_bank__pb2.BankVerifyRequest.SerializeToString,
+            protos_dot_bank__pb2.BankVerifyReply.FromString,
             options,
             channel_credentials,
             insecure,

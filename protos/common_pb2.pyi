@@ -67,16 +67,18 @@ class ColumnInfo(_message.Message):
     def __init__(self, name_hash: _Optional[str] = ..., dtype: _Optional[str] = ..., category: _Optional[str] = ..., grade: _Optional[int] = ...) -> None: ...
 
 class TableSummary(_message.Message):
-    __slots__ = ("table", "n_rows", "columns", "schema_digest")
+    __slots__ = ("table", "n_rows", "columns", "schema_digest", "data_digest")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     table: str
     n_rows: int
     columns: _containers.RepeatedCompositeFieldContainer[ColumnInfo]
     schema_digest: str
-    def __init__(self, table: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., schema_digest: _Optional[str] = ...) -> None: ...
+    data_digest: str
+    def __init__(self, table: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., schema_digest: _Optional[str] = ..., data_digest: _Optional[str] = ...) -> None: ...
 
 class ConsentStats(_message.Message):
     __slots__ = ("active", "revoked", "expired", "enterprises")

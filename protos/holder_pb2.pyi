@@ -86,3 +86,47 @@ class PsiAbortRequest(_message.Message):
 class PsiAborted(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ScoreReachRequest(_message.Message):
+    __slots__ = ("meta", "uscc", "usccs", "part_sha256")
+    META_FIELD_NUMBER: _ClassVar[int]
+    USCC_FIELD_NUMBER: _ClassVar[int]
+    USCCS_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    uscc: str
+    usccs: _containers.RepeatedScalarFieldContainer[str]
+    part_sha256: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., uscc: _Optional[str] = ..., usccs: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ...) -> None: ...
+
+class ScoreReachReply(_message.Message):
+    __slots__ = ("statuses", "reach", "n_leaves", "categories", "part_sha256")
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    REACH_FIELD_NUMBER: _ClassVar[int]
+    N_LEAVES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[str]
+    reach: bytes
+    n_leaves: int
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    part_sha256: str
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., reach: _Optional[bytes] = ..., n_leaves: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("meta", "uscc", "predicate_json")
+    META_FIELD_NUMBER: _ClassVar[int]
+    USCC_FIELD_NUMBER: _ClassVar[int]
+    PREDICATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    uscc: str
+    predicate_json: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., uscc: _Optional[str] = ..., predicate_json: _Optional[str] = ...) -> None: ...
+
+class VerifyAnswer(_message.Message):
+    __slots__ = ("answer", "categories")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, answer: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...

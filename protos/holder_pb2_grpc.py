@@ -75,6 +75,16 @@ class DataHolderStub:
                 request_serializer=protos_dot_holder__pb2.PsiAbortRequest.SerializeToString,
                 response_deserializer=protos_dot_holder__pb2.PsiAborted.FromString,
                 _registered_method=True)
+        self.ScoreReach = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/ScoreReach',
+                request_serializer=protos_dot_holder__pb2.ScoreReachRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.ScoreReachReply.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/Verify',
+                request_serializer=protos_dot_holder__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.VerifyAnswer.FromString,
+                _registered_method=True)
 
 
 class DataHolderServicer:
@@ -140,6 +150,23 @@ class DataHolderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreReach(self, request, context):
+        """Scoring (docs/scoring.md): for a registered model version, the leaves each enterprise can
+        reach under this holder's own splits. The holder checks the model part (present, digest
+        equal), then per enterprise: consent for the caller, purpose and the categories the model
+        reads, open disputes, and whether it holds a record - before computing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Verification (数据核验): one yes/no question about one authorised enterprise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataHolderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +209,16 @@ def add_DataHolderServicer_to_server(servicer, server):
                     servicer.PsiAbort,
                     request_deserializer=protos_dot_holder__pb2.PsiAbortRequest.FromString,
                     response_serializer=protos_dot_holder__pb2.PsiAborted.SerializeToString,
+            ),
+            'ScoreReach': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreReach,
+                    request_deserializer=protos_dot_holder__pb2.ScoreReachRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.ScoreReachReply.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=protos_dot_holder__pb2.VerifyRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.VerifyAnswer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +437,60 @@ class DataHolder:
             '/xinyidai.v1.DataHolder/PsiAbort',
             protos_dot_holder__pb2.PsiAbortRequest.SerializeToString,
             protos_dot_holder__pb2.PsiAborted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreReach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/ScoreReach',
+            protos_dot_holder__pb2.ScoreReachRequest.SerializeToString,
+            protos_dot_holder__pb2.ScoreReachReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/Verify',
+            protos_dot_holder__pb2.VerifyRequest.SerializeToString,
+            protos_dot_holder__pb2.VerifyAnswer.FromString,
             options,
             channel_credentials,
             insecure,

@@ -144,10 +144,12 @@ class SecureBoostFinish(_message.Message):
     def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., abort: _Optional[bool] = ..., trees: _Optional[_Iterable[_Union[SecureBoostTreeShape, _Mapping]]] = ...) -> None: ...
 
 class SecureBoostFinished(_message.Message):
-    __slots__ = ("n_splits",)
+    __slots__ = ("n_splits", "part_sha256")
     N_SPLITS_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
     n_splits: int
-    def __init__(self, n_splits: _Optional[int] = ...) -> None: ...
+    part_sha256: str
+    def __init__(self, n_splits: _Optional[int] = ..., part_sha256: _Optional[str] = ...) -> None: ...
 
 class SecureBoostPredictRequest(_message.Message):
     __slots__ = ("meta", "rows", "alignment_id")

@@ -17,12 +17,19 @@ def run(
     workdir: Path | None = typer.Option(
         None, "--workdir", help="node directories (default .xinyidai/experiments/<name>)"
     ),
+    track: bool = typer.Option(
+        True, "--track/--no-track", help="log the job to MLflow and register its model"
+    ),
+    mlflow_dir: Path | None = typer.Option(
+        None, "--mlflow-dir", help="MLflow store folder (default .xinyidai/mlflow)"
+    ),
 ) -> None:
     """Start one node process per party, align by PSI, train, evaluate; write RESULT.json."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from federation.experiment import load_experiment, run_experiment
+    from federation.tracking import TrackingConfig
 
     console = Console(stderr=True)
     cfg, digest = load_experiment(config)
@@ -53,7 +60,14 @@ def run(
                 bar.start_task(task)
 
         result = run_experiment(
-            cfg, config_sha256=digest, workdir=where, progress=say, on_tree=on_tree
+            cfg,
+            config_sha256=digest,
+            workdir=where,
+            progress=say,
+            on_tree=on_tree,
+            track=track,
+            tracking=TrackingConfig.resolve(mlflow_dir) if mlflow_dir else None,
+            config_text=config.read_text(encoding="utf-8"),
         )
     result.write(out)
     d = result.data
@@ -63,5 +77,12 @@ def run(
         f"trained in {d['train_seconds']:.1f} s ({d['n_train']} train / {d['n_test']} test)",
         highlight=False,
     )
+    if d["mlflow"]:
+        m = d["mlflow"]
+        console.print(
+            f"registered: models:/{m['model_name']}/{m['version']} (alias challenger; "
+            f"run {m['run_id']})",
+            highlight=False,
+        )
     console.print(f"result: {out}", highlight=False)
     typer.echo(json.dumps({k: d[k] for k in ("test_auc", "train_seconds")}))

@@ -618,7 +618,7 @@ class PaillierEngine:
         workers: int | None = None,
         parallel_threshold: int = 4096,
         exponent_bits: int | None = None,
-        window_bits: int = 8,
+        window_bits: int = 10,
         start_method: str | None = None,
     ):
         """

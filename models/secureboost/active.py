@@ -108,6 +108,7 @@ class BankModel:
     trees: list[Tree]
     holders: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
+    part_digests: dict[str, str] = field(default_factory=dict)  # holder → sha256 of its part
 
     def split_owners(self) -> set[str]:
         return {n.owner for t in self.trees for n in t.nodes.values() if not n.is_leaf}
@@ -300,7 +301,11 @@ class SecureBoostBank:
                     for t, tree in enumerate(model.trees)
                 ]
                 finish = pb.SecureBoostFinish(meta=self._meta(), trees=shapes)
-                self._each(lambda name: self.holders[name].call("Finish", finish))
+                finished = self._each(lambda name: self.holders[name].call("Finish", finish))
+                # each holder's digest of the part it keeps (lineage: the registry records it)
+                model.part_digests = {
+                    name: str(getattr(reply, "part_sha256", "")) for name, reply in finished.items()
+                }
                 started.clear()
                 self._drop_checkpoint()
             except Exception as exc:

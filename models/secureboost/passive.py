@@ -111,6 +111,65 @@ class HolderModel:
         )
 
 
+@dataclass(frozen=True)
+class ReachProgram:
+    """Every leaf of every tree as its root path over one party's splits: reach in one step.
+
+    Why: scoring asks "which leaves can this row reach under my splits" for all trees at once;
+    walking trees leaf by leaf costs thousands of small numpy calls per request. Compiled once
+    per model part, ``reach`` is one gather and one comparison over rows x leaves x depth.
+    ``splits``: the (tree, node) this party resolves, the columns of ``go_left``. Leaves are
+    numbered globally: tree 0's leaves ascending, then tree 1's... (``tree_starts``).
+    """
+
+    splits: tuple[tuple[int, int], ...]
+    tree_starts: np.ndarray  # first global leaf of each tree
+    n_leaves: int
+    steps: np.ndarray  # int (n_leaves, depth): 1 + column of go_left; 0 = no constraint
+    left: np.ndarray  # bool (n_leaves, depth): the path goes left there (True at padding)
+
+    @classmethod
+    def compile(
+        cls, leaves: Sequence[Sequence[int]], owned: Iterable[tuple[int, int]]
+    ) -> ReachProgram:
+        """``leaves[t]``: tree t's leaf heap ids; ``owned``: the (tree, node) splits known."""
+        splits = tuple(sorted(set(owned)))
+        column = {key: j + 1 for j, key in enumerate(splits)}
+        paths: list[list[tuple[int, bool]]] = []
+        starts: list[int] = []
+        for t, tree_leaves in enumerate(leaves):
+            starts.append(len(paths))
+            for leaf in sorted(int(x) for x in tree_leaves):
+                path: list[tuple[int, bool]] = []
+                child = leaf
+                while child > 0:
+                    par = parent_of(child)
+                    j = column.get((t, par))
+                    if j is not None:
+                        path.append((j, child == left_child(par)))
+                    child = par
+                paths.append(path)
+        depth = max((len(p) for p in paths), default=0) or 1
+        steps = np.zeros((len(paths), depth), dtype=np.int64)
+        left = np.ones((len(paths), depth), dtype=bool)
+        for i, path in enumerate(paths):
+            for d, (j, goes_left) in enumerate(path):
+                steps[i, d], left[i, d] = j, goes_left
+        return cls(splits, np.asarray(starts, dtype=np.int64), len(paths), steps, left)
+
+    def reach(self, go_left: np.ndarray) -> np.ndarray:
+        """bool (rows, n_leaves) from ``go_left``: bool (rows, len(splits))."""
+        n = go_left.shape[0]
+        ext = np.empty((n, len(self.splits) + 1), dtype=bool)
+        ext[:, 0] = True
+        ext[:, 1:] = go_left
+        out = np.empty((n, self.n_leaves), dtype=bool)
+        for start in range(0, n, 4096):  # bounded memory: rows x leaves x depth per block
+            block = ext[start : start + 4096][:, self.steps]
+            out[start : start + 4096] = ~(block ^ self.left).any(axis=2)
+        return out
+
+
 @dataclass
 class _TreeState:
     """One tree's working state: its ciphertexts, the nodes evaluated, open candidates."""
@@ -248,6 +307,9 @@ class SecureBoostHolderServicer:
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._models: dict[tuple[str, str], HolderModel] = {}
         self._lock = threading.Lock()
+        # Scoring: (bank, job) -> (the table it was computed on, reach of every table row).
+        self._scoring: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._digests: dict[tuple[str, str], tuple[int, int, str]] = {}
 
     def _checked(self, features: Any, names: Sequence[str]) -> np.ndarray:
         arr = np.asarray(features, dtype=np.float64)
@@ -746,7 +808,9 @@ class SecureBoostHolderServicer:
             with self._lock:
                 self._models[key] = model
         call.counts["splits"] = model.n_splits
-        return secureboost_pb2.SecureBoostFinished(n_splits=model.n_splits)
+        return secureboost_pb2.SecureBoostFinished(
+            n_splits=model.n_splits, part_sha256=self.part_sha256(call.caller, call.meta.job_id)
+        )
 
     def _drop(self, key: tuple[str, str], job: _Job) -> None:
         job.tree = None
@@ -784,6 +848,68 @@ class SecureBoostHolderServicer:
         call.counts["rows"] = int(rows.size)
         return reply
 
+    # -- 7. scoring by enterprise (the holder's DataHolder.ScoreReach calls these) -----------
+    def part_sha256(self, bank: str, job_id: str) -> str:
+        """sha256 (hex) of the saved model part file; "" when the part is not on disk (a
+        part held in memory only, or none). Cached while the file's size and mtime stay."""
+        path = self._model_path(bank, job_id)
+        if path is None:
+            return ""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return ""
+        with self._lock:
+            cached = self._digests.get((bank, job_id))
+        if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+            return cached[2]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with self._lock:
+            self._digests[(bank, job_id)] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    def used_features(self, bank: str, job_id: str) -> list[str]:
+        """Names of the features this holder's splits of the model read (the consent scope)."""
+        model = self.model(bank, job_id)
+        used = sorted({f for splits in model.splits.values() for f, _ in splits.values()})
+        return [model.binner.feature_names_[f] for f in used]
+
+    def score_reach(
+        self, bank: str, job_id: str, table: np.ndarray, names: Sequence[str], rows: np.ndarray
+    ) -> tuple[np.ndarray, int]:
+        """(bool[len(rows), n_leaves], n_leaves): the leaves of every tree each of ``rows``
+        can reach under this holder's splits (leaf order as ``ReachProgram``).
+
+        ``table``/``names``: the holder's current encoded table (every row, as
+        ``TrainingView`` keeps it), ``rows`` positions in it. The table is binned with the
+        model's edges and the reach of every row computed once per model part and cached
+        (the table of a running node does not change).
+        """
+        key = (bank, job_id)
+        with self._lock:
+            cached = self._scoring.get(key)
+        if cached is None or cached[0] is not table:
+            model = self.model(bank, job_id)
+            fitted = list(model.binner.feature_names_)
+            if list(names) != fitted:
+                raise _failed(
+                    f"{self.node_id}: model '{job_id}' was binned on {len(fitted)} features that "
+                    f"differ from this node's current {len(names)} (names in its log)"
+                )
+            bins = model.binner.transform(np.asarray(table, dtype=np.float64))
+            leaves = [model.leaves.get(t, []) for t in range(model.n_trees)]
+            owned = [(t, n) for t, splits in model.splits.items() for n in splits]
+            program = ReachProgram.compile(leaves, owned)
+            go_left = np.empty((bins.shape[0], len(program.splits)), dtype=bool)
+            for j, (t, n) in enumerate(program.splits):
+                feature, threshold = model.splits[t][n]
+                go_left[:, j] = bins[:, feature] <= threshold
+            cached = (table, program.reach(go_left))
+            with self._lock:
+                self._scoring[key] = cached
+        reach = cached[1]
+        return reach[np.asarray(rows, dtype=np.int64)], int(reach.shape[1])
+
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -794,4 +920,4 @@ def _is_descendant(node: int, ancestor: int) -> bool:
     return node == ancestor
 
 
-__all__ = ["HolderModel", "SecureBoostHolderServicer"]
+__all__ = ["HolderModel", "ReachProgram", "SecureBoostHolderServicer"]

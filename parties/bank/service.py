@@ -3,6 +3,10 @@
 ``Greet`` asks every configured holder for its ``Hello`` concurrently and reports each answer or the
 reason a holder could not be greeted (down, refused, too slow) — one holder's failure never hides the
 others' answers.
+
+``Score``/``ScoreBatch``/``Verify`` are the scoring service (``parties.bank.scoring``,
+docs/scoring.md), for the bank's operators only. Their audit records carry the served version as
+``model_id`` ("<name>/<version>") at the bank and at every holder asked.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import pandas as pd
 
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
+from parties.bank.scoring import BankScorer, ServedModel
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
 from parties.holder.service import PROTOCOL_VERSION, data_categories, hello_reply
 from parties.summary import table_summary
 from protos import bank_pb2, common_pb2
 
-OPERATOR_METHODS = {"Greet"}
+OPERATOR_METHODS = {"Greet", "Score", "ScoreBatch", "Verify"}
 
 
 def greet_holders(holders: dict[str, PeerBase], *, purpose: str, job_id: str = "") -> list[Any]:
@@ -62,9 +67,20 @@ class BankServicer:
         schema: PartySchema,
         holders: dict[str, PeerBase],
         column_key: bytes,
+        scorer: BankScorer | None = None,
     ):
+        """``scorer``: the scoring service (default: one over ``NODE_DIR/models`` and the
+        registry ``TrackingConfig.resolve()`` finds: ``MLFLOW_TRACKING_URI`` or the default)."""
         self.config = config
         self.holders = holders
+        self.scorer = scorer or BankScorer(
+            node_id=config.node_id,
+            table=table,
+            schema=schema,
+            holders=holders,
+            models_dir=config.node_dir / "models",
+            as_of=config.data.as_of if config.data is not None else None,
+        )
         self._summary = table_summary(table, schema, column_key)
         self.categories = data_categories(schema)
         self._operators = set(config.operators) or {config.node_id}
@@ -87,3 +103,40 @@ class BankServicer:
         call.counts["holders"] = len(greetings)
         call.counts["holders_ok"] = sum(g.ok for g in greetings)
         return bank_pb2.GreetReply(peers=greetings)
+
+    # -- scoring (docs/scoring.md) -----------------------------------------------------------
+    def _model(self, request: Any, call: CallInfo) -> ServedModel:
+        """Resolve the version first, so that even a refusal's audit record names it."""
+        served = self.scorer.models.get(request.model_name, request.model_ref)
+        call.meta.model_id = served.model_id
+        return served
+
+    def Score(self, request: Any, call: CallInfo) -> Any:
+        served = self._model(request, call)
+        reply = self.scorer.score(request.uscc, served=served, purpose=call.meta.purpose)
+        call.counts["scored"] = int(reply.scored)
+        return reply
+
+    def ScoreBatch(self, request: Any, call: CallInfo) -> Any:
+        served = self._model(request, call)
+        reply = self.scorer.score_batch(
+            served=served,
+            purpose=call.meta.purpose,
+            region=request.region,
+            industry=request.industry,
+            usccs=list(request.usccs),
+            threshold=request.threshold,
+            limit=request.limit,
+        )
+        call.counts["candidates"] = int(reply.candidates)
+        call.counts["scored"] = int(reply.scored)
+        call.counts["listed"] = len(reply.enterprises)
+        return reply
+
+    def Verify(self, request: Any, call: CallInfo) -> Any:
+        return self.scorer.verify(
+            holder=request.holder,
+            code=request.uscc,
+            predicate_json=request.predicate_json,
+            purpose=call.meta.purpose,
+        )

@@ -70,6 +70,8 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
             str(out),
             "--workdir",
             str(tmp_path / "work"),
+            "--mlflow-dir",
+            str(tmp_path / "mlflow"),
         ],
         capture_output=True,
         text=True,
@@ -92,6 +94,25 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
     # the bank streams one 512-byte ciphertext per training row per holder tree (trees 1-3)
     assert result["nodes"]["bank"]["bytes_sent"] > 3 * 1200 * 512
     assert "4/4 trees" in proc.stderr  # the progress bar reached the end
+    # tracked and registered: one dataset input per party with the digest that party computed
+    from federation.tracking import TrackingConfig, mlflow_client, resolve
+    from parties.config import TableConfig
+    from parties.data.loader import load_table, table_digest
+
+    tracking = TrackingConfig.resolve(tmp_path / "mlflow")
+    registered = result["mlflow"]
+    found = resolve(registered["model_name"], "challenger", tracking=tracking)
+    assert found.version == registered["version"] and found.run_id == registered["run_id"]
+    run = mlflow_client(tracking).get_run(registered["run_id"])
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"bank-bank", "tax-tax"}
+    tax_table = TableConfig(path=tmp_path / "tax.csv", id_column="id", id_kind="plain")
+    tax_digest = table_digest(load_table(tax_table.path, tax_table.table_schema("tax")))
+    assert tax_digest.startswith(inputs["tax-tax"].digest)
+    assert "t0" not in inputs["tax-tax"].schema  # plain column names stay at the holder
+    assert run.data.tags["xinyidai.crypto.key_bits"] == "2048"
+    assert run.data.tags["xinyidai.config_sha256"] == result["config_sha256"]
+    assert run.data.metrics["test_auc"] == pytest.approx(result["test_auc"])
 
 
 def test_a_holder_killed_mid_training_costs_at_most_a_tree(tmp_path):
@@ -115,6 +136,7 @@ def test_a_holder_killed_mid_training_costs_at_most_a_tree(tmp_path):
         workdir=tmp_path / "work",
         on_tree=on_tree,
         on_started=fed_box.append,
+        track=False,
     ).data
     assert done == [0, 1, 2, 3]  # no finished tree was grown twice
     assert result["resumes"] == 1
@@ -133,7 +155,7 @@ def test_bad_experiment_configs_are_named(tmp_path):
         path.write_text(yaml.safe_dump({**good, **change}))
         with pytest.raises(ConfigError) as err:
             config, _ = load_experiment(path)
-            run_experiment(config, config_sha256="x", workdir=tmp_path / "never")
+            run_experiment(config, config_sha256="x", workdir=tmp_path / "never", track=False)
         return str(err.value)
 
     assert "model.secureboost.max_depth" in load({"model": {"type": "secureboost", "max_depth": 0}})

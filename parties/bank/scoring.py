@@ -1,0 +1,652 @@
+"""The bank's scoring service: a registered SecureBoost version turned into scores (docs/scoring.md).
+
+Why here, at the bank: the bank holds the tree shapes and leaf weights, its own splits and its
+own rows; each holder keeps the meaning of its splits and answers only for enterprises that
+authorised the bank. One score is one round: the bank computes the leaves its own splits allow,
+asks every holder whose splits the model uses for the leaves *its* splits allow (concurrently,
+one thread per holder, over the node's persistent connections), and intersects; exactly one
+leaf per tree is left. Nothing is scored from partial data: a holder that refuses makes the
+request fail (PERMISSION_DENIED naming the holder), one without data makes the reply say which
+source is missing and carry no score.
+
+- ``ModelCache``: resolves ``(name, version | alias)`` in the MLflow registry
+  (``federation.tracking.resolve``; aliases cached for ``alias_ttl_s``), or a local job id when
+  no registry is involved; loads the bank's part (checked against the version's recorded
+  sha256) and precomputes the bank's reach for every row of its table.
+- ``BankScorer``: ``score`` (one enterprise), ``score_batch`` (a region prefix, an industry
+  section or a list of codes: ranked whitelist above a points threshold) and ``verify``
+  (a yes/no question proxied to one holder).
+- ``score_codes``: the pyfunc's entry point (``federation.tracking.BankScoringModel``): scores
+  a list of codes through the live bank node named by the endpoint.
+
+Reason categories (cheap, and never a holder's bin or threshold): per party, how far its splits
+moved the margin: per tree, the weight of the leaf reached minus the training-sample-weighted
+mean weight of the leaves still open under the *other* parties' splits (what the party's splits
+decided), summed over trees. Parties with a positive contribution pushed the risk of default
+up; their data categories, largest first, are the reason categories. Computed at the bank from
+the reach masks it receives anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from federation.errors import PeerError, Refused, XinyidaiError
+from federation.transport.base import (
+    FAILED_PRECONDITION,
+    UNAVAILABLE,
+    CallFailed,
+    PeerBase,
+    PeerRefused,
+    invalid,
+    new_meta,
+)
+from models.scorecard import PdoScaling
+from models.secureboost.active import BANK
+from models.secureboost.estimator import SecureBoostClassifier
+from models.secureboost.passive import ReachProgram
+from models.secureboost.reference import SecureBoostError, sigmoid
+from parties.data import uscc as uscc_codes
+from parties.data.schema import PartySchema
+from parties.holder.alignment import encode_table
+from protos import bank_pb2, holder_pb2
+
+if TYPE_CHECKING:
+    from federation.tracking import TrackingConfig
+
+LOCAL_VERSION = "local"
+"""``model_version`` of a model served from ``NODE_DIR/models/<job>.json`` without a registry."""
+BATCH_CHUNK = 4096
+"""Enterprises per holder call in a batch (reach of 4096 x 800 leaves is 400 kB)."""
+MAX_REASONS = 4
+
+
+class ScoringError(XinyidaiError):
+    """A model version cannot be served (unknown, part missing or altered, parts disagree)."""
+
+
+def holder_part_tag(holder: str) -> str:
+    return f"xinyidai.part.{holder}.sha256"
+
+
+@dataclass
+class ServedModel:
+    """One model version ready to score: the bank's part, compiled, and what holders must hold."""
+
+    name: str
+    version: str
+    model_id: str  # audit records' model_id: "<name>/<version>" (registry) or the job id
+    job_id: str
+    clf: SecureBoostClassifier
+    owners: tuple[str, ...]  # holders whose splits the model uses (asked for every score)
+    digests: dict[str, str]  # holder -> sha256 of its part, as recorded on the version
+    bank_reach: np.ndarray  # bool (bank table rows, leaves): under the bank's own splits
+    weights: np.ndarray  # leaf weights, global leaf order
+    samples: np.ndarray  # training samples per leaf (the "typical" leaf's weighting)
+    tree_starts: np.ndarray
+    base_score: float
+
+
+class ModelCache:
+    """Served models by (name, version), loaded once; aliases re-resolved every ``alias_ttl_s``.
+
+    ``codes``/``features``: the bank's table (row order) encoded as in training. ``models_dir``:
+    ``NODE_DIR/models`` where training wrote the bank's parts. ``tracking``: the registry
+    (default: ``TrackingConfig.resolve()``, i.e. ``MLFLOW_TRACKING_URI`` or ``.xinyidai/mlflow``).
+    """
+
+    def __init__(
+        self,
+        *,
+        features: pd.DataFrame,
+        models_dir: Path,
+        tracking: TrackingConfig | None = None,
+        alias_ttl_s: float = 10.0,
+    ):
+        self.features = features
+        self.models_dir = Path(models_dir)
+        self._tracking = tracking
+        self.alias_ttl_s = alias_ttl_s
+        self._lock = threading.Lock()
+        self._served: dict[tuple[str, str], ServedModel] = {}
+        self._aliases: dict[tuple[str, str], tuple[float, str]] = {}
+
+    @property
+    def tracking(self) -> TrackingConfig:
+        if self._tracking is None:
+            from federation.tracking import TrackingConfig
+
+            self._tracking = TrackingConfig.resolve()
+        return self._tracking
+
+    def get(self, name: str, ref: str) -> ServedModel:
+        """The model ``name`` at version or alias ``ref``; empty ``ref``: the local job ``name``."""
+        name, ref = name.strip(), ref.strip()
+        if not name:
+            raise invalid("model_name is required (a registered model, e.g. credit-sbt)")
+        if not ref:
+            return self._cached((name, LOCAL_VERSION), lambda: self._load_local(name))
+        version = self._version(name, ref)
+        return self._cached((name, version), lambda: self._load_registered(name, version))
+
+    def _cached(self, key: tuple[str, str], load: Any) -> ServedModel:
+        with self._lock:
+            found = self._served.get(key)
+        if found is None:
+            found = load()
+            with self._lock:
+                self._served[key] = found
+        return found
+
+    def _version(self, name: str, ref: str) -> str:
+        from federation.tracking import TrackingError, resolve
+
+        digits = ref[1:] if ref[:1] in "vV" else ref
+        if digits.isdigit():
+            return str(int(digits))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._aliases.get((name, ref))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            version = resolve(name, ref, tracking=self.tracking).version
+        except TrackingError as exc:
+            raise ScoringError(str(exc)) from None
+        with self._lock:
+            self._aliases[(name, ref)] = (now + self.alias_ttl_s, version)
+        return version
+
+    def _load_local(self, job_id: str) -> ServedModel:
+        path = self.models_dir / f"{job_id}.json"
+        if not path.is_file():
+            raise ScoringError(f"no local model '{job_id}' at the bank (nor a version was named)")
+        return self._compile(job_id, LOCAL_VERSION, job_id, job_id, path.read_text("utf-8"), {})
+
+    def _load_registered(self, name: str, version: str) -> ServedModel:
+        from federation.tracking import (
+            BANK_MODEL_ARTIFACT,
+            TAG_BANK_PART,
+            TAG_JOB_ID,
+            TrackingError,
+            mlflow_client,
+            model_id,
+            resolve,
+        )
+
+        try:
+            resolved = resolve(name, version, tracking=self.tracking)
+        except TrackingError as exc:
+            raise ScoringError(str(exc)) from None
+        tags = resolved.tags
+        job_id = tags.get(TAG_JOB_ID, "")
+        expected = tags.get(TAG_BANK_PART, "")
+        if not job_id or not expected:
+            raise ScoringError(f"model {name}/{version} has no recorded job id or bank part digest")
+        path = self.models_dir / f"{job_id}.json"
+        text = path.read_text("utf-8") if path.is_file() else ""
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
+            # Not (or not this) part on the node: the registered artifact is the reference.
+            with tempfile.TemporaryDirectory(prefix="xinyidai-score-") as tmp:
+                try:
+                    local = mlflow_client(self.tracking).download_artifacts(
+                        resolved.run_id, BANK_MODEL_ARTIFACT, tmp
+                    )
+                    text = Path(local).read_text("utf-8")
+                except Exception as exc:  # MLflow raises many kinds; all mean "not there"
+                    raise ScoringError(
+                        f"model {name}/{version}: the bank's part of job '{job_id}' is not at "
+                        f"{path} and its artifact could not be read ({type(exc).__name__})"
+                    ) from None
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
+                raise ScoringError(
+                    f"model {name}/{version}: the bank's part differs from the sha256 recorded "
+                    "on the version"
+                )
+        digests = {
+            key[len("xinyidai.part.") : -len(".sha256")]: value
+            for key, value in tags.items()
+            if key.startswith("xinyidai.part.") and key.endswith(".sha256") and key != TAG_BANK_PART
+        }
+        return self._compile(name, version, model_id(name, version), job_id, text, digests)
+
+    def _compile(
+        self,
+        name: str,
+        version: str,
+        model_id: str,
+        job_id: str,
+        text: str,
+        digests: dict[str, str],
+    ) -> ServedModel:
+        try:
+            clf = SecureBoostClassifier.from_json(text)
+            bins = clf._bank_bins(self.features)
+        except SecureBoostError as exc:
+            raise ScoringError(f"model {name}/{version}: {exc}") from None
+        trees = clf.trees_
+        owned = [
+            (t, i)
+            for t, tree in enumerate(trees)
+            for i, node in tree.nodes.items()
+            if not node.is_leaf and node.owner == BANK
+        ]
+        program = ReachProgram.compile([tree.leaves() for tree in trees], owned)
+        go_left = np.empty((bins.shape[0], len(program.splits)), dtype=bool)
+        for j, (t, i) in enumerate(program.splits):
+            node = trees[t].nodes[i]
+            go_left[:, j] = bins[:, node.feature] <= node.threshold
+        owners = tuple(sorted(clf.model_.split_owners() - {BANK}))
+        if digests:
+            missing = [h for h in owners if h not in digests]
+            if missing:
+                raise ScoringError(
+                    f"model {name}/{version} records no part digest for holder(s) {missing}; "
+                    "holders serve only a part whose digest the version names"
+                )
+        leaves = [tree.nodes[i] for tree in trees for i in tree.leaves()]
+        return ServedModel(
+            name=name,
+            version=version,
+            model_id=model_id,
+            job_id=job_id,
+            clf=clf,
+            owners=owners,
+            digests=digests,
+            bank_reach=program.reach(go_left),
+            weights=np.array([leaf.weight for leaf in leaves], dtype=np.float64),
+            samples=np.array([max(leaf.n_samples, 1) for leaf in leaves], dtype=np.float64),
+            tree_starts=program.tree_starts,
+            base_score=float(clf.base_score_),
+        )
+
+
+@dataclass
+class Scores:
+    """Scores of n enterprises that every source answered for."""
+
+    margin: np.ndarray
+    probability: np.ndarray
+    points: np.ndarray
+    contributions: dict[str, np.ndarray]  # party -> log-odds its splits added, per enterprise
+
+
+def combine(served: ServedModel, reaches: Mapping[str, np.ndarray]) -> Scores:
+    """AND the parties' reach masks (bool n x leaves), check one leaf per tree, score, explain."""
+    parties = list(reaches)
+    total = np.logical_and.reduce([reaches[p] for p in parties])
+    per_tree = np.add.reduceat(total, served.tree_starts, axis=1)
+    if total.shape[0] and (per_tree != 1).any():
+        row, tree = (int(x[0]) for x in np.nonzero(per_tree != 1))
+        raise ScoringError(
+            f"model {served.model_id}: enterprise #{row} reaches {int(per_tree[row, tree])} "
+            f"leaves of tree {tree}; the parties' model parts do not fit together"
+        )
+    chosen = total.astype(np.float64) @ served.weights
+    margin = served.base_score + chosen
+    sw = served.samples * served.weights
+    contributions: dict[str, np.ndarray] = {}
+    for p in parties:
+        others = [reaches[q] for q in parties if q != p]
+        open_ = np.logical_and.reduce(others) if others else np.ones_like(total)
+        num = np.add.reduceat(open_ * sw, served.tree_starts, axis=1)
+        den = np.add.reduceat(open_ * served.samples, served.tree_starts, axis=1)
+        contributions[p] = chosen - (num / den).sum(axis=1)
+    probability = sigmoid(margin)
+    return Scores(margin, probability, PdoScaling().score(margin), contributions)
+
+
+def reason_list(
+    contributions: Mapping[str, np.ndarray], row: int, categories: Mapping[str, Sequence[str]]
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """(party, contribution) largest first, and the categories of those that raised the risk."""
+    ranked = sorted(((p, float(c[row])) for p, c in contributions.items()), key=lambda x: -x[1])
+    cats: list[str] = []
+    for party, value in ranked:
+        if value > 1e-12:
+            cats += [c for c in categories.get(party, [party]) if c not in cats]
+    return ranked, cats[:MAX_REASONS]
+
+
+@dataclass
+class HolderAnswer:
+    statuses: list[str]
+    reach: np.ndarray  # bool (n_ok, leaves)
+    categories: list[str]
+
+
+class BankScorer:
+    """The bank's half of scoring, driven by ``BankServicer``'s Score/ScoreBatch/Verify.
+
+    ``table``/``schema``: the bank's validated table (indexed by USCC); ``holders``: the
+    node's persistent ``DataHolder`` clients; ``models``: the served-model cache (default one
+    over ``models_dir`` and the default registry).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        table: pd.DataFrame,
+        schema: PartySchema,
+        holders: Mapping[str, PeerBase],
+        models_dir: Path,
+        as_of: Any = None,
+        tracking: TrackingConfig | None = None,
+        models: ModelCache | None = None,
+    ):
+        self.node_id = node_id
+        self.table = table
+        self.holders = dict(holders)
+        values, names = encode_table(table, schema, as_of=as_of)
+        self.codes = np.asarray(table.index, dtype=object)
+        self.row_of = {code: i for i, code in enumerate(table.index)}
+        self.regions = np.array([c[2:8] for c in table.index], dtype="<U6")
+        self.industry = (
+            table["industry"].astype("string").fillna("").to_numpy(dtype=object)
+            if "industry" in table.columns
+            else np.full(len(table), "", dtype=object)
+        )
+        self.models = models or ModelCache(
+            features=pd.DataFrame(values, columns=names), models_dir=models_dir, tracking=tracking
+        )
+        self.categories = {BANK: ["bank"]}
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(4, 4 * len(self.holders)), thread_name_prefix="score"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- asking the holders ------------------------------------------------------------------
+    def _ask(
+        self, served: ServedModel, purpose: str, codes: Sequence[str], *, single: bool
+    ) -> dict[str, Future[HolderAnswer]]:
+        def one(holder: str) -> HolderAnswer:
+            request = holder_pb2.ScoreReachRequest(
+                meta=new_meta(purpose, job_id=served.job_id, model_id=served.model_id),
+                part_sha256=served.digests.get(holder, ""),
+            )
+            if single:
+                request.uscc = codes[0]
+            else:
+                request.usccs.extend(codes)
+            reply = self.holders[holder].call("ScoreReach", request)
+            statuses = list(reply.statuses)
+            n_ok = statuses.count("ok")
+            n_leaves = int(served.weights.size)
+            if len(statuses) != len(codes) or reply.n_leaves != n_leaves:
+                raise PeerError(holder, "ScoreReach", "answer does not fit the request/model")
+            bits = np.unpackbits(np.frombuffer(reply.reach, dtype=np.uint8))
+            if bits.size < n_ok * n_leaves or bits[n_ok * n_leaves :].any():
+                raise PeerError(holder, "ScoreReach", "reach mask has the wrong size")
+            reach = bits[: n_ok * n_leaves].astype(bool).reshape(n_ok, n_leaves)
+            return HolderAnswer(statuses, reach, list(reply.categories))
+
+        missing = [h for h in served.owners if h not in self.holders]
+        if missing:
+            raise ScoringError(
+                f"model {served.model_id} needs holder(s) {missing}, not configured at this bank"
+            )
+        return {h: self._pool.submit(one, h) for h in served.owners}
+
+    @staticmethod
+    def _raise_for(holder: str, exc: BaseException) -> None:
+        if isinstance(exc, PeerRefused):
+            raise Refused(exc.refusal, f"holder '{holder}': {exc.detail}") from None
+        if isinstance(exc, PeerError):
+            status = FAILED_PRECONDITION if exc.code == FAILED_PRECONDITION else UNAVAILABLE
+            raise CallFailed(
+                status, f"holder '{holder}' did not answer ({exc.code}): {exc.detail}; no score"
+            ) from None
+        raise exc
+
+    # -- one enterprise ----------------------------------------------------------------------
+    def score(self, code: str, *, served: ServedModel, purpose: str) -> Any:
+        """``bank_pb2.ScoreReply``; raises ``Refused`` when a holder refuses.
+
+        ``served``: ``self.models.get(name, version_or_alias)``."""
+        code = uscc_codes.normalise(code)
+        bad = uscc_codes.problem(code)
+        if bad is not None:
+            raise invalid(f"uscc {code!r}: {bad}")
+        reply = bank_pb2.ScoreReply(uscc=code, model_name=served.name, model_version=served.version)
+        row = self.row_of.get(code)
+        if row is None:  # the holders are not even asked: nothing to score with
+            reply.sources.add(node_id=self.node_id, status="no-data")
+            reply.missing_sources.append(self.node_id)
+            return reply
+        reply.sources.add(node_id=self.node_id, status="ok")
+        futures = self._ask(served, purpose, [code], single=True)
+        answers: dict[str, HolderAnswer] = {}
+        for holder, future in futures.items():
+            try:
+                answers[holder] = future.result()
+            except BaseException as exc:
+                for other in futures.values():
+                    other.cancel()
+                self._raise_for(holder, exc)
+        for holder, answer in answers.items():
+            reply.sources.add(node_id=holder, status=answer.statuses[0])
+            if answer.statuses[0] != "ok":
+                reply.missing_sources.append(holder)
+        if reply.missing_sources:
+            return reply
+        reaches = {BANK: served.bank_reach[[row]], **{h: a.reach for h, a in answers.items()}}
+        scores = combine(served, reaches)
+        categories = {**self.categories, **{h: a.categories for h, a in answers.items()}}
+        ranked, cats = reason_list(scores.contributions, 0, categories)
+        reply.scored = True
+        reply.probability_default = float(scores.probability[0])
+        reply.points = float(scores.points[0])
+        reply.reason_categories.extend(cats)
+        for party, value in ranked:
+            name = self.node_id if party == BANK else party
+            reply.reasons.add(source=name, categories=categories.get(party, []), contribution=value)
+        return reply
+
+    # -- many enterprises --------------------------------------------------------------------
+    def candidates(self, *, region: str, industry: str) -> list[str]:
+        """The bank's applicants in a region (code prefix of USCC positions 3-8) or industry."""
+        region, industry = region.strip(), industry.strip().upper()
+        if bool(region) == bool(industry):
+            raise invalid("give exactly one of region (code prefix), industry (section) or usccs")
+        if region:
+            if not region.isdigit() or len(region) > 6:
+                raise invalid(f"region {region!r} must be 1-6 digits of a GB/T 2260 code")
+            mask = np.char.startswith(self.regions, region)
+        else:
+            if len(industry) != 1 or not industry.isalpha():
+                raise invalid(f"industry {industry!r} must be a GB/T 4754 section letter")
+            mask = self.industry == industry
+        return [str(c) for c in self.codes[mask]]
+
+    def score_batch(
+        self,
+        *,
+        served: ServedModel,
+        purpose: str,
+        region: str = "",
+        industry: str = "",
+        usccs: Sequence[str] = (),
+        threshold: float = 0.0,
+        limit: int = 0,
+    ) -> Any:
+        """``bank_pb2.ScoreBatchReply``. Region/industry: the whitelist (points >= threshold,
+        highest first, at most ``limit``). ``usccs``: every code, in the given order, with its
+        status and (if scored) its score; the threshold is not applied."""
+        listed = bool(usccs)
+        if listed:
+            if region.strip() or industry.strip():
+                raise invalid("give either usccs or a region/industry, not both")
+            codes = [uscc_codes.normalise(str(c)) for c in usccs]
+        else:
+            codes = self.candidates(region=region, industry=industry)
+        n = len(codes)
+        status = np.full(n, "ok", dtype=object)
+        rows = np.array([self.row_of.get(c, -1) for c in codes], dtype=np.int64)
+        for i in np.flatnonzero(rows < 0):
+            bad = uscc_codes.problem(codes[i])
+            status[i] = f"{self.node_id}:{'invalid-uscc' if bad else 'no-data'}"
+        ask = np.flatnonzero(rows >= 0)
+        chunks = [ask[i : i + BATCH_CHUNK] for i in range(0, ask.size, BATCH_CHUNK)]
+        pending = [
+            (chunk, self._ask(served, purpose, [codes[i] for i in chunk], single=False))
+            for chunk in chunks
+        ]
+        reach: dict[str, np.ndarray] = {
+            h: np.zeros((n, served.weights.size), dtype=bool) for h in served.owners
+        }
+        categories: dict[str, Sequence[str]] = dict(self.categories)
+        for chunk, futures in pending:
+            for holder, future in futures.items():
+                try:
+                    answer = future.result()
+                except BaseException as exc:
+                    self._raise_for(holder, exc)
+                categories[holder] = answer.categories
+                got = np.asarray(answer.statuses, dtype=object)
+                ok = got == "ok"
+                reach[holder][chunk[ok]] = answer.reach
+                for i, s in zip(chunk[~ok], got[~ok], strict=True):
+                    if status[i] == "ok":
+                        status[i] = f"{holder}:{s}"
+        good = np.flatnonzero(status == "ok")
+        reply = bank_pb2.ScoreBatchReply(
+            model_name=served.name, model_version=served.version, candidates=n, scored=good.size
+        )
+        reasons = {str(s) for s in status if s != "ok"}
+        for r in sorted(reasons):
+            reply.excluded[r] = int((status == r).sum())
+        scores = combine(
+            served,
+            {BANK: served.bank_reach[rows[good]], **{h: m[good] for h, m in reach.items()}},
+        )
+        if listed:
+            position = {int(g): k for k, g in enumerate(good)}
+            for at, code in enumerate(codes):
+                k = position.get(at)
+                item = reply.enterprises.add(uscc=code, status=str(status[at]))
+                if k is not None:
+                    item.probability_default = float(scores.probability[k])
+                    item.points = float(scores.points[k])
+                    item.reason_categories.extend(
+                        reason_list(scores.contributions, k, categories)[1]
+                    )
+            return reply
+        keep = np.flatnonzero(scores.points >= threshold) if math.isfinite(threshold) else None
+        order = np.arange(good.size) if keep is None else keep
+        order = order[np.argsort(-scores.points[order], kind="stable")]
+        if limit:
+            order = order[:limit]
+        for j in order:
+            reply.enterprises.add(
+                uscc=codes[good[j]],
+                status="ok",
+                probability_default=float(scores.probability[j]),
+                points=float(scores.points[j]),
+                reason_categories=reason_list(scores.contributions, int(j), categories)[1],
+            )
+        return reply
+
+    # -- verification (proxied) --------------------------------------------------------------
+    def verify(self, *, holder: str, code: str, predicate_json: str, purpose: str) -> Any:
+        peer = self.holders.get(holder)
+        if peer is None:
+            raise invalid(
+                f"holder {holder!r} is not configured at this bank "
+                f"(configured: {', '.join(sorted(self.holders)) or 'none'})"
+            )
+        try:
+            answer = peer.call(
+                "Verify",
+                holder_pb2.VerifyRequest(
+                    meta=new_meta(purpose), uscc=code, predicate_json=predicate_json
+                ),
+            )
+        except PeerError as exc:
+            self._raise_for(holder, exc)
+        return bank_pb2.BankVerifyReply(holder=holder, answer=answer.answer)
+
+
+# -------------------------------------------------------------------------------------------
+# the pyfunc's entry point
+
+
+def score_codes(
+    endpoint: Mapping[str, Any], model_name: str, version: str, codes: list[str]
+) -> pd.DataFrame:
+    """Score ``codes`` with ``model_name``/``version`` through the live bank node.
+
+    ``endpoint``: ``{"node_config": "<bank node.yaml>"}`` (recorded with the version), or the
+    ``XINYIDAI_BANK_CONFIG`` environment variable. One row per code, in order: ``uscc``,
+    ``status`` (``ok`` or ``<source>:<reason>``), ``probability_default``, ``points``
+    (NaN when not scored), ``reason_categories`` (comma-separated), ``model_name``,
+    ``model_version``. A refusal of the whole request (purpose, model part) raises.
+    """
+    import os
+
+    from parties.config import load_node_config
+    from parties.node import operator_client
+
+    path = endpoint.get("node_config") or os.environ.get("XINYIDAI_BANK_CONFIG")
+    if not path:
+        raise ScoringError(
+            "the model's scoring endpoint names no bank node config (node_config) and "
+            "XINYIDAI_BANK_CONFIG is not set"
+        )
+    config = load_node_config(Path(str(path)))
+    purpose = str(endpoint.get("purpose") or "financing")
+    with operator_client(config) as client:
+        reply = client.call(
+            "ScoreBatch",
+            bank_pb2.ScoreBatchRequest(
+                meta=new_meta(purpose, model_id=f"{model_name}/{version}"),
+                model_name=model_name,
+                model_ref=str(version),
+                usccs=codes,
+            ),
+        )
+    rows = [
+        {
+            "uscc": e.uscc,
+            "status": e.status,
+            "probability_default": e.probability_default if e.status == "ok" else math.nan,
+            "points": e.points if e.status == "ok" else math.nan,
+            "reason_categories": ",".join(e.reason_categories),
+            "model_name": reply.model_name,
+            "model_version": reply.model_version,
+        }
+        for e in reply.enterprises
+    ]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+
+
+def reply_dict(reply: Any) -> dict[str, Any]:
+    """A reply as plain JSON-able data (CLI output)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return json.loads(json.dumps(MessageToDict(reply, preserving_proto_field_name=True)))
+
+
+__all__ = [
+    "BankScorer",
+    "ModelCache",
+    "ScoringError",
+    "ServedModel",
+    "combine",
+    "score_codes",
+]
