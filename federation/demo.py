@@ -11,6 +11,7 @@ nodes and verifies every node's audit chain. Everything it makes stays under
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -278,6 +280,8 @@ def run_demo(
     console.print(f"workdir: {workdir}  ({enterprises} enterprises, seed {seed})")
 
     t1 = time.perf_counter()
+    # The bank node's scoring service resolves models in the demo's own MLflow store.
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
     with running(fed):
         timings["start 3 node processes until healthy"] = time.perf_counter() - t1
         bank_cfg = load_node_config(fed.configs["bank"])
@@ -313,6 +317,9 @@ def run_demo(
         trained = train_in_federation(
             console, bank_cfg, bank_audit, timings, trees=trees, workers=workers
         )
+        served = None
+        if trained is not None:
+            served = register_and_score(console, fed, bank_cfg, bank_audit, trained, timings)
         bank_audit.close()
     codes = stop_nodes(fed)
 
@@ -331,14 +338,35 @@ def run_demo(
         )
         for problem in result.problems:
             console.print(f"    [red]{problem}[/]")
+    lineage_paths = None
+    if served is not None:
+        from federation.lineage import lineage_report
+        from federation.tracking import TrackingConfig
+
+        logs = {n: AuditLog(sqlite_url(fed.node_dir(n) / "audit.db"), n) for n in fed.configs}
+        try:
+            lineage_paths = lineage_report(
+                *served,
+                audit_logs=logs,
+                out_dir=workdir / "lineage",
+                tracking=TrackingConfig.resolve(workdir / "mlflow"),
+            )
+        finally:
+            for log in logs.values():
+                log.close()
     timings["total"] = time.perf_counter() - t0
     console.print("\n[bold]Timings[/]")
     for name, seconds in timings.items():
         console.print(f"  {name:40} {seconds:6.2f} s")
     console.print(f"\nInspect: {workdir}/<node-id>/ (node.yaml, node.log, audit.db, consent.db)")
+    if lineage_paths is not None:
+        console.print(f"Lineage report (auditor): {lineage_paths[0]}  and  {lineage_paths[1]}")
+        console.print(
+            f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
+        )
     ok = (
         all_ok
-        and trained
+        and lineage_paths is not None
         and all(g.ok for g in reply.peers)
         and all(c == 0 for c in codes.values())
     )
@@ -353,8 +381,8 @@ def train_in_federation(
     *,
     trees: int,
     workers: int,
-) -> bool:
-    """Align (PSI) → train (SecureBoost) → evaluate, as the bank's operator; True if it worked."""
+) -> tuple[Any, Any] | None:
+    """Align (PSI) → train (SecureBoost) → evaluate, as the bank's operator; (model, report)."""
     from parties.bank.federation import align, holder_peers, train_secureboost
 
     console.print("\n[bold]Alignment[/] (private set intersection on USCCs, bank ∩ tax ∩ utility)")
@@ -372,7 +400,7 @@ def train_in_federation(
             )
     except XinyidaiError as exc:
         console.print(f"  [red]alignment failed:[/] {exc}")
-        return False
+        return None
     timings["align bank ∩ tax ∩ utility (PSI)"] = time.perf_counter() - t0
     console.print(
         f"  bank {alignment.bank_size} applicants; common set {alignment.size} enterprises "
@@ -395,7 +423,7 @@ def train_in_federation(
 
     try:
         with holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
-            _, report = train_secureboost(
+            clf, report = train_secureboost(
                 bank_cfg,
                 alignment,
                 holders=peers,
@@ -405,7 +433,7 @@ def train_in_federation(
             )
     except XinyidaiError as exc:
         console.print(f"  [red]training failed:[/] {exc}")
-        return False
+        return None
     timings["train + evaluate SecureBoost"] = time.perf_counter() - t1
     owners = ", ".join(f"{k} {v}" for k, v in sorted(report.split_owners.items()))
     console.print(
@@ -418,7 +446,107 @@ def train_in_federation(
         f"bank-only LightGBM {report.baseline_auc:.4f} (KS {report.baseline_ks:.3f})",
         highlight=False,
     )
-    return True
+    return clf, report
+
+
+def register_and_score(
+    console: Console,
+    fed: Federation,
+    bank_cfg: NodeConfig,
+    audit: AuditLog,
+    trained: tuple[Any, Any],
+    timings: dict[str, float],
+) -> tuple[str, str] | None:
+    """Register the model (MLflow), promote it to champion, then serve scores through the
+    bank's scoring service: a whitelist for a region, and one enterprise under its
+    authorisation. Returns (model name, version) for the lineage report."""
+    from federation.tracking import TrackingConfig, promote
+    from parties.bank.federation import holder_peers, party_evidence, register_secureboost
+    from parties.node import operator_client
+    from protos import bank_pb2
+
+    clf, report = trained
+    tracking = TrackingConfig.resolve(fed.workdir / "mlflow")
+    console.print("\n[bold]Registry[/] (MLflow: run, each party's own data digest, model version)")
+    t0 = time.perf_counter()
+    try:
+        with holder_peers(bank_cfg, audit=audit) as peers:
+            datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
+        run = register_secureboost(
+            bank_cfg,
+            clf,
+            report,
+            datasets=datasets,
+            consent=consent,
+            config_text=json.dumps({**DEMO_PARAMS, "n_trees": len(clf.trees_)}, indent=1),
+            config_name="demo-params.json",
+            tracking=tracking,
+            audit=audit,
+        )
+        promote(
+            run.model_name,
+            str(run.version),
+            by="demo-operator",
+            reason="demo",
+            audit=audit,
+            tracking=tracking,
+        )
+    except XinyidaiError as exc:
+        console.print(f"  [red]registration failed:[/] {exc}")
+        return None
+    timings["register + promote (MLflow)"] = time.perf_counter() - t0
+    console.print(
+        f"  models:/{run.model_name}/{run.version} registered and promoted to [bold]champion[/] "
+        f"(store {tracking.describe()})",
+        highlight=False,
+    )
+    console.print("\n[bold]Scoring service[/] (usable but invisible: each holder checks consent)")
+    t1 = time.perf_counter()
+    try:
+        with operator_client(bank_cfg, deadline_s=60) as ops:
+            batch = ops.call(
+                "ScoreBatch",
+                bank_pb2.ScoreBatchRequest(
+                    meta=new_meta(job_id="demo-score"),
+                    model_name=run.model_name,
+                    model_ref="champion",
+                    region="51",
+                    threshold=0.0,
+                    limit=3,
+                ),
+            )
+            excluded = ", ".join(f"{k} {v}" for k, v in sorted(batch.excluded.items()))
+            console.print(
+                f"  whitelist for region 51…: {batch.scored} of {batch.candidates} applicants "
+                f"scored ({excluded or 'none excluded'}); top 3:",
+                highlight=False,
+            )
+            for e in batch.enterprises:
+                console.print(
+                    f"    {e.uscc}  {e.points:6.1f} points  PD {e.probability_default:.3f}",
+                    highlight=False,
+                )
+            if batch.enterprises:
+                one = ops.call(
+                    "Score",
+                    bank_pb2.ScoreRequest(
+                        meta=new_meta(job_id="demo-score"),
+                        uscc=batch.enterprises[0].uscc,
+                        model_name=run.model_name,
+                        model_ref="champion",
+                    ),
+                )
+                console.print(
+                    f"  Score {one.uscc}: PD {one.probability_default:.3f}, "
+                    f"{one.points:.0f} points, {one.model_name} v{one.model_version}, "
+                    f"reasons: {', '.join(one.reason_categories) or '-'}",
+                    highlight=False,
+                )
+    except XinyidaiError as exc:
+        console.print(f"  [red]scoring failed:[/] {exc}")
+        return None
+    timings["score a region + one enterprise"] = time.perf_counter() - t1
+    return run.model_name, str(run.version)
 
 
 def show_greetings(console: Console, reply: object) -> None:

@@ -97,7 +97,49 @@ class SecureBoostModelConfig(_Strict):
         return self.model_dump(exclude={"type"})
 
 
-ModelConfig = Annotated[SecureBoostModelConfig, Field(discriminator="type")]
+class _LinearFields(_Strict):
+    """The vertical LR's optimiser (``models.linear``): full batch unless ``batch_size``."""
+
+    backend: Literal["paillier", "ckks"] = "paillier"
+    learning_rate: float = Field(default=0.5, gt=0)
+    max_iter: int = Field(default=10, ge=1, le=1000)
+    alpha: float = Field(default=1e-4, ge=0, description="L2 strength (mean log-loss + a/2|w|^2)")
+    tol: float | None = Field(default=1e-4, ge=0)
+    n_iter_no_change: int = Field(default=3, ge=1)
+    batch_size: int | None = Field(default=None, ge=32)
+    random_state: int = 0
+
+    def classifier_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type"})
+
+
+class ScorecardModelConfig(_LinearFields):
+    """WOE binning (federated IV) → vertical LR on each party's own WOE values → PDO points."""
+
+    type: Literal["scorecard"] = "scorecard"
+    learning_rate: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=8, ge=1, le=1000)
+    max_bin: int = Field(default=32, ge=2, le=255)
+    min_bin_samples: int = Field(default=20, ge=1)
+    monotonic: bool = True
+    min_iv: float = Field(default=0.02, ge=0, description="features below this IV are dropped")
+    points0: float = 600.0
+    odds0: float = Field(default=1 / 19, gt=0)
+    pdo: float = Field(default=50.0, gt=0)
+    decimals: int | None = Field(default=0, ge=0, le=6)
+
+
+class LogisticModelConfig(_LinearFields):
+    """Vertical LR on every party's raw (encoded) features, each party z-scoring its own."""
+
+    type: Literal["logistic"] = "logistic"
+    standardize: bool = True
+
+
+ModelConfig = Annotated[
+    SecureBoostModelConfig | ScorecardModelConfig | LogisticModelConfig,
+    Field(discriminator="type"),
+]
 
 
 class CryptoConfig(_Strict):
@@ -287,6 +329,39 @@ def _is_test(config: ExperimentConfig) -> Callable[[list[str]], np.ndarray] | No
     return is_test
 
 
+def party_frames(config: ExperimentConfig) -> tuple[dict[str, pd.DataFrame], pd.Series]:
+    """Every party's encoded features (as its node encodes them) indexed by the code its node
+    keys rows by, and the bank's labels — read in one place, for the centralised comparison."""
+    from parties.data.loader import load_table
+    from parties.holder.alignment import encode_table
+
+    frames: dict[str, pd.DataFrame] = {}
+    labels = pd.Series(dtype=np.float64)
+    for name, party in config.parties().items():
+        label = config.bank.label_column if name == "bank" else None
+        table = _table_config(party, label=label)
+        schema = table.table_schema(name)
+        loaded = load_table(table.path, schema)
+        values, names = encode_table(loaded, schema)
+        frames[name] = pd.DataFrame(values, columns=names, index=loaded.index)
+        if name == "bank":
+            column = schema.label_column or config.bank.label_column
+            labels = pd.Series(loaded[column].to_numpy(dtype=np.float64), index=loaded.index)
+    return frames, labels
+
+
+def _joined(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    frames, labels = party_frames(config)
+    joined = pd.concat(
+        [f.add_prefix(f"{name}.") for name, f in frames.items()] + [labels.rename("label")],
+        axis=1,
+        join="inner",
+    )
+    joined = joined[joined["label"].notna()]
+    columns = {name: [f"{name}.{c}" for c in f.columns] for name, f in frames.items()}
+    return joined, columns
+
+
 def centralised_auc(
     config: ExperimentConfig, train_codes: list[str], test_codes: list[str]
 ) -> float:
@@ -295,25 +370,12 @@ def centralised_auc(
     import lightgbm as lgb
 
     from models.metrics import roc_auc
-    from parties.data.loader import load_table
-    from parties.holder.alignment import encode_table
 
-    frames = []
-    for name, party in config.parties().items():
-        label = config.bank.label_column if name == "bank" else None
-        table = _table_config(party, label=label)
-        schema = table.table_schema(name)
-        loaded = load_table(table.path, schema)
-        values, names = encode_table(loaded, schema)
-        frame = pd.DataFrame(values, columns=names, index=loaded.index).add_prefix(f"{name}.")
-        if name == "bank":
-            frame["label"] = loaded[schema.label_column or config.bank.label_column].to_numpy()
-        frames.append(frame)
-    joined = pd.concat(frames, axis=1, join="inner")
-    joined = joined[joined["label"].notna()]
+    joined, _ = _joined(config)
     X = joined.drop(columns=["label"]).to_numpy(dtype=np.float64)
     y = joined["label"].to_numpy()
     m = config.model
+    assert isinstance(m, SecureBoostModelConfig)
     depth = m.max_depth
     model = lgb.LGBMClassifier(
         n_estimators=m.n_trees,
@@ -335,6 +397,65 @@ def centralised_auc(
     model.fit(X[train], y[train])
     scores = np.asarray(model.predict_proba(X[test]))[:, 1]
     return roc_auc(y[test], scores)
+
+
+def centralised_linear(
+    config: ExperimentConfig,
+    train_codes: list[str],
+    test_codes: list[str],
+    *,
+    federated_points: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The same model type on every party's columns joined in one place (same rows, same
+    optimiser): a scorecard on the same bins (``parties.bank.scorecard.centralised_scorecard``)
+    or the plaintext LR twin. Returns its test AUC/KS/Gini and, for a scorecard, the largest
+    per-enterprise |points difference| to ``federated_points`` (test rows, same order)."""
+    from models.linear import PlaintextLogisticRegression, VerticalLogisticRegression
+    from models.metrics import gini, ks_statistic, roc_auc
+    from parties.bank.scorecard import ScorecardParams, centralised_scorecard
+
+    joined, columns = _joined(config)
+    train = joined.loc[train_codes]
+    test = joined.loc[test_codes]
+    y_train = train["label"].to_numpy(dtype=np.float64)
+    y_test = test["label"].to_numpy(dtype=np.float64)
+    m = config.model
+    out: dict[str, Any] = {}
+    if isinstance(m, ScorecardModelConfig):
+        params = ScorecardParams.from_mapping(
+            {k: v for k, v in m.classifier_params().items() if k != "backend"}
+        )
+        categories = {name: p.category for name, p in config.holders.items()}
+        card = centralised_scorecard(
+            {
+                name: (train[cols].to_numpy(dtype=np.float64), cols)
+                for name, cols in columns.items()
+            },
+            y_train,
+            params,
+            categories={"bank": "bank", **categories},
+        )
+        feats = {name: test[cols].to_numpy(dtype=np.float64) for name, cols in columns.items()}
+        scores = card.predict_proba(feats)[:, 1]
+        points = card.score(feats)
+        out["centralised_points_auc"] = roc_auc(y_test, -points)
+        if federated_points is not None:
+            diff = np.abs(np.asarray(federated_points, dtype=np.float64) - points)
+            out["points_max_abs_diff"] = float(diff.max())
+            out["points_equal_share"] = float(np.mean(diff == 0))
+    else:
+        assert isinstance(m, LogisticModelConfig)
+        kwargs = {k: v for k, v in m.classifier_params().items() if k != "backend"}
+        lr_params = VerticalLogisticRegression(**kwargs).linear_params(len(train))
+        cols = [c for name in columns for c in columns[name]]
+        ref = PlaintextLogisticRegression(lr_params).fit(
+            train[cols].to_numpy(dtype=np.float64), y_train
+        )
+        scores = ref.predict_proba(test[cols].to_numpy(dtype=np.float64))[:, 1]
+    out["centralised_auc"] = roc_auc(y_test, scores)
+    out["centralised_ks"] = ks_statistic(y_test, scores)
+    out["centralised_gini"] = gini(y_test, scores)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,13 +481,16 @@ def run_experiment(
     tracking: Any = None,
     track: bool = True,
     config_text: str = "",
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> ExperimentResult:
     """Build the federation, start its nodes, align, train, evaluate, stop; the result.
 
-    With ``track`` the job is logged to MLflow and its model registered (``tracking``: a
-    ``federation.tracking.TrackingConfig``; default the project-local store or
-    ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the nodes serve (tests use
-    it to restart a holder).
+    The model type picks the training: ``secureboost`` (trees; ``on_tree``), ``scorecard``
+    (federated WOE/IV → vertical LR on WOE → points; ``on_epoch``) or ``logistic`` (vertical
+    LR on the raw features). With ``track`` the job is logged to MLflow and its model
+    registered (``tracking``: a ``federation.tracking.TrackingConfig``; default the
+    project-local store or ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the
+    nodes serve (tests use it to restart a holder).
     """
     from federation.audit import AuditLog
     from federation.crypto.paillier import prestart_workers
@@ -412,39 +536,62 @@ def run_experiment(
         align_seconds = time.perf_counter() - t1
         progress(f"aligned {alignment.size} enterprises in {align_seconds:.1f} s")
         m = config.model
-        params = {**m.classifier_params(), "key_bits": config.crypto.key_bits}
-        params["workers"] = config.crypto.workers
-        with holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
-            clf, report = train_secureboost(
-                bank_cfg,
-                alignment,
-                holders=peers,
-                params=params,
-                job_id=f"{config.name}-sb",
-                is_test=_is_test(config),
-                test_fraction=config.split.test_fraction,
-                split_seed=config.split.seed,
-                audit=audit,
-                progress=progress,
-                on_tree=on_tree,
-                resume_wait_s=config.run.resume_wait_s,
+        if isinstance(m, SecureBoostModelConfig):
+            params = {**m.classifier_params(), "key_bits": config.crypto.key_bits}
+            params["workers"] = config.crypto.workers
+            with holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
+                clf, report = train_secureboost(
+                    bank_cfg,
+                    alignment,
+                    holders=peers,
+                    params=params,
+                    job_id=f"{config.name}-sb",
+                    is_test=_is_test(config),
+                    test_fraction=config.split.test_fraction,
+                    split_seed=config.split.seed,
+                    audit=audit,
+                    progress=progress,
+                    on_tree=on_tree,
+                    resume_wait_s=config.run.resume_wait_s,
+                )
+        else:
+            model, lin_report = _train_linear(
+                config, bank_cfg, alignment, audit=audit, progress=progress, on_epoch=on_epoch
             )
         tracked = None
         if track:
             progress("registering the model (MLflow: parameters, metrics, each party's digest)")
+            job = report.job_id if isinstance(m, SecureBoostModelConfig) else lin_report.job_id
             with holder_peers(bank_cfg, audit=audit) as peers:
-                datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
-            tracked = register_secureboost(
-                bank_cfg,
-                clf,
-                report,
-                datasets=datasets,
-                consent=consent,
-                config_text=config_text,
-                config_name=f"{config.name}.yaml",
-                tracking=tracking,
-                audit=audit,
-            )
+                datasets, consent = party_evidence(bank_cfg, peers, job_id=job)
+            if isinstance(m, SecureBoostModelConfig):
+                tracked = register_secureboost(
+                    bank_cfg,
+                    clf,
+                    report,
+                    datasets=datasets,
+                    consent=consent,
+                    config_text=config_text,
+                    config_name=f"{config.name}.yaml",
+                    tracking=tracking,
+                    audit=audit,
+                )
+            else:
+                from parties.bank.scorecard import register_scorecard
+
+                tracked = register_scorecard(
+                    bank_cfg,
+                    model,
+                    lin_report,
+                    datasets=datasets,
+                    consent=consent,
+                    config_text=config_text,
+                    config_name=f"{config.name}.yaml",
+                    tracking=tracking,
+                    audit=audit,
+                )
+        if not isinstance(m, SecureBoostModelConfig):
+            report = lin_report
         table = BankTable.load(bank_cfg)
         bank_codes = [table.codes[i] for i in alignment.bank_rows]
         train_codes = [bank_codes[i] for i in report.train_positions]
@@ -452,8 +599,6 @@ def run_experiment(
         audit.close()
     finally:
         codes = stop_nodes(fed)
-    progress("centralised comparison (LightGBM on all columns in one place)")
-    central = centralised_auc(config, train_codes, test_codes)
     runner = process_usage()
     nodes: dict[str, Any] = {}
     for name in fed.configs:
@@ -474,7 +619,7 @@ def run_experiment(
                 entry[key] = round((entry[key] or 0) + entry[f"operator_{key}"], 3)
             entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0.0, runner["peak_rss_mb"])
         nodes[name] = entry
-    data = {
+    common = {
         "experiment": config.name,
         "config_sha256": config_sha256,
         "model": m.type,
@@ -486,14 +631,52 @@ def run_experiment(
         "n_test": report.n_test,
         "test_auc": report.auc,
         "test_ks": report.ks,
-        "bank_only_auc": report.baseline_auc,
-        "centralised_auc": central,
-        "align_seconds": round(align_seconds, 3),
-        "train_seconds": round(sum(report.tree_seconds), 3),
-        "train_and_score_seconds": round(report.seconds, 3),
-        "tree_seconds": [round(x, 3) for x in report.tree_seconds],
-        "split_owners": report.split_owners,
-        "resumes": int(clf.model_.stats.get("resumes", 0)),
+    }
+    if isinstance(m, SecureBoostModelConfig):
+        progress("centralised comparison (LightGBM on all columns in one place)")
+        central = centralised_auc(config, train_codes, test_codes)
+        specific: dict[str, Any] = {
+            "test_gini": 2.0 * report.auc - 1.0,
+            "bank_only_auc": report.baseline_auc,
+            "bank_only_ks": report.baseline_ks,
+            "centralised_auc": central,
+            "align_seconds": round(align_seconds, 3),
+            "train_seconds": round(sum(report.tree_seconds), 3),
+            "train_and_score_seconds": round(report.seconds, 3),
+            "tree_seconds": [round(x, 3) for x in report.tree_seconds],
+            "split_owners": report.split_owners,
+            "resumes": int(clf.model_.stats.get("resumes", 0)),
+        }
+    else:
+        progress(f"centralised comparison ({m.type} on all columns in one place, same rows)")
+        points = lin_report.test_points if lin_report.test_points.size else None
+        specific = {
+            "test_gini": lin_report.gini,
+            "bank_only_auc": lin_report.baseline_auc,
+            "bank_only_ks": lin_report.baseline_ks,
+            "bank_only_gini": lin_report.baseline_gini,
+            **centralised_linear(config, train_codes, test_codes, federated_points=points),
+            "backend": m.backend,
+            "align_seconds": round(align_seconds, 3),
+            "train_seconds": round(lin_report.train_seconds, 3),
+            "train_and_score_seconds": round(lin_report.seconds, 3),
+            "epoch_seconds": [round(x, 3) for x in lin_report.epoch_seconds],
+            "n_iter": lin_report.n_iter,
+            "top_decile_lift": lin_report.top_decile_lift,
+        }
+        if isinstance(m, ScorecardModelConfig):
+            specific.update(
+                {
+                    "points_auc": lin_report.points_auc,
+                    "points_ks": lin_report.points_ks,
+                    "base_points": lin_report.base_points,
+                    "features_kept": lin_report.features_kept,
+                    **{k: v for k, v in lin_report.timings.items()},
+                }
+            )
+    data = {
+        **common,
+        **specific,
         "job_id": report.job_id,
         "mlflow": None
         if tracked is None
@@ -509,6 +692,57 @@ def run_experiment(
     return ExperimentResult(data)
 
 
+def _train_linear(
+    config: ExperimentConfig,
+    bank_cfg: Any,
+    alignment: Any,
+    *,
+    audit: Any,
+    progress: Progress,
+    on_epoch: Callable[[int, float], None] | None,
+) -> tuple[Any, Any]:
+    """A ``scorecard`` or ``logistic`` model across the node processes (the bank's side)."""
+    from parties.bank.federation import holder_peers
+    from parties.bank.scorecard import ScorecardParams, train_logistic, train_scorecard
+
+    m = config.model
+    crypto = {"key_bits": config.crypto.key_bits, "workers": config.crypto.workers}
+    split = {
+        "is_test": _is_test(config),
+        "test_fraction": config.split.test_fraction,
+        "split_seed": config.split.seed,
+        "audit": audit,
+        "progress": progress,
+        "on_epoch": on_epoch,
+    }
+    if isinstance(m, ScorecardModelConfig):
+        params = ScorecardParams.from_mapping({**m.classifier_params(), **crypto})
+        with (
+            holder_peers(bank_cfg, audit=audit, service="WoeHolder") as woe,
+            holder_peers(bank_cfg, audit=audit, service="LinearHolder") as linear,
+            holder_peers(bank_cfg, audit=audit, service="ScorecardHolder") as points,
+        ):
+            return train_scorecard(
+                bank_cfg,
+                alignment,
+                woe_holders=woe,
+                linear_holders=linear,
+                points_holders=points,
+                params=params,
+                job_id=f"{config.name}-sc",
+                **split,
+            )
+    with holder_peers(bank_cfg, audit=audit, service="LinearHolder") as linear:
+        return train_logistic(
+            bank_cfg,
+            alignment,
+            holders=linear,
+            params={**m.classifier_params(), **crypto},
+            job_id=f"{config.name}-lr",
+            **split,
+        )
+
+
 def _cpus() -> int:
     import os
 
@@ -520,7 +754,9 @@ __all__ = [
     "ExperimentResult",
     "build_experiment",
     "centralised_auc",
+    "centralised_linear",
     "load_experiment",
     "missing_data",
+    "party_frames",
     "run_experiment",
 ]

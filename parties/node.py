@@ -26,7 +26,7 @@ from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry, PurposePolicy
 from parties.data.loader import load_table
 from parties.summary import node_secret
-from protos import bank_pb2, holder_pb2, secureboost_pb2, woe_pb2
+from protos import bank_pb2, holder_pb2, linear_pb2, secureboost_pb2, woe_pb2
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,13 @@ HOLDER_SERVICE = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
 BANK_SERVICE = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
 SECUREBOOST_SERVICE = secureboost_pb2.DESCRIPTOR.services_by_name["SecureBoostHolder"]
 WOE_SERVICE = woe_pb2.DESCRIPTOR.services_by_name["WoeHolder"]
-SERVICES = {s.name: s for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE, WOE_SERVICE)}
+LINEAR_SERVICE = linear_pb2.DESCRIPTOR.services_by_name["LinearHolder"]
+SERVICES = {
+    s.name: s
+    for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE, WOE_SERVICE, LINEAR_SERVICE)
+}
 """The services a client can ask ``connect`` for, by name (holders serve DataHolder,
-SecureBoostHolder and WoeHolder on one port; banks serve Bank)."""
+SecureBoostHolder, WoeHolder and LinearHolder on one port; banks serve Bank)."""
 
 
 def identity_of(config: NodeConfig) -> TlsIdentity:
@@ -101,6 +105,7 @@ class Node:
         blobs = BlobStore(config.node_dir / "blobs", max_bytes=config.limits.max_blob_mb << 20)
         if config.role == "holder":
             from federation.pki import load_platform_public_key
+            from models.linear.passive import LinearHolderServicer
             from models.secureboost.passive import SecureBoostHolderServicer
             from models.woe.passive import WoeHolderServicer
             from parties.holder.alignment import AlignmentStore, TrainingView
@@ -140,20 +145,28 @@ class Node:
                 **self._scoring_parts(config, secureboost, view),
             )
             # One port, one mTLS identity, one audit log and purpose policy for both services.
-            extra.append(secureboost)
-            extra.append(
-                WoeHolderServicer(
-                    node_id=config.node_id,
-                    features_for=view.features_for,
-                    banks=[p.node_id for p in config.banks],
-                    blobs=blobs,
-                    min_bin_samples=20,
-                    workers=config.limits.compute_workers,
-                    chunk_bytes=config.limits.chunk_kb * 1024,
-                    models_dir=config.node_dir / "models",
-                    column_key=column_key,
-                )
+            woe = WoeHolderServicer(
+                node_id=config.node_id,
+                features_for=view.features_for,
+                banks=[p.node_id for p in config.banks],
+                blobs=blobs,
+                min_bin_samples=20,
+                workers=config.limits.compute_workers,
+                chunk_bytes=config.limits.chunk_kb * 1024,
+                models_dir=config.node_dir / "models",
+                column_key=column_key,
             )
+            linear = LinearHolderServicer(
+                node_id=config.node_id,
+                features_for=view.features_for,
+                banks=[p.node_id for p in config.banks],
+                blobs=blobs,
+                workers=config.limits.compute_workers,
+                chunk_bytes=config.limits.chunk_kb * 1024,
+                models_dir=config.node_dir / "models",
+                min_holders=1,
+            )
+            extra += [secureboost, woe, linear]
         else:
             from parties.bank.service import BankServicer
 

@@ -28,33 +28,43 @@ def run(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from federation.experiment import load_experiment, run_experiment
+    from federation.experiment import SecureBoostModelConfig, load_experiment, run_experiment
     from federation.tracking import TrackingConfig
 
     console = Console(stderr=True)
     cfg, digest = load_experiment(config)
     where = (workdir or Path(".xinyidai") / "experiments" / cfg.name).resolve()
+    m = cfg.model
+    trees = m.type == "secureboost"
+    if isinstance(m, SecureBoostModelConfig):
+        what, total, unit = f"{m.n_trees} trees depth {m.max_depth}", m.n_trees, "trees"
+    else:
+        what, total, unit = f"{m.backend}, up to {m.max_iter} epochs", m.max_iter, "epochs"
+    crypto = "CKKS" if getattr(m, "backend", "") == "ckks" else f"Paillier {cfg.crypto.key_bits}"
     console.print(
-        f"[bold]{cfg.name}[/]: bank + {', '.join(cfg.holders)}; {cfg.model.type} "
-        f"{cfg.model.n_trees} trees depth {cfg.model.max_depth}; Paillier {cfg.crypto.key_bits}",
+        f"[bold]{cfg.name}[/]: bank + {', '.join(cfg.holders)}; {m.type} {what}; {crypto}",
         highlight=False,
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} trees"),
+        TextColumn("{task.completed}/{task.total} " + unit),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as bar:
-        task = bar.add_task("training", total=cfg.model.n_trees, start=False)
+        task = bar.add_task("training", total=total, start=False)
 
         def on_tree(t: int) -> None:
             bar.start_task(task)
             bar.update(task, completed=t + 1, description=f"tree {t} done")
 
+        def on_epoch(epoch: int, loss: float) -> None:
+            bar.start_task(task)
+            bar.update(task, completed=epoch, description=f"epoch {epoch} (loss {loss:.4f})")
+
         def say(message: str) -> None:
-            if not message.startswith("tree "):
+            if not message.startswith(("tree ", "epoch ")):
                 bar.console.print(f"  {message}", highlight=False)
             if message.startswith("aligned"):
                 bar.start_task(task)
@@ -64,7 +74,8 @@ def run(
             config_sha256=digest,
             workdir=where,
             progress=say,
-            on_tree=on_tree,
+            on_tree=on_tree if trees else None,
+            on_epoch=None if trees else on_epoch,
             track=track,
             tracking=TrackingConfig.resolve(mlflow_dir) if mlflow_dir else None,
             config_text=config.read_text(encoding="utf-8"),
@@ -74,9 +85,16 @@ def run(
     console.print(
         f"test AUC federated [bold green]{d['test_auc']:.4f}[/]  bank-only "
         f"{d['bank_only_auc']:.4f}  centralised {d['centralised_auc']:.4f}; "
+        f"KS {d['test_ks']:.4f}, Gini {d['test_gini']:.4f}; "
         f"trained in {d['train_seconds']:.1f} s ({d['n_train']} train / {d['n_test']} test)",
         highlight=False,
     )
+    if "points_max_abs_diff" in d:
+        console.print(
+            f"scorecard points: max |federated - centralised| = {d['points_max_abs_diff']:g} "
+            f"per enterprise; base points {d['base_points']:g}",
+            highlight=False,
+        )
     if d["mlflow"]:
         m = d["mlflow"]
         console.print(

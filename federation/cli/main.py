@@ -13,6 +13,7 @@ from rich.console import Console
 
 from federation.cli import (
     audit,
+    bench,
     consent,
     data,
     demo,
@@ -21,6 +22,7 @@ from federation.cli import (
     model,
     node,
     pki,
+    score,
     subject,
 )
 from federation.errors import XinyidaiError
@@ -39,6 +41,8 @@ app.add_typer(node.app, name="node")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(subject.app, name="subject")
 app.add_typer(model.app, name="model")
+app.add_typer(score.app, name="score")
+app.add_typer(bench.app, name="bench")
 audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)
 

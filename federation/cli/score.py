@@ -50,7 +50,9 @@ def parse_model(model: str, *, local: bool = False) -> tuple[str, str]:
         if sep in model:
             name, ref = model.split(sep, 1)
             if not name or not ref:
-                raise ConfigError(f"--model {model!r}: expected NAME{sep}{'ALIAS' if sep == '@' else 'VERSION'}")
+                raise ConfigError(
+                    f"--model {model!r}: expected NAME{sep}{'ALIAS' if sep == '@' else 'VERSION'}"
+                )
             return name, ref
     return model, "champion"
 
@@ -173,9 +175,7 @@ def batch(
         )
     out.print(table)
     if reply.excluded:
-        out.print(
-            "not scored: " + ", ".join(f"{k} {v}" for k, v in sorted(reply.excluded.items()))
-        )
+        out.print("not scored: " + ", ".join(f"{k} {v}" for k, v in sorted(reply.excluded.items())))
 
 
 @app.command("verify")

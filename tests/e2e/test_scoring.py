@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +20,7 @@ from typer.testing import CliRunner
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import PeerError
 from federation.transport.base import PeerRefused, new_meta
-from parties.config import PeerConfig, load_node_config
+from parties.config import load_node_config
 from protos import bank_pb2, holder_pb2
 
 pytestmark = pytest.mark.e2e
@@ -110,9 +109,7 @@ def _score(world, code: str, *, ref: str = "champion", purpose: str = "financing
     return _bank_call(
         world,
         "Score",
-        bank_pb2.ScoreRequest(
-            meta=new_meta(purpose), uscc=code, model_name=MODEL, model_ref=ref
-        ),
+        bank_pb2.ScoreRequest(meta=new_meta(purpose), uscc=code, model_name=MODEL, model_ref=ref),
     )
 
 
@@ -206,22 +203,28 @@ def test_score_by_cli_and_by_version_number(world):
     assert human.exit_code == 0 and f"{by_alias.points:.1f}" in human.output
 
 
-def test_score_by_pyfunc_reports_each_code(world, monkeypatch):
+def test_score_by_pyfunc_reports_each_code(world):
     import mlflow
 
     code = _authorised(world)[0]
     revoked = world.examples["tax"]["revoked"]
     unknown = world.examples["tax"]["unauthorised"]
-    monkeypatch.setattr(mlflow, "get_tracking_uri", mlflow.get_tracking_uri)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(world.tracking.tracking_uri)
     mlflow.set_registry_uri(world.tracking.registry_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-    out = model.predict(pd.DataFrame({"uscc": [code, revoked, unknown]}))
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        out = model.predict(pd.DataFrame({"uscc": [code, revoked, unknown]}))
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     assert list(out["uscc"]) == [code, revoked, unknown]
     assert out["status"].iloc[0] == "ok"
     assert abs(out["points"].iloc[0] - _score(world, code).points) < 1e-9
-    assert "revoked" in out["status"].iloc[1] or revoked not in _aligned_codes(world)
-    assert out["status"].iloc[2] != "ok" and np.isnan(out["points"].iloc[2])
+    for i in (1, 2):
+        assert out["status"].iloc[i] != "ok" and np.isnan(out["points"].iloc[i])
+    if "tax" in _owners(world):
+        assert out["status"].iloc[1] == "tax:revoked"
     assert set(out["model_version"]) == {world.version}
 
 
@@ -336,7 +339,9 @@ def test_disputed_enterprise_is_refused_until_the_dispute_is_resolved(world):
     log = AuditLog(sqlite_url(node_dir / "audit.db"), holder)
     disputes = DisputeRegistry.for_node_dir(node_dir, audit=log, node_id=holder)
     try:
-        record = disputes.dispute(code, reason="wrong arrears", by="enterprise", categories=categories)
+        record = disputes.dispute(
+            code, reason="wrong arrears", by="enterprise", categories=categories
+        )
         with pytest.raises(PeerError) as refused:
             _score(world, code)
         refusal, detail = _refusal(refused)
@@ -395,7 +400,6 @@ def test_wrong_or_missing_model_version_and_mismatched_part_digest_are_refused(w
 
 
 def test_a_holder_without_data_is_named_and_no_score_is_given(world):
-    from federation.pki import load_platform_public_key  # noqa: F401 - registry helper import
     from parties.consent import PlatformSigner
     from parties.data.loader import load_table
     from parties.data.schema import schema_for
@@ -491,8 +495,3 @@ def test_cli_batch_prints_a_whitelist(world):
     data = json.loads(result.output)
     assert 0 < len(data["enterprises"]) <= 5
     assert all(e["uscc"][2:6] == code[2:6] for e in data["enterprises"])
-
-
-def test_peer_config_is_a_holder(world):
-    assert all(isinstance(p, PeerConfig) for p in world.bank.holders)
-    assert Path(world.fed.configs["bank"]).exists()

@@ -1,0 +1,139 @@
+"""A holder's feature views: which of its own values a linear job trains on.
+
+A vertical LR job names a view in ``LinearStart.feature_view``; the holder resolves it here,
+locally, so the values never leave it:
+
+* ``""``: its encoded table for the alignment (``TrainingView.features_for``), as SecureBoost;
+* ``"woe:<woe job>"`` or ``"woe:<woe job>:<i>,<j>,..."``: its own WOE values of a finished
+  WOE job (``WoeHolderServicer.woe_model``), only the listed feature indices — the bank's IV
+  selection, told by index because the column names stay here.
+
+``FeatureViews`` is also the ``PointsSource`` of ``LinearHolderServicer``: a scorecard's points
+table needs the view's WOE tables, the holder's own bins and its columns' data categories.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from federation.errors import XinyidaiError
+
+_VIEW = re.compile(r"^woe:([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?::([0-9]{1,4}(?:,[0-9]{1,4})*))?$")
+
+
+class FeatureViewError(XinyidaiError):
+    """A view is malformed, names an unknown WOE job, or no longer fits the holder's table."""
+
+
+class _Features(Protocol):
+    def features_for(self, bank: str, alignment_id: str) -> tuple[np.ndarray, Sequence[str]]: ...
+
+
+class _WoeModels(Protocol):
+    node_id: str
+
+    def woe_model(self, bank: str, job_id: str) -> Any: ...
+
+
+def parse_view(view: str) -> tuple[str, list[int] | None]:
+    """``"woe:<job>[:i,j]"`` → (job, indices or None for all); refuses anything else."""
+    found = _VIEW.match(view or "")
+    if found is None:
+        raise FeatureViewError(f"feature view {view!r} must look like 'woe:<job>[:0,2,5]'")
+    if found.group(2) is None:
+        return found.group(1), None
+    indices = [int(v) for v in found.group(2).split(",")]
+    if any(b <= a for a, b in zip(indices, indices[1:], strict=False)):
+        raise FeatureViewError(f"feature view {view!r}: indices must be strictly increasing")
+    return found.group(1), indices
+
+
+def woe_view(job_id: str, indices: Sequence[int] | None = None) -> str:
+    """The view string for a holder's WOE values of ``job_id`` (``indices``: selected features)."""
+    if indices is None:
+        return f"woe:{job_id}"
+    return f"woe:{job_id}:" + ",".join(str(int(i)) for i in indices)
+
+
+class FeatureViews:
+    """``features_for(bank, alignment_id, view="")`` for ``LinearHolderServicer``.
+
+    ``training_view``: anything with ``features_for(bank, alignment_id) -> (values, names)``
+    (the node's ``TrainingView``); ``woe``: the node's ``WoeHolderServicer``; ``categories``:
+    column name → data category (the schema's), default ``default_category`` (the node id).
+    """
+
+    def __init__(
+        self,
+        training_view: _Features,
+        woe: _WoeModels,
+        *,
+        categories: Mapping[str, str] | None = None,
+        default_category: str | None = None,
+    ):
+        self.training_view = training_view
+        self.woe = woe
+        self.column_categories = dict(categories or {})
+        self.default_category = default_category or woe.node_id
+
+    def _resolve(self, bank: str, view: str) -> tuple[Any, list[int]]:
+        job, indices = parse_view(view)
+        model = self.woe.woe_model(bank, job)
+        n = len(model.features)
+        chosen = list(range(n)) if indices is None else indices
+        if not chosen or max(chosen) >= n:
+            raise FeatureViewError(f"feature view {view!r}: WOE job '{job}' has {n} features")
+        return model, chosen
+
+    def _raw(self, bank: str, alignment_id: str, model: Any) -> tuple[np.ndarray, list[str]]:
+        values, names = self.training_view.features_for(bank, alignment_id)
+        names = [str(n) for n in names]
+        if names != model.feature_names:
+            raise FeatureViewError(
+                "the table's columns changed since the WOE job (schema drift): "
+                f"{len(names)} columns now, {len(model.feature_names)} then"
+            )
+        return np.asarray(values, dtype=np.float64), names
+
+    def __call__(
+        self, bank: str, alignment_id: str, view: str = ""
+    ) -> tuple[np.ndarray, list[str]]:
+        if not view:
+            values, names = self.training_view.features_for(bank, alignment_id)
+            return np.asarray(values, dtype=np.float64), [str(n) for n in names]
+        model, chosen = self._resolve(bank, view)
+        values, names = self._raw(bank, alignment_id, model)
+        woe = model.transform(values)[:, chosen]
+        return woe, [f"woe:{names[j]}" for j in chosen]
+
+    # -- PointsSource ----------------------------------------------------------------------
+    def woe_tables(self, bank: str, view: str) -> list[Any]:
+        model, chosen = self._resolve(bank, view)
+        return [model.features[j] for j in chosen]
+
+    def bins(self, bank: str, alignment_id: str, view: str) -> np.ndarray:
+        model, chosen = self._resolve(bank, view)
+        values, _ = self._raw(bank, alignment_id, model)
+        return np.asarray(model.binner.transform(values)[:, chosen], dtype=np.int64)
+
+    def categories(self, bank: str, view: str) -> list[str]:
+        model, chosen = self._resolve(bank, view)
+        names = model.feature_names
+        return [self.column_categories.get(names[j], self.default_category) for j in chosen]
+
+
+def feature_views(
+    training_view: _Features,
+    woe_servicer: _WoeModels,
+    *,
+    categories: Mapping[str, str] | None = None,
+) -> FeatureViews:
+    """The ``features_for`` (and points source) a holder node gives its ``LinearHolderServicer``."""
+    return FeatureViews(training_view, woe_servicer, categories=categories)
+
+
+__all__ = ["FeatureViewError", "FeatureViews", "feature_views", "parse_view", "woe_view"]
