@@ -703,7 +703,7 @@ def _train_linear(
 ) -> tuple[Any, Any]:
     """A ``scorecard`` or ``logistic`` model across the node processes (the bank's side)."""
     from parties.bank.federation import holder_peers
-    from parties.bank.scorecard import ScorecardParams, train_logistic, train_scorecard
+    from parties.bank.scorecard import ScorecardParams, scorecard_over_nodes, train_logistic
 
     m = config.model
     crypto = {"key_bits": config.crypto.key_bits, "workers": config.crypto.workers}
@@ -717,21 +717,9 @@ def _train_linear(
     }
     if isinstance(m, ScorecardModelConfig):
         params = ScorecardParams.from_mapping({**m.classifier_params(), **crypto})
-        with (
-            holder_peers(bank_cfg, audit=audit, service="WoeHolder") as woe,
-            holder_peers(bank_cfg, audit=audit, service="LinearHolder") as linear,
-            holder_peers(bank_cfg, audit=audit, service="ScorecardHolder") as points,
-        ):
-            return train_scorecard(
-                bank_cfg,
-                alignment,
-                woe_holders=woe,
-                linear_holders=linear,
-                points_holders=points,
-                params=params,
-                job_id=f"{config.name}-sc",
-                **split,
-            )
+        return scorecard_over_nodes(
+            bank_cfg, alignment, params=params, job_id=f"{config.name}-sc", **split
+        )
     with holder_peers(bank_cfg, audit=audit, service="LinearHolder") as linear:
         return train_logistic(
             bank_cfg,

@@ -26,7 +26,7 @@ from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry, PurposePolicy
 from parties.data.loader import load_table
 from parties.summary import node_secret
-from protos import bank_pb2, holder_pb2, linear_pb2, secureboost_pb2, woe_pb2
+from protos import bank_pb2, holder_pb2, linear_pb2, scorecard_pb2, secureboost_pb2, woe_pb2
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,20 @@ BANK_SERVICE = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
 SECUREBOOST_SERVICE = secureboost_pb2.DESCRIPTOR.services_by_name["SecureBoostHolder"]
 WOE_SERVICE = woe_pb2.DESCRIPTOR.services_by_name["WoeHolder"]
 LINEAR_SERVICE = linear_pb2.DESCRIPTOR.services_by_name["LinearHolder"]
+SCORECARD_SERVICE = scorecard_pb2.DESCRIPTOR.services_by_name["ScorecardHolder"]
 SERVICES = {
     s.name: s
-    for s in (HOLDER_SERVICE, BANK_SERVICE, SECUREBOOST_SERVICE, WOE_SERVICE, LINEAR_SERVICE)
+    for s in (
+        HOLDER_SERVICE,
+        BANK_SERVICE,
+        SECUREBOOST_SERVICE,
+        WOE_SERVICE,
+        LINEAR_SERVICE,
+        SCORECARD_SERVICE,
+    )
 }
 """The services a client can ask ``connect`` for, by name (holders serve DataHolder,
-SecureBoostHolder, WoeHolder and LinearHolder on one port; banks serve Bank)."""
+SecureBoostHolder, WoeHolder, LinearHolder and ScorecardHolder on one port; banks serve Bank)."""
 
 
 def identity_of(config: NodeConfig) -> TlsIdentity:
@@ -106,10 +114,12 @@ class Node:
         if config.role == "holder":
             from federation.pki import load_platform_public_key
             from models.linear.passive import LinearHolderServicer
+            from models.linear.points import ScorecardHolderServicer
             from models.secureboost.passive import SecureBoostHolderServicer
             from models.woe.passive import WoeHolderServicer
             from parties.holder.alignment import AlignmentStore, TrainingView
             from parties.holder.service import HolderServicer
+            from parties.holder.views import feature_views
 
             if config.platform_public_key is None:
                 raise ConfigError(f"holder '{config.node_id}': no platform_public_key configured")
@@ -156,9 +166,13 @@ class Node:
                 models_dir=config.node_dir / "models",
                 column_key=column_key,
             )
+            # LR features: the holder's table, or its own WOE values of a WOE job (scorecards)
+            views = feature_views(
+                view, woe, categories={c.name: c.category for c in self.schema.columns}
+            )
             linear = LinearHolderServicer(
                 node_id=config.node_id,
-                features_for=view.features_for,
+                features_for=views,
                 banks=[p.node_id for p in config.banks],
                 blobs=blobs,
                 workers=config.limits.compute_workers,
@@ -166,7 +180,14 @@ class Node:
                 models_dir=config.node_dir / "models",
                 min_holders=1,
             )
-            extra += [secureboost, woe, linear]
+            points = ScorecardHolderServicer(
+                node_id=config.node_id,
+                linear=linear,
+                source=views,
+                banks=[p.node_id for p in config.banks],
+                models_dir=config.node_dir / "models",
+            )
+            extra += [secureboost, woe, linear, points]
         else:
             from parties.bank.service import BankServicer
 

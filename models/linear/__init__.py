@@ -3,7 +3,8 @@
 ``estimator.VerticalLogisticRegression`` is the bank's entry point; ``active`` is the bank's half
 of the protocol, ``passive`` the holder's (service ``xinyidai.v1.LinearHolder``), ``backends``
 the crypto (pairwise masks; ``BACKENDS = {"paillier": ..., "ckks": ...}``), ``reference`` the
-optimiser and its centralised plaintext twin. Protocol and who-learns-what: docs/linear.md.
+optimiser and its centralised plaintext twin, ``points`` a holder's scorecard points (service
+``xinyidai.v1.ScorecardHolder``). Protocol and who-learns-what: docs/linear.md.
 """
 
 from models.linear.active import (
@@ -17,6 +18,7 @@ from models.linear.active import (
 from models.linear.backends import BACKENDS, Backend, BackendError, CryptoOptions, get_backend
 from models.linear.estimator import NotFittedError, SchemaDriftError, VerticalLogisticRegression
 from models.linear.passive import LinearHolderModel, LinearHolderServicer, local_holders
+from models.linear.points import ScorecardHolderServicer
 from models.linear.reference import (
     ConstantFeatureError,
     DivergenceError,
@@ -47,6 +49,7 @@ __all__ = [
     "PlaintextLogisticRegression",
     "ProtocolError",
     "SchemaDriftError",
+    "ScorecardHolderServicer",
     "ScoringError",
     "VerticalLogisticRegression",
     "get_backend",

@@ -14,6 +14,7 @@ table needs the view's WOE tables, the holder's own bins and its columns' data c
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -47,7 +48,7 @@ def parse_view(view: str) -> tuple[str, list[int] | None]:
     if found.group(2) is None:
         return found.group(1), None
     indices = [int(v) for v in found.group(2).split(",")]
-    if any(b <= a for a, b in zip(indices, indices[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(indices)):
         raise FeatureViewError(f"feature view {view!r}: indices must be strictly increasing")
     return found.group(1), indices
 
