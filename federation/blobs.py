@@ -115,3 +115,24 @@ class BlobStore:
                 yield msg
                 offset += len(data)
                 data = following
+
+
+class BlobEndpoints:
+    """``PutBlob``/``GetBlob`` of a servicer: streamed payloads scoped by (caller, job).
+
+    Every service that takes large payloads serves the same two RPCs the same way; a servicer
+    mixes this in and sets ``self.blobs`` and ``self.chunk_bytes``.
+    """
+
+    blobs: BlobStore
+    chunk_bytes: int
+
+    def PutBlob(self, chunks: Iterator[Any], call: Any) -> Any:
+        receipt = self.blobs.receive(chunks, owner=call.caller)
+        call.counts["blob_bytes"] = receipt.size
+        return receipt
+
+    def GetBlob(self, request: Any, call: Any) -> Iterator[Any]:
+        return self.blobs.stream(
+            call.caller, request.meta.job_id, request.blob_id, chunk_bytes=self.chunk_bytes
+        )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from federation.blobs import BlobStore
+from federation.blobs import BlobEndpoints, BlobStore
 from federation.errors import Refused
 from federation.files import write_atomic
 from federation.transport.base import (
@@ -157,7 +157,7 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class LinearHolderServicer:
+class LinearHolderServicer(BlobEndpoints):
     """``xinyidai.v1.LinearHolder`` for one data holder.
 
     The holder's weights never leave it; all state is scoped by (calling bank, job id).
@@ -426,16 +426,6 @@ class LinearHolderServicer:
         return linear_pb2.LinearPeersAck(n_pairs=len(masks.pairs))
 
     # -- blobs -----------------------------------------------------------------------------
-    def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:
-        receipt = self.blobs.receive(chunks, owner=call.caller)
-        call.counts["blob_bytes"] = receipt.size
-        return receipt
-
-    def GetBlob(self, request: Any, call: CallInfo) -> Iterator[Any]:
-        return self.blobs.stream(
-            call.caller, request.meta.job_id, request.blob_id, chunk_bytes=self.chunk_bytes
-        )
-
     def _put_own_blob(self, call: CallInfo, blob_id: str, data: bytes) -> None:
         """Store a result for the bank to GetBlob, through the verified blob store."""
         digest = hashlib.sha256(data).digest()

@@ -16,7 +16,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from federation.blobs import BlobStore
+from federation.blobs import BlobEndpoints, BlobStore
 from federation.crypto import (
     CryptoError,
     GradHessPacker,
@@ -222,7 +222,7 @@ def _start_terms(request: Any, binner: QuantileBinner) -> dict[str, Any]:
     }
 
 
-class SecureBoostHolderServicer:
+class SecureBoostHolderServicer(BlobEndpoints):
     """``xinyidai.v1.SecureBoostHolder`` for one data holder.
 
     A holder keeps its feature values, its bin edges and the meaning of every split it owns.
@@ -569,16 +569,6 @@ class SecureBoostHolderServicer:
             ) from None
 
     # -- blobs -----------------------------------------------------------------------------
-    def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:
-        receipt = self.blobs.receive(chunks, owner=call.caller)
-        call.counts["blob_bytes"] = receipt.size
-        return receipt
-
-    def GetBlob(self, request: Any, call: CallInfo) -> Iterator[Any]:
-        return self.blobs.stream(
-            call.caller, request.meta.job_id, request.blob_id, chunk_bytes=self.chunk_bytes
-        )
-
     # -- 2. Gradients ----------------------------------------------------------------------
     def Gradients(self, request: Any, call: CallInfo) -> Any:
         job = self._job(call)

@@ -15,14 +15,14 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from federation.blobs import BlobStore
+from federation.blobs import BlobEndpoints, BlobStore
 from federation.crypto import (
     CiphertextPacker,
     CryptoError,
@@ -178,7 +178,7 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class WoeHolderServicer:
+class WoeHolderServicer(BlobEndpoints):
     """``xinyidai.v1.WoeHolder`` for one data holder.
 
     All state is scoped by (calling bank, job id). Protocol, from the holder's side:
@@ -441,16 +441,6 @@ class WoeHolderServicer:
         return reply
 
     # -- blobs -----------------------------------------------------------------------------
-    def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:
-        receipt = self.blobs.receive(chunks, owner=call.caller)
-        call.counts["blob_bytes"] = receipt.size
-        return receipt
-
-    def GetBlob(self, request: Any, call: CallInfo) -> Iterator[Any]:
-        return self.blobs.stream(
-            call.caller, request.meta.job_id, request.blob_id, chunk_bytes=self.chunk_bytes
-        )
-
     # -- 2. BinSums ------------------------------------------------------------------------
     def BinSums(self, request: Any, call: CallInfo) -> Any:
         job = self._job(call)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from federation.blobs import BlobStore
+from federation.blobs import BlobEndpoints, BlobStore
 from federation.errors import ConfigError, Refused
 from federation.psi import POINT_BYTES, PsiHolder, PsiOverlapError, PsiProtocolError
 from federation.transport.base import CallFailed, CallInfo, check_blob_id, invalid
@@ -80,7 +80,7 @@ def hello_reply(
     return reply
 
 
-class HolderServicer:
+class HolderServicer(BlobEndpoints):
     service = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
 
     def __init__(
@@ -109,6 +109,7 @@ class HolderServicer:
         self.schema = schema
         self.consent = consent
         self.blobs = blobs
+        self.chunk_bytes = config.limits.chunk_kb * 1024
         self.categories = data_categories(schema)
         self._summary = table_summary(table, schema, column_key)
         self._banks = {p.node_id for p in config.banks}
@@ -165,17 +166,6 @@ class HolderServicer:
             auth_id=decision.auth_id or "",
             has_data=code in self.table.index,
             valid_until=int(decision.valid_until or 0),
-        )
-
-    def PutBlob(self, chunks: Iterator[Any], call: CallInfo) -> Any:
-        receipt = self.blobs.receive(chunks, owner=call.caller)
-        call.counts["blob_bytes"] = receipt.size
-        return receipt
-
-    def GetBlob(self, request: Any, call: CallInfo) -> Iterator[Any]:
-        chunk_bytes = self.config.limits.chunk_kb * 1024
-        return self.blobs.stream(
-            call.caller, request.meta.job_id, request.blob_id, chunk_bytes=chunk_bytes
         )
 
     # -- alignment (PSI) ---------------------------------------------------------------------

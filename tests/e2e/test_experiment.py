@@ -43,7 +43,12 @@ def _config(directory: Path, **model: object) -> Path:
     bank_path, tax_path = _tables(directory)
     config = {
         "name": "tiny",
-        "bank": {"path": bank_path.name, "id_column": "id", "id_kind": "plain", "label_column": "y"},
+        "bank": {
+            "path": bank_path.name,
+            "id_column": "id",
+            "id_kind": "plain",
+            "label_column": "y",
+        },
         "holders": {"tax": {"path": tax_path.name, "id_column": "id", "id_kind": "plain"}},
         "split": {"kind": "id_mod", "modulus": 5, "remainder": 0},
         "model": {"type": "secureboost", "n_trees": 4, "max_depth": 2, **model},

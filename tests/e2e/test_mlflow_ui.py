@@ -177,7 +177,7 @@ def test_run_page_shows_lineage_tags_and_each_partys_dataset(tracked, server):
 
 
 def test_registered_version_page_shows_alias_and_part_digests(tracked, server):
-    tracking, run, work = tracked
+    _, run, work = tracked
     shot = work / "model-page.png"
     dom = _render(f"{server}/#/models/{run.model_name}/versions/{run.version}", shot)
     assert "challenger" in dom

@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import json
 import stat
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from carriers import FlakyPeer, RecordingPeer, small_keys
 
 from federation.blobs import BlobStore
 from federation.crypto import ciphertexts_from_bytes, public_params_from_bytes
-from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
-from federation.transport.base import CallFailed, PeerRefused, ServiceRuntime, new_meta
+from federation.transport.base import PeerRefused, ServiceRuntime, new_meta
 from federation.transport.inproc import InProcessPeer
 from models.linear import (
     BACKENDS,
@@ -67,65 +64,8 @@ KEY_BITS = 1024
 SERVICE = pb.DESCRIPTOR.services_by_name["LinearHolder"]
 
 
-@contextmanager
-def small_keys() -> Iterator[None]:
-    with allow_insecure_key_sizes(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyWarning)
-        yield
-
-
-# --------------------------------------------------------------------------------------------
-# carriers that record or fail (the real InProcessPeer underneath)
-
-
-class RecordingPeer(InProcessPeer):
-    """Records every serialised request and response that crosses the carrier."""
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.wire: list[tuple[str, str, bytes]] = []
-
-    def _unary(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        out = super()._unary(method, raw, timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _client_stream(self, method, raws, timeout):
-        def tap():
-            for raw in raws:
-                self.wire.append((method, "request", raw))
-                yield raw
-
-        out = super()._client_stream(method, tap(), timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _server_stream(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        for out in super()._server_stream(method, raw, timeout):
-            self.wire.append((method, "response", out))
-            yield out
-
-
-class FlakyPeer(InProcessPeer):
-    """Drops out at the ``trip_at``-th Gradient call: every later call fails but Finish."""
-
-    trip_at: int | None = None
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.gradients = 0
-        self.down = False
-
-    def _unary(self, method, raw, timeout):
-        if method == "Gradient":
-            self.gradients += 1
-            if self.trip_at is not None and self.gradients >= self.trip_at:
-                self.down = True
-        if self.down and method != "Finish":
-            raise CallFailed("UNAVAILABLE", f"connection to {self.node_id} reset")
-        return super()._unary(method, raw, timeout)
+class GradientFlakyPeer(FlakyPeer):
+    trip_method = "Gradient"
 
 
 def spy_on_forward(servicers) -> dict[str, dict[str, np.ndarray]]:
@@ -596,13 +536,13 @@ def test_schema_drift_between_fit_and_predict_is_refused(paillier_run, tmp_path)
 
 def test_a_holder_disconnecting_leaves_nothing_half_written(tmp_path):
     data = make_data(n=300, seed=7)
-    peers, servicers = local_holders(data.holders, tmp_path, peer_class=FlakyPeer)
+    peers, servicers = local_holders(data.holders, tmp_path, peer_class=GradientFlakyPeer)
     clf = VerticalLogisticRegression(key_bits=KEY_BITS, workers=1, max_iter=3, job_id="first")
     with small_keys():
         clf.fit(data.X_bank, data.y, holders=peers)
         before_json = clf.to_json()
         before = clf.predict_proba(data.X_bank, holders=peers)
-        peers["utility"].trip_at = peers["utility"].gradients + 2  # in epoch 2 of the next job
+        peers["utility"].trip_at = peers["utility"].calls + 2  # in epoch 2 of the next job
         clf.job_id = "second"
         with pytest.raises(FederatedTrainingError) as err:
             clf.fit(data.X_bank, data.y, holders=peers)

@@ -21,19 +21,17 @@ from __future__ import annotations
 import json
 import stat
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+import carriers
 import numpy as np
 import pandas as pd
 import pytest
+from carriers import RecordingPeer
 
 from federation.blobs import BlobStore
-from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
 from federation.transport.base import ServiceRuntime
-from federation.transport.inproc import InProcessPeer
 from models.linear import LinearHolderServicer
 from models.linear.backends import encode_contribution
 from models.linear.points import ScorecardHolderServicer, holder_category_points
@@ -53,42 +51,8 @@ KEY_BITS = 1024
 CATEGORY = {"tax": "tax", "utility": "electricity"}
 
 
-@contextmanager
-def small_keys() -> Iterator[None]:
-    with allow_insecure_key_sizes(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyWarning)
-        warnings.simplefilter("ignore", WoeWarning)
-        yield
-
-
-class RecordingPeer(InProcessPeer):
-    """Records every serialised request and response that crosses the carrier."""
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.wire: list[tuple[str, str, bytes]] = []
-
-    def _unary(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        out = super()._unary(method, raw, timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _client_stream(self, method, raws, timeout):
-        def tap():
-            for raw in raws:
-                self.wire.append((method, "request", raw))
-                yield raw
-
-        out = super()._client_stream(method, tap(), timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _server_stream(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        for out in super()._server_stream(method, raw, timeout):
-            self.wire.append((method, "response", out))
-            yield out
+def small_keys():
+    return carriers.small_keys(WoeWarning)
 
 
 class FixedTable:

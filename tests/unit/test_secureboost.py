@@ -15,15 +15,13 @@ What is checked:
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from carriers import FlakyPeer, RecordingPeer, small_keys
 
 from federation.crypto import (
     GradHessPacker,
@@ -35,8 +33,7 @@ from federation.crypto import (
     public_params_from_bytes,
     public_params_to_bytes,
 )
-from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
-from federation.transport.base import CallFailed, PeerRefused, message_class, new_meta
+from federation.transport.base import PeerRefused, message_class, new_meta
 from federation.transport.inproc import InProcessPeer
 from models.binning import ConstantFeatureError, QuantileBinner
 from models.metrics import MetricError, ks_statistic, roc_auc
@@ -65,68 +62,6 @@ from protos import secureboost_pb2 as pb
 KEY_BITS = 1024
 DEFAULT_CREDIT = Path(__file__).resolve().parents[3] / "shared" / "data" / "default_credit"
 GRADE = {"A": 5.0, "B": 4.0, "M": 3.0, "C": 2.0, "D": 1.0}
-
-
-@contextmanager
-def small_keys() -> Iterator[None]:
-    with allow_insecure_key_sizes(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyWarning)
-        yield
-
-
-# --------------------------------------------------------------------------------------------
-# carriers that record or fail (the real InProcessPeer underneath)
-
-
-class RecordingPeer(InProcessPeer):
-    """Records every serialised request and response that crosses the carrier."""
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.wire: list[tuple[str, str, bytes]] = []
-
-    def _unary(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        out = super()._unary(method, raw, timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _client_stream(self, method, raws, timeout):
-        def tap():
-            for raw in raws:
-                self.wire.append((method, "request", raw))
-                yield raw
-
-        out = super()._client_stream(method, tap(), timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _server_stream(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        for out in super()._server_stream(method, raw, timeout):
-            self.wire.append((method, "response", out))
-            yield out
-
-
-class FlakyPeer(InProcessPeer):
-    """Drops out at the ``trip_at``-th Histograms call: every later call fails (but Finish, so
-    the bank's abort can still reach the holder once the link is back)."""
-
-    trip_at: int | None = None
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.histograms = 0
-        self.down = False
-
-    def _unary(self, method, raw, timeout):
-        if method == "Histograms":
-            self.histograms += 1
-            if self.trip_at is not None and self.histograms >= self.trip_at:
-                self.down = True
-        if self.down and method != "Finish":
-            raise CallFailed("UNAVAILABLE", f"connection to {self.node_id} reset")
-        return super()._unary(method, raw, timeout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,7 +664,7 @@ def test_a_holder_dropping_out_leaves_the_fitted_model_untouched(tmp_path):
         before_json = clf.to_json()
         before = clf.predict_proba(data.X_bank, holders=peers, rows=rows)
         # tree 0 is bank-only; trees 1 and 2 make 2 Histograms rounds each: trip at tree 2's first
-        peers["utility"].trip_at = peers["utility"].histograms + 3
+        peers["utility"].trip_at = peers["utility"].calls + 3
         with pytest.raises(FederatedTrainingError) as err:
             clf.fit(data.X_bank, data.y, holders=peers)
     assert err.value.holder == "utility" and "UNAVAILABLE" in str(err.value)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import stat
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from carriers import RecordingPeer, small_keys
 
 from federation.blobs import BlobStore
 from federation.crypto import (
@@ -36,7 +35,6 @@ from federation.crypto import (
     public_params_from_bytes,
     public_params_to_bytes,
 )
-from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
 from federation.errors import PeerError
 from federation.transport.base import (
     CallFailed,
@@ -75,37 +73,6 @@ from protos import woe_pb2 as pb
 KEY_BITS = 1024
 COLUMN_KEY = b"test-column-key-0123456789abcdef"
 GRADE = {"A": 5.0, "B": 4.0, "M": 3.0, "C": 2.0, "D": 1.0}
-
-
-@contextmanager
-def small_keys() -> Iterator[None]:
-    with allow_insecure_key_sizes(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyWarning)
-        yield
-
-
-class RecordingPeer(InProcessPeer):
-    """Records every serialised request and response that crosses the carrier."""
-
-    def __init__(self, runtime, **kwargs):
-        super().__init__(runtime, **kwargs)
-        self.wire: list[tuple[str, str, bytes]] = []
-
-    def _unary(self, method, raw, timeout):
-        self.wire.append((method, "request", raw))
-        out = super()._unary(method, raw, timeout)
-        self.wire.append((method, "response", out))
-        return out
-
-    def _client_stream(self, method, raws, timeout):
-        def tap():
-            for raw in raws:
-                self.wire.append((method, "request", raw))
-                yield raw
-
-        out = super()._client_stream(method, tap(), timeout)
-        self.wire.append((method, "response", out))
-        return out
 
 
 class DownAtFinish(InProcessPeer):
