@@ -144,7 +144,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         djn_1 = n / _cpu(lambda: single.encrypt(ms))
         cts: list[mpz] = []
         djn_w = n / _wall(lambda: cts.extend(multi.encrypt(ms)))
-        row("encrypt: engine DJN (fixed-base)", n, djn_1, djn_w, "enc/s")
+        row("encrypt: engine DJN (key holder: CRT fixed-base)", n, djn_1, djn_w, "enc/s")
+        with ctx:
+            public_djn = PaillierEngine(params, workers=1, obfuscation="djn")
+        with public_djn:  # the same DJN without p and q: fixed-base table mod n^2
+            public_djn.encrypt(ms[:10])
+            djn_n2 = n / _cpu(lambda: public_djn.encrypt(ms))
+        row("encrypt: engine DJN without p, q (mod n^2)", n, djn_n2, None, "enc/s")
         tb_1 = n_slow / _cpu(lambda: single_tb.encrypt(ms[:n_slow]))
         tb_w = (n_slow * workers) / _wall(lambda: multi_tb.encrypt(ms[: n_slow * workers]))
         row("encrypt: engine textbook r^n", n_slow, tb_1, tb_w, "enc/s")

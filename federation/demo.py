@@ -11,6 +11,7 @@ nodes and verifies every node's audit chain. Everything it makes stays under
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -190,6 +191,18 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
     return examples
 
 
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _stop_launched() -> None:
+    """Node processes this interpreter started and nobody stopped (a notebook cell that raised,
+    an interrupted run) get SIGTERM when it exits, instead of serving on in the background."""
+    for proc in _LAUNCHED:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+
 def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | None = None) -> None:
     """Start each node (or ``only`` these) as its own OS process; wait until SERVING over mTLS."""
     from parties.config import load_node_config
@@ -205,6 +218,7 @@ def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | Non
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        _LAUNCHED.append(fed.processes[node_id])
         log.close()
     bank = load_node_config(fed.configs[fed.bank_id])
     deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from federation.cli import (
     experiment,
     lineage,
     model,
+    monitor,
     node,
     pki,
     score,
@@ -43,6 +44,7 @@ app.add_typer(subject.app, name="subject")
 app.add_typer(model.app, name="model")
 app.add_typer(score.app, name="score")
 app.add_typer(bench.app, name="bench")
+app.add_typer(monitor.app, name="monitor")
 audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)
 

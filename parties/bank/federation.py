@@ -496,6 +496,19 @@ def train_secureboost(
     models = config.node_dir / "models"
     write_atomic(models / f"{job_id}.json", clf.to_json().encode())
     write_atomic(models / f"{job_id}.report.json", json.dumps(report.summary(), indent=1).encode())
+    # Post-loan monitoring's "expected" population (docs/monitoring.md): the model's scores of
+    # every labelled aligned row, training and test split, as the scoring service computes them.
+    from parties.bank.monitoring import write_training_population
+
+    population = np.sort(np.r_[train_pos, test_pos])
+    write_training_population(
+        models,
+        job_id,
+        clf.decision_function(
+            X.iloc[population].reset_index(drop=True), holders=holders, rows=population
+        ),
+        split=["train" if train_mask[p] else "test" for p in population],
+    )
     if audit is not None:
         audit.append(
             direction="local",

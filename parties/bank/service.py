@@ -19,6 +19,7 @@ import pandas as pd
 
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
+from parties.bank.monitoring import ScoreLog, log_served
 from parties.bank.scoring import BankScorer, ServedModel
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
@@ -68,9 +69,11 @@ class BankServicer:
         holders: dict[str, PeerBase],
         column_key: bytes,
         scorer: BankScorer | None = None,
+        score_log: ScoreLog | None = None,
     ):
         """``scorer``: the scoring service (default: one over ``NODE_DIR/models`` and the
-        registry ``TrackingConfig.resolve()`` finds: ``MLFLOW_TRACKING_URI`` or the default)."""
+        registry ``TrackingConfig.resolve()`` finds: ``MLFLOW_TRACKING_URI`` or the default).
+        ``score_log``: where served scores go for monitoring (default ``ScoreLog.for_config``)."""
         self.config = config
         self.holders = holders
         self.scorer = scorer or BankScorer(
@@ -81,6 +84,7 @@ class BankServicer:
             models_dir=config.node_dir / "models",
             as_of=config.data.as_of if config.data is not None else None,
         )
+        self.score_log = score_log or ScoreLog.for_config(config)
         self._summary = table_summary(table, schema, column_key)
         self.categories = data_categories(schema)
         self._operators = set(config.operators) or {config.node_id}
@@ -115,6 +119,7 @@ class BankServicer:
         served = self._model(request, call)
         reply = self.scorer.score(request.uscc, served=served, purpose=call.meta.purpose)
         call.counts["scored"] = int(reply.scored)
+        log_served(self.score_log, reply, kind="one", counts=call.counts)
         return reply
 
     def ScoreBatch(self, request: Any, call: CallInfo) -> Any:
@@ -131,6 +136,7 @@ class BankServicer:
         call.counts["candidates"] = int(reply.candidates)
         call.counts["scored"] = int(reply.scored)
         call.counts["listed"] = len(reply.enterprises)
+        log_served(self.score_log, reply, kind="batch", counts=call.counts)
         return reply
 
     def Verify(self, request: Any, call: CallInfo) -> Any:
