@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -338,6 +338,42 @@ class _Row:
             return record_hash(str(self.prev_hash), {**self.content, "seq": seq})
         except (TypeError, ValueError, UnicodeError):
             return None
+
+
+def create_tables(
+    engine: Engine,
+    tables: Sequence[Table],
+    indexes: Sequence[Index] = (),
+    *,
+    label: str,
+    then: Callable[[Connection], None] | None = None,
+) -> None:
+    """Create missing ``tables`` and ``indexes`` (then run ``then``) in one write transaction.
+
+    Safe when several processes open the same store at once: on PostgreSQL a concurrent creator
+    may win the race (IntegrityError/ProgrammingError), so the whole step is retried; a
+    database that cannot be opened at all is a ``ConfigError`` naming ``label`` and the URL.
+    Every node store (audit log, consent, disputes, verification budget, score log) opens so.
+    """
+    for attempt in range(3):
+        try:
+            with engine.connect() as conn:
+                immediate(conn)
+                with conn.begin():
+                    for table in tables:
+                        conn.execute(CreateTable(table, if_not_exists=True))
+                    for index in indexes:
+                        conn.execute(CreateIndex(index, if_not_exists=True))
+                    if then is not None:
+                        then(conn)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+        except OperationalError as exc:
+            raise ConfigError(
+                f"{label} {redacted(engine)}: cannot open database ({exc.orig})"
+            ) from None
 
 
 def _row_from_db(m: RowMapping) -> _Row:
@@ -659,30 +695,18 @@ class AuditLog:
 
     def _create_schema(self) -> None:
         """Create missing tables and the head row; safe when several processes start at once."""
-        for attempt in range(3):
-            try:
-                with self._engine.connect() as conn:
-                    immediate(conn)
-                    with conn.begin():
-                        for table in _metadata.sorted_tables:
-                            conn.execute(CreateTable(table, if_not_exists=True))
-                        for index in _indexes:
-                            conn.execute(CreateIndex(index, if_not_exists=True))
-                        has_head = conn.execute(select(_head.c.id)).first() is not None
-                        empty = conn.execute(select(_records.c.seq).limit(1)).first() is None
-                        # A missing head over existing records is tampering: leave it for
-                        # verify() to report, do not paper over it.
-                        if not has_head and empty:
-                            conn.execute(insert(_head).values(id=1, seq=0, hash=GENESIS_HASH))
-                return
-            except (IntegrityError, ProgrammingError):
-                # PostgreSQL: another process created the same table or head row first.
-                if attempt == 2:
-                    raise
-            except OperationalError as exc:
-                raise ConfigError(
-                    f"audit log {self.url}: cannot open database ({exc.orig})"
-                ) from None
+
+        def head_row(conn: Connection) -> None:
+            has_head = conn.execute(select(_head.c.id)).first() is not None
+            empty = conn.execute(select(_records.c.seq).limit(1)).first() is None
+            # A missing head over existing records is tampering: leave it for verify() to
+            # report, do not paper over it.
+            if not has_head and empty:
+                conn.execute(insert(_head).values(id=1, seq=0, hash=GENESIS_HASH))
+
+        create_tables(
+            self._engine, _metadata.sorted_tables, _indexes, label="audit log", then=head_row
+        )
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -25,11 +25,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from federation.errors import ConfigError
 from federation.files import write_atomic
+from parties.config import is_node_id, validate_yaml
 
 Progress = Callable[[str], None]
 
@@ -176,7 +176,7 @@ class ExperimentConfig(_Strict):
         if not self.holders:
             raise ValueError("holders: at least one data holder is needed")
         for name in self.holders:
-            if name == "bank" or not _NODE_ID(name):
+            if name == "bank" or not is_node_id(name):
                 raise ValueError(f"holders: {name!r} must be a DNS label other than 'bank'")
         if self.split.kind == "id_mod":
             for name, party in [("bank", self.bank), *self.holders.items()]:
@@ -197,31 +197,13 @@ class ExperimentConfig(_Strict):
         return out
 
 
-def _NODE_ID(name: str) -> bool:
-    import re
-
-    return re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", name) is not None
-
-
 def load_experiment(path: Path) -> tuple[ExperimentConfig, str]:
     """Read and validate CONFIG: (the config with absolute paths, sha256 of the file)."""
     try:
         text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    config = validate_yaml(text, ExperimentConfig, path)
     return config.resolved(path.parent.resolve()), hashlib.sha256(text).hexdigest()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,9 @@ from parties.data.loader import read_header
 from parties.data.schema import PartySchema, generic_schema, schema_for
 
 _NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -155,24 +158,36 @@ class NodeConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-def load_node_config(path: Path) -> NodeConfig:
-    """Read and validate ``node.yaml``; every error names the file and the field."""
+def is_node_id(name: str) -> bool:
+    """A node id is a DNS label: it names certificates, folders and peers."""
+    return _NODE_ID.match(name) is not None
+
+
+def validate_yaml(text: str | bytes, model: type[M], path: Path) -> M:
+    """Parse YAML ``text`` (read from ``path``) into a pydantic ``model``; every error is one
+    ``ConfigError`` naming the file and each bad field."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     try:
-        config = NodeConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(x) for x in err['loc'])}': {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
-    config = config._resolve(path.parent.resolve())
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    """Read and validate ``node.yaml``; every error names the file and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    config = validate_yaml(text, NodeConfig, path)._resolve(path.parent.resolve())
     if config.role == "holder" and config.platform_public_key is None:
         raise ConfigError(f"{path}: field 'platform_public_key' is required for a holder (consent)")
     return config

@@ -46,11 +46,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.exc import IntegrityError
 
 from federation.audit import (
     canonical_json,
+    create_tables,
     immediate,
     open_engine,
     redacted,
@@ -421,21 +421,7 @@ class ConsentRegistry:
         self._engine.dispose()
 
     def _create_schema(self) -> None:
-        for attempt in range(3):
-            try:
-                with self._engine.connect() as conn:
-                    immediate(conn)
-                    with conn.begin():
-                        conn.execute(CreateTable(_consent, if_not_exists=True))
-                        conn.execute(CreateIndex(_index, if_not_exists=True))
-                return
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:  # PostgreSQL: a concurrent creator won the race; retry
-                    raise
-            except OperationalError as exc:
-                raise ConfigError(
-                    f"consent registry {self.url}: cannot open database ({exc.orig})"
-                ) from None
+        create_tables(self._engine, [_consent], [_index], label="consent registry")
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -62,10 +62,16 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from federation.audit import AuditEntry, AuditLog, immediate, open_engine, redacted, single_read
+from federation.audit import (
+    AuditEntry,
+    AuditLog,
+    create_tables,
+    immediate,
+    open_engine,
+    redacted,
+    single_read,
+)
 from federation.audit import sqlite_url as _sqlite_url
 from federation.errors import ConfigError, XinyidaiError
 from parties.config import NodeConfig
@@ -324,21 +330,7 @@ class DisputeRegistry:
         return f"DisputeRegistry({self.url!r}, node_id={self.node_id!r})"
 
     def _create_schema(self) -> None:
-        for attempt in range(3):
-            try:
-                with self._engine.connect() as conn:
-                    immediate(conn)
-                    with conn.begin():
-                        conn.execute(CreateTable(_disputes, if_not_exists=True))
-                        conn.execute(CreateIndex(_index, if_not_exists=True))
-                return
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:  # PostgreSQL: a concurrent creator won the race; retry
-                    raise
-            except OperationalError as exc:
-                raise ConfigError(
-                    f"dispute registry {self.url}: cannot open database ({exc.orig})"
-                ) from None
+        create_tables(self._engine, [_disputes], [_index], label="dispute registry")
 
     def _categories(self, categories: Sequence[str] | str | None) -> tuple[str, ...]:
         if categories is None:

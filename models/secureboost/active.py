@@ -330,7 +330,7 @@ class SecureBoostBank:
         """What a resumed job must share with the original: data digests and parameters."""
         rows = b"" if self.alignment_rows is None else np.packbits(self.alignment_rows).tobytes()
         return {
-            "params": {k: v for k, v in asdict(self.params).items()},
+            "params": asdict(self.params),
             "holders": list(self.holders),
             "alignment_id": self.alignment_id,
             "rows_sha256": hashlib.sha256(rows).hexdigest(),
@@ -544,9 +544,10 @@ class SecureBoostBank:
             self.holders[name].put_blob(blob_id, pieces(name), meta=self._meta(), total_size=total)
             return self.holders[name].call("Gradients", request)
 
-        futures = None
-        if self._pool is not None:
-            futures = {name: self._pool.submit(send, name) for name in self.holders}
+        pool = self._pool
+        if pool is None:  # only train() calls this, with its pool open
+            raise SecureBoostError("gradients can only be sent while a job is training")
+        futures = {name: pool.submit(send, name) for name in self.holders}
         try:
             for chunk in engine.encrypt_stream(packer.pack(g, h), chunk_size=self.chunk_size):
                 for q in queues.values():
@@ -557,16 +558,13 @@ class SecureBoostBank:
         finally:
             for q in queues.values():
                 q.put(end)
-            if futures is not None:
-                for f in futures.values():
-                    f.exception()  # let every stream end before this returns or raises
-        if futures is None:
-            self._each(send)
-            return
+            for f in futures.values():
+                f.exception()  # let every stream end before this returns or raises
         for name, f in futures.items():
-            if f.exception() is not None:
+            error = f.exception()
+            if error is not None:
                 self._holder = name
-                raise f.exception()  # type: ignore[misc]
+                raise error
 
     # -- 3. one tree, level by level -------------------------------------------------------
     def _grow(

@@ -599,10 +599,11 @@ def register_secureboost(
     """Log the job to MLflow and register its model (alias ``challenger``): parameters,
     per-tree seconds, metrics, crypto, each party's data digest, consent counts, the holders'
     part digests and how the pyfunc reaches this bank. Returns the ``TrackedRun``."""
-    from federation.tracking import log_training, secureboost_record
+    from federation.tracking import secureboost_record
 
     holders = list(clf.model_.holders)
-    run = log_training(
+    return log_registration(
+        config,
         secureboost_record(
             clf,
             report,
@@ -617,13 +618,24 @@ def register_secureboost(
             scoring_endpoint={"node_config": str(config.node_dir / "node.yaml")},
         ),
         tracking=tracking,
+        audit=audit,
     )
+
+
+def log_registration(
+    config: NodeConfig, record: Any, *, tracking: Any = None, audit: AuditLog | None = None
+) -> Any:
+    """Log a ``TrainingRecord`` to MLflow, register its model, and put the registration on
+    the bank's audit record (``model.register`` with ``<name>/<version>``)."""
+    from federation.tracking import log_training
+
+    run = log_training(record, tracking=tracking)
     if audit is not None:
         audit.append(
             direction="local",
             peer=config.node_id,
             operation="model.register",
-            job_id=report.job_id,
+            job_id=record.job_id,
             model_id=run.model_id,
             counts={"version": int(run.version or 0)},
         )
@@ -637,6 +649,7 @@ __all__ = [
     "align",
     "align_codes",
     "holder_peers",
+    "log_registration",
     "party_evidence",
     "register_secureboost",
     "stratified_split",

@@ -49,11 +49,10 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.exc import SQLAlchemyError
 
-from federation.audit import AuditLog, open_engine, redacted, sqlite_url
-from federation.errors import ConfigError, XinyidaiError
+from federation.audit import AuditLog, create_tables, open_engine, redacted, sqlite_url
+from federation.errors import XinyidaiError
 from federation.files import write_atomic
 from federation.transport.base import PeerBase, new_meta
 from models.metrics import MetricError, psi_table
@@ -182,20 +181,7 @@ class ScoreLog:
         return f"ScoreLog({self.url!r})"
 
     def _create_schema(self) -> None:
-        for attempt in range(3):
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(CreateTable(_scores, if_not_exists=True))
-                    for index in _indexes:
-                        conn.execute(CreateIndex(index, if_not_exists=True))
-                return
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:  # PostgreSQL: another process created it first
-                    raise
-            except OperationalError as exc:
-                raise ConfigError(
-                    f"score log {self.url}: cannot open database ({exc.orig})"
-                ) from None
+        create_tables(self._engine, [_scores], _indexes, label="score log")
 
     # -- writing -----------------------------------------------------------------------------
     def record(

@@ -833,7 +833,8 @@ def register_scorecard(
 ) -> Any:
     """Log the job to MLflow and register the bank's part: ``credit-scorecard`` (protocol
     ``vertical-lr-scorecard``) or ``credit-lr`` (``vertical-lr``). Returns the ``TrackedRun``."""
-    from federation.tracking import TrainingRecord, log_training
+    from federation.tracking import TrainingRecord
+    from parties.bank.federation import log_registration
 
     is_card = isinstance(model, FederatedScorecard)
     lr = model.lr_ if isinstance(model, FederatedScorecard) else model
@@ -875,17 +876,7 @@ def register_scorecard(
         consent_taken_at=time.time(),
         scoring_endpoint={"node_config": str(config.node_dir / "node.yaml")},
     )
-    run = log_training(record, tracking=tracking)
-    if audit is not None:
-        audit.append(
-            direction="local",
-            peer=config.node_id,
-            operation="model.register",
-            job_id=report.job_id,
-            model_id=run.model_id,
-            counts={"version": int(run.version or 0)},
-        )
-    return run
+    return log_registration(config, record, tracking=tracking, audit=audit)
 
 
 __all__ = [

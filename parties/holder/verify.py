@@ -60,10 +60,15 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from federation.audit import immediate, open_engine, redacted, single_read, sqlite_url
+from federation.audit import (
+    create_tables,
+    immediate,
+    open_engine,
+    redacted,
+    single_read,
+    sqlite_url,
+)
 from federation.errors import ConfigError, Refused, XinyidaiError
 from parties.config import NodeConfig
 from parties.data import uscc as uscc_codes
@@ -325,21 +330,7 @@ class ThresholdBudget:
         self.window_s = float(window_s)
         self._engine = open_engine(url, label="verification budget")
         self.url = redacted(self._engine)
-        for attempt in range(3):
-            try:
-                with self._engine.connect() as conn:
-                    immediate(conn)
-                    with conn.begin():
-                        conn.execute(CreateTable(_questions, if_not_exists=True))
-                        conn.execute(CreateIndex(_questions_index, if_not_exists=True))
-                break
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:
-                    raise
-            except OperationalError as exc:
-                raise ConfigError(
-                    f"verification budget {self.url}: cannot open database ({exc.orig})"
-                ) from None
+        create_tables(self._engine, [_questions], [_questions_index], label="verification budget")
 
     @classmethod
     def for_node_dir(cls, node_dir: Path, **limits: Any) -> ThresholdBudget:
