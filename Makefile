@@ -27,13 +27,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy federation parties models
+	$(BIN)/mypy federation parties models xinyidai
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy federation parties models
+	$(BIN)/mypy federation parties models xinyidai
+	$(BIN)/lint-imports
 
 # regenerate the committed gRPC code from protos/*.proto (tests fail when it drifts)
 protos: $(VENV)/.installed-dev

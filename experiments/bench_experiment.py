@@ -1,6 +1,6 @@
 """Benchmark federated SecureBoost end to end: every party a node process, mTLS gRPC on loopback.
 
-Runs experiment configs through ``federation.experiment.run_experiment`` (the code behind
+Runs experiment configs through ``xinyidai.experiment.run_experiment`` (the code behind
 ``xinyidai experiment run``) and reports, per experiment: test AUC of the federated model, a
 bank-only LightGBM and a centralised LightGBM; training wall time in total and per tree; CPU
 seconds, bytes sent and peak RSS per node; plus, measured in the same run, the engine's DJN
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from federation.crypto import PaillierEngine, generate_keypair, make_public_params  # noqa: E402
-from federation.experiment import load_experiment, missing_data, run_experiment  # noqa: E402
+from xinyidai.experiment import load_experiment, missing_data, run_experiment  # noqa: E402
 
 SUITE = [
     ROOT / "experiments" / "default_credit_2party.yaml",

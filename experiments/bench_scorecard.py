@@ -1,6 +1,6 @@
 """Benchmark the federated scorecard end to end: every party a node process, mTLS gRPC on loopback.
 
-Runs scorecard experiment configs through ``federation.experiment.run_experiment`` (the code
+Runs scorecard experiment configs through ``xinyidai.experiment.run_experiment`` (the code
 behind ``xinyidai experiment run``) and reports, per experiment: KS, AUC and Gini on the test
 rows of the federated scorecard, of a centralised scorecard on the same bins (every party's
 columns in one place, same WOE recipe and optimiser) and of a bank-only scorecard; the points
@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from federation.experiment import load_experiment, missing_data, run_experiment  # noqa: E402
+from xinyidai.experiment import load_experiment, missing_data, run_experiment  # noqa: E402
 
 SUITE = [
     ROOT / "experiments" / "default_credit_scorecard.yaml",

@@ -50,13 +50,14 @@ def run(
 ) -> dict[str, Any]:
     """Build, train, register, then time; returns the result dict (see module docstring)."""
     from federation.audit import AuditLog
-    from federation.demo import build_federation, start_nodes, stop_nodes
-    from federation.tracking import TrackingConfig, log_training, secureboost_record
     from federation.transport.base import new_meta
     from parties.bank.federation import align, holder_peers, train_secureboost
     from parties.config import load_node_config
     from parties.node import operator_client
     from protos import bank_pb2
+    from xinyidai.demo import build_federation
+    from xinyidai.launcher import start_nodes, stop_nodes
+    from xinyidai.tracking import TrackingConfig, log_training, secureboost_record
 
     tmp = None
     if workdir is None:

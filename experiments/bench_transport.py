@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from federation.demo import build_federation, start_nodes, stop_nodes
 from federation.transport.base import new_meta
 from parties.config import load_node_config
 from parties.node import connect
 from protos import common_pb2, holder_pb2
+from xinyidai.demo import build_federation
+from xinyidai.launcher import start_nodes, stop_nodes
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from federation.categories import CATEGORIES
 from federation.errors import XinyidaiError
-from parties.data.schema import CATEGORIES
 
 
 class ScorecardError(XinyidaiError):

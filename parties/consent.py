@@ -24,7 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from federation.audit import (
 )
 from federation.errors import ConfigError, Refused, XinyidaiError
 from federation.pki import load_platform_signing_key, node_id_problem
+from federation.transport.policy import PURPOSE_PATTERN
 from parties.data import uscc as uscc_codes
 
 __all__ = [
@@ -71,14 +72,13 @@ __all__ = [
     "ConsentStats",
     "InvalidAuthorisation",
     "PlatformSigner",
-    "PurposePolicy",
     "SignedAuthorisation",
 ]
 
 KNOWN_CATEGORIES: tuple[str, ...] = ("tax", "electricity", "water", "gas")
 """Data categories an enterprise can authorise, one per kind of holder data."""
 
-_PURPOSE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
 _AUTH_ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = (
     "auth_id",
@@ -184,7 +184,7 @@ class Authorisation:
         reason = node_id_problem(self.bank_id)
         if reason is not None:
             out.append(f"bank_id: {reason}")
-        if not isinstance(self.purpose, str) or not _PURPOSE.fullmatch(self.purpose):
+        if not isinstance(self.purpose, str) or not PURPOSE_PATTERN.fullmatch(self.purpose):
             out.append(
                 f"purpose {self.purpose!r} must be a lowercase word such as 'financing' "
                 "(letters, digits, '_', '-', '.'; at most 64)"
@@ -714,37 +714,3 @@ class ConsentRegistry:
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PurposePolicy:
-    """Which purposes a node answers for at all, before any consent is looked at.
-
-    Why separate from consent: 52号文 limits shared credit data to financing; a node refuses any
-    other purpose even if some authorisation were (wrongly) issued for it.
-    """
-
-    allowed: Sequence[str] = field(default=("financing",))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.allowed, str):
-            object.__setattr__(self, "allowed", (self.allowed,))
-        allowed = tuple(self.allowed)
-        bad = [p for p in allowed if not isinstance(p, str) or not _PURPOSE.fullmatch(p)]
-        if not allowed or bad:
-            raise ConfigError(
-                f"allowed purposes must be non-empty lowercase words, got {list(allowed)}"
-            )
-        object.__setattr__(self, "allowed", allowed)
-
-    def check(self, purpose: str) -> None:
-        """Return if ``purpose`` is allowed; otherwise raise ``Refused('purpose', ...)``."""
-        allowed = ", ".join(self.allowed)
-        if not isinstance(purpose, str) or not purpose.strip():
-            raise Refused(
-                "purpose", f"no purpose given; every request must state one (allowed: {allowed})"
-            )
-        if purpose not in self.allowed:
-            raise Refused(
-                "purpose", f"purpose {purpose!r} is not allowed at this node (allowed: {allowed})"
-            )

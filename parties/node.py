@@ -21,9 +21,10 @@ from federation.blobs import BlobStore
 from federation.errors import ConfigError
 from federation.transport.base import PeerBase, ServiceRuntime
 from federation.transport.grpc_transport import GrpcPeer, GrpcServer, TlsIdentity
+from federation.transport.policy import PurposePolicy
 from federation.usage import write_usage
 from parties.config import NodeConfig, PeerConfig, load_node_config
-from parties.consent import ConsentRegistry, PurposePolicy
+from parties.consent import ConsentRegistry
 from parties.data.loader import load_table
 from parties.summary import node_secret
 from protos import bank_pb2, holder_pb2, linear_pb2, scorecard_pb2, secureboost_pb2, woe_pb2

@@ -14,7 +14,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="module")
 def local_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, dict]]:
     """A running three-node federation built exactly as `xinyidai demo` builds it."""
-    from federation.demo import build_federation, start_nodes, stop_nodes
+    from xinyidai.demo import build_federation
+    from xinyidai.launcher import start_nodes, stop_nodes
 
     workdir = tmp_path_factory.mktemp("federation")
     fed, examples = build_federation(workdir, enterprises=600, seed=11, deadline_s=10.0)

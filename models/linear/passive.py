@@ -624,7 +624,7 @@ def local_holders(
     on the "wire"), for tests, notebooks and benchmarks; ``peer_class`` lets a test wrap the
     carrier; model parts go to ``workdir/<holder>/models``.
     """
-    from parties.consent import PurposePolicy
+    from federation.transport.policy import PurposePolicy
 
     peers: dict[str, InProcessPeer] = {}
     servicers: dict[str, LinearHolderServicer] = {}

@@ -15,8 +15,8 @@ import numpy as np
 from federation.blobs import BlobStore
 from federation.transport.base import ServiceRuntime
 from federation.transport.inproc import InProcessPeer
+from federation.transport.policy import PurposePolicy
 from models.secureboost.passive import SecureBoostHolderServicer
-from parties.consent import PurposePolicy
 
 
 def local_holders(

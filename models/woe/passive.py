@@ -566,7 +566,7 @@ def local_woe_holders(
 ) -> tuple[dict[str, InProcessPeer], dict[str, WoeHolderServicer]]:
     """``{holder: (features, column names)}`` → (peers for the bank, the holders' servicers),
     in this process behind the real runtime (tests, notebooks); as SecureBoost's ``local``."""
-    from parties.consent import PurposePolicy  # the node layer's policy; imported lazily
+    from federation.transport.policy import PurposePolicy
 
     peers: dict[str, InProcessPeer] = {}
     servicers: dict[str, WoeHolderServicer] = {}

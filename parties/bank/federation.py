@@ -50,7 +50,7 @@ from parties.holder.alignment import (
     codes_digest,
     encode_table,
 )
-from protos import common_pb2, holder_pb2
+from protos import holder_pb2
 
 PSI_QUERIES_BLOB = "psi-queries"
 PSI_POSITIONS_BLOB = "psi-positions"
@@ -552,96 +552,6 @@ def holder_peers(
 # 3. lineage and the registry
 
 
-def party_evidence(
-    config: NodeConfig, holders: Mapping[str, PeerBase], *, job_id: str, purpose: str = "financing"
-) -> tuple[list[Any], dict[str, dict[str, int]]]:
-    """Each party's own table digest and revealed schema (row count, keyed column hashes) and
-    each holder's consent counts for this bank, as of now: what the registry records about the
-    data a model saw. Holders answer ``Hello`` (``DataHolder`` peers); nothing else is asked."""
-    from federation.tracking import PartyDataset
-    from parties.summary import node_secret, table_summary
-
-    if config.data is None:
-        raise ConfigError(f"bank '{config.node_id}': no data table configured")
-    schema = config.data.table_schema(config.node_id)
-    own = table_summary(
-        load_table(config.data.path, schema), schema, node_secret(config.node_dir / "column_key")
-    )
-    datasets = [PartyDataset.from_summary(config.node_id, own, own.data_digest)]
-    consent: dict[str, dict[str, int]] = {}
-    for name, peer in holders.items():
-        reply = peer.call("Hello", common_pb2.HelloRequest(meta=new_meta(purpose, job_id=job_id)))
-        summary = reply.tables[0]
-        datasets.append(PartyDataset.from_summary(name, summary, summary.data_digest))
-        c = reply.consent
-        consent[name] = {
-            "active": c.active,
-            "revoked": c.revoked,
-            "expired": c.expired,
-            "enterprises": c.enterprises,
-        }
-    return datasets, consent
-
-
-def register_secureboost(
-    config: NodeConfig,
-    clf: SecureBoostClassifier,
-    report: TrainingReport,
-    *,
-    datasets: list[Any],
-    consent: Mapping[str, Any],
-    config_text: str = "",
-    config_name: str = "experiment.yaml",
-    model_name: str = "credit-sbt",
-    tracking: Any = None,
-    audit: AuditLog | None = None,
-) -> Any:
-    """Log the job to MLflow and register its model (alias ``challenger``): parameters,
-    per-tree seconds, metrics, crypto, each party's data digest, consent counts, the holders'
-    part digests and how the pyfunc reaches this bank. Returns the ``TrackedRun``."""
-    from federation.tracking import secureboost_record
-
-    holders = list(clf.model_.holders)
-    return log_registration(
-        config,
-        secureboost_record(
-            clf,
-            report,
-            model_name=model_name,
-            parties=[config.node_id, *holders],
-            datasets=datasets,
-            consent=dict(consent),
-            consent_taken_at=time.time(),
-            holder_parts={h: d for h, d in clf.model_.part_digests.items() if d},
-            config_text=config_text,
-            config_name=config_name,
-            scoring_endpoint={"node_config": str(config.node_dir / "node.yaml")},
-        ),
-        tracking=tracking,
-        audit=audit,
-    )
-
-
-def log_registration(
-    config: NodeConfig, record: Any, *, tracking: Any = None, audit: AuditLog | None = None
-) -> Any:
-    """Log a ``TrainingRecord`` to MLflow, register its model, and put the registration on
-    the bank's audit record (``model.register`` with ``<name>/<version>``)."""
-    from federation.tracking import log_training
-
-    run = log_training(record, tracking=tracking)
-    if audit is not None:
-        audit.append(
-            direction="local",
-            peer=config.node_id,
-            operation="model.register",
-            job_id=record.job_id,
-            model_id=run.model_id,
-            counts={"version": int(run.version or 0)},
-        )
-    return run
-
-
 __all__ = [
     "Alignment",
     "BankTable",
@@ -649,9 +559,6 @@ __all__ = [
     "align",
     "align_codes",
     "holder_peers",
-    "log_registration",
-    "party_evidence",
-    "register_secureboost",
     "stratified_split",
     "train_secureboost",
 ]

@@ -60,7 +60,7 @@ from models.scorecard import PdoScaling
 from protos import bank_pb2
 
 if TYPE_CHECKING:
-    from federation.tracking import TrackingConfig
+    from parties.bank.registry import TrackingConfig
     from parties.config import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ def _job_of(
     """(resolved version, job id) of a registered version/alias, or of a local job."""
     if version in ("", LOCAL_VERSION):
         return LOCAL_VERSION, model_name
-    from federation.tracking import TAG_JOB_ID, TrackingError, resolve
+    from parties.bank.registry import TAG_JOB_ID, TrackingError, resolve
 
     try:
         resolved = resolve(model_name, version, tracking=tracking)

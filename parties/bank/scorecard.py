@@ -819,66 +819,6 @@ def train_logistic(
     return clf, report
 
 
-def register_scorecard(
-    config: Any,
-    model: FederatedScorecard | VerticalLogisticRegression,
-    report: ScorecardReport,
-    *,
-    datasets: list[Any],
-    consent: Mapping[str, Any],
-    config_text: str = "",
-    config_name: str = "experiment.yaml",
-    tracking: Any = None,
-    audit: AuditLog | None = None,
-) -> Any:
-    """Log the job to MLflow and register the bank's part: ``credit-scorecard`` (protocol
-    ``vertical-lr-scorecard``) or ``credit-lr`` (``vertical-lr``). Returns the ``TrackedRun``."""
-    from federation.tracking import TrainingRecord
-    from parties.bank.federation import log_registration
-
-    is_card = isinstance(model, FederatedScorecard)
-    lr = model.lr_ if isinstance(model, FederatedScorecard) else model
-    params: dict[str, Any] = (
-        asdict(model.params) if isinstance(model, FederatedScorecard) else asdict(lr.params_)
-    )
-    params["backend"] = report.backend
-    metrics = {
-        "test_auc": report.auc,
-        "test_ks": report.ks,
-        "test_gini": report.gini,
-        "bank_only_auc": report.baseline_auc,
-        "bank_only_ks": report.baseline_ks,
-        "bank_only_gini": report.baseline_gini,
-        "n_train": float(report.n_train),
-        "n_test": float(report.n_test),
-        "train_seconds": report.train_seconds,
-    }
-    if is_card:
-        metrics["points_auc"] = report.points_auc
-        metrics["points_ks"] = report.points_ks
-    metrics = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
-    record = TrainingRecord(
-        job_id=report.job_id,
-        model_name="credit-scorecard" if is_card else "credit-lr",
-        protocol="vertical-lr-scorecard" if is_card else "vertical-lr",
-        parties=[config.node_id, *lr.holders_],
-        bank_model_json=model.to_json(),
-        params={k: v for k, v in params.items() if v is not None},
-        metrics=metrics,
-        step_metrics={"train_loss": list(lr.loss_curve_)},
-        crypto_scheme="ckks" if report.backend == "ckks" else "paillier-djn",
-        key_bits=None if report.backend == "ckks" else int(getattr(lr, "key_bits", 2048)),
-        psi_job=report.alignment_id,
-        config_text=config_text,
-        config_name=config_name,
-        datasets=datasets,
-        consent=dict(consent),
-        consent_taken_at=time.time(),
-        scoring_endpoint={"node_config": str(config.node_dir / "node.yaml")},
-    )
-    return log_registration(config, record, tracking=tracking, audit=audit)
-
-
 __all__ = [
     "CentralisedScorecard",
     "FederatedScorecard",
@@ -887,7 +827,6 @@ __all__ = [
     "ScorecardTrainingError",
     "centralised_scorecard",
     "comparison_lines",
-    "register_scorecard",
     "scorecard_over_nodes",
     "select_features",
     "train_logistic",

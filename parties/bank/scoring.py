@@ -10,13 +10,13 @@ request fail (PERMISSION_DENIED naming the holder), one without data makes the r
 source is missing and carry no score.
 
 - ``ModelCache``: resolves ``(name, version | alias)`` in the MLflow registry
-  (``federation.tracking.resolve``; aliases cached for ``alias_ttl_s``), or a local job id when
+  (``parties.bank.registry.resolve``; aliases cached for ``alias_ttl_s``), or a local job id when
   no registry is involved; loads the bank's part (checked against the version's recorded
   sha256) and precomputes the bank's reach for every row of its table.
 - ``BankScorer``: ``score`` (one enterprise), ``score_batch`` (a region prefix, an industry
   section or a list of codes: ranked whitelist above a points threshold) and ``verify``
   (a yes/no question proxied to one holder).
-- ``score_codes``: the pyfunc's entry point (``federation.tracking.BankScoringModel``): scores
+- ``score_codes``: the pyfunc's entry point (``xinyidai.tracking.BankScoringModel``): scores
   a list of codes through the live bank node named by the endpoint.
 
 Reason categories (cheap, and never a holder's bin or threshold): per party, how far its splits
@@ -65,7 +65,7 @@ from parties.holder.alignment import encode_table
 from protos import bank_pb2, holder_pb2
 
 if TYPE_CHECKING:
-    from federation.tracking import TrackingConfig
+    from parties.bank.registry import TrackingConfig
 
 LOCAL_VERSION = "local"
 """``model_version`` of a model served from ``NODE_DIR/models/<job>.json`` without a registry."""
@@ -127,7 +127,7 @@ class ModelCache:
     @property
     def tracking(self) -> TrackingConfig:
         if self._tracking is None:
-            from federation.tracking import TrackingConfig
+            from parties.bank.registry import TrackingConfig
 
             self._tracking = TrackingConfig.resolve()
         return self._tracking
@@ -152,7 +152,7 @@ class ModelCache:
         return found
 
     def _version(self, name: str, ref: str) -> str:
-        from federation.tracking import TrackingError, resolve
+        from parties.bank.registry import TrackingError, resolve
 
         digits = ref[1:] if ref[:1] in "vV" else ref
         if digits.isdigit():
@@ -177,7 +177,7 @@ class ModelCache:
         return self._compile(job_id, LOCAL_VERSION, job_id, job_id, path.read_text("utf-8"), {})
 
     def _load_registered(self, name: str, version: str) -> ServedModel:
-        from federation.tracking import (
+        from parties.bank.registry import (
             BANK_MODEL_ARTIFACT,
             TAG_BANK_PART,
             TAG_JOB_ID,

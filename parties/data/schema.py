@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
+from federation.categories import CATEGORIES
 from federation.errors import ConfigError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
 
 Dtype = Literal["str", "float", "int", "bool", "date", "category"]
 DTYPES: tuple[str, ...] = ("str", "float", "int", "bool", "date", "category")
-CATEGORIES: tuple[str, ...] = ("identity", "tax", "electricity", "water", "gas", "bank", "label")
 
 INDUSTRY_SECTIONS: dict[str, str] = {
     "A": "农、林、牧、渔业",

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from federation.errors import ConfigError
-from federation.experiment import load_experiment, run_experiment
+from xinyidai.experiment import load_experiment, run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
         [
             sys.executable,
             "-m",
-            "federation.cli.main",
+            "xinyidai.cli.main",
             "experiment",
             "run",
             str(config),
@@ -100,9 +100,9 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
     assert result["nodes"]["bank"]["bytes_sent"] > 3 * 1200 * 512
     assert "4/4 trees" in proc.stderr  # the progress bar reached the end
     # tracked and registered: one dataset input per party with the digest that party computed
-    from federation.tracking import TrackingConfig, mlflow_client, resolve
     from parties.config import TableConfig
     from parties.data.loader import load_table, table_digest
+    from xinyidai.tracking import TrackingConfig, mlflow_client, resolve
 
     tracking = TrackingConfig.resolve(tmp_path / "mlflow")
     registered = result["mlflow"]
@@ -121,7 +121,7 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
 
 
 def test_a_holder_killed_mid_training_costs_at_most_a_tree(tmp_path):
-    from federation.demo import start_nodes
+    from xinyidai.launcher import start_nodes
 
     config, digest = load_experiment(_config(tmp_path))
     fed_box: list = []

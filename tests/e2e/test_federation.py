@@ -258,7 +258,7 @@ def test_cli_audit_verify_reports_an_edited_log(local_federation, tmp_path):
     dst = sqlite3.connect(copy / "audit.db")
     src.backup(dst)
     src.close()
-    run = [sys.executable, "-m", "federation.cli.main", "audit", "verify", str(copy)]
+    run = [sys.executable, "-m", "xinyidai.cli.main", "audit", "verify", str(copy)]
     assert subprocess.run(run, capture_output=True, text=True).returncode == 0
     dst.execute("update audit_log set reason = 'nothing to see' where seq = 2")
     dst.execute("delete from audit_log where seq = 4")

@@ -23,17 +23,17 @@ import pandas as pd
 import pytest
 
 from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
-from federation.demo import free_ports
-from federation.tracking import (
+from models.secureboost import SecureBoostClassifier
+from models.secureboost.local import local_holders
+from parties.bank.federation import TrainingReport
+from xinyidai.launcher import free_ports
+from xinyidai.tracking import (
     PartyDataset,
     TrackingConfig,
     log_training,
     mlflow_client,
     secureboost_record,
 )
-from models.secureboost import SecureBoostClassifier
-from models.secureboost.local import local_holders
-from parties.bank.federation import TrainingReport
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -37,9 +37,10 @@ V2 = dict(n_trees=3, max_depth=2, learning_rate=0.8, max_bin=8, random_state=1)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    from federation.demo import build_federation, start_nodes, stop_nodes
-    from federation.tracking import TrackingConfig, log_training, promote, secureboost_record
     from parties.bank.federation import align, holder_peers, train_secureboost
+    from xinyidai.demo import build_federation
+    from xinyidai.launcher import start_nodes, stop_nodes
+    from xinyidai.tracking import TrackingConfig, log_training, promote, secureboost_record
 
     workdir = tmp_path_factory.mktemp("monitoring")
     tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
@@ -193,8 +194,8 @@ def test_training_saves_its_population_and_served_scores_are_logged(world):
 
 
 def test_psi_is_stable_for_a_training_like_population_and_flags_a_high_risk_subset(world):
-    from federation.cli.monitor import app
     from parties.bank.monitoring import population_stability, read_training_population
+    from xinyidai.cli.monitor import app
 
     expected = read_training_population(world.bank.node_dir / "models", world.models["1"].job)
     codes = _authorised(world)
@@ -237,8 +238,8 @@ def test_psi_is_stable_for_a_training_like_population_and_flags_a_high_risk_subs
 
 
 def test_watch_list_alerts_on_drops_and_on_revoked_consent(world, tmp_path):
-    from federation.cli.monitor import app
-    from federation.tracking import promote
+    from xinyidai.cli.monitor import app
+    from xinyidai.tracking import promote
 
     v2_owners = sorted(world.models["2"].clf.model_.split_owners() - {"bank"})
     assert v2_owners, "version 2 uses no holder's split: nothing federated to watch"

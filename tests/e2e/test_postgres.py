@@ -38,7 +38,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from federation.audit import AuditLog, record_hash
-from federation.demo import build_federation
 from federation.errors import AuditChainError
 from federation.pki import init_pki, load_platform_public_key, load_platform_signing_key
 from federation.transport.base import PeerRefused, new_meta
@@ -53,6 +52,7 @@ from parties.consent import (
 from parties.data import uscc as uscc_codes
 from parties.node import Node, connect
 from protos import holder_pb2
+from xinyidai.demo import build_federation
 
 pytestmark = pytest.mark.e2e
 

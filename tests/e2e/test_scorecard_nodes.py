@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from federation.experiment import load_experiment, run_experiment
 from parties.node import SERVICES
+from xinyidai.experiment import load_experiment, run_experiment
 
 pytestmark = pytest.mark.skipif(
     not {"LinearHolder", "ScorecardHolder"} <= set(SERVICES),
@@ -84,7 +84,7 @@ def test_scorecard_experiment_matches_the_centralised_scorecard(tmp_path):
         [
             sys.executable,
             "-m",
-            "federation.cli.main",
+            "xinyidai.cli.main",
             "experiment",
             "run",
             str(config),
@@ -123,7 +123,7 @@ def test_scorecard_experiment_matches_the_centralised_scorecard(tmp_path):
         assert f'"{column}"' not in bank_part
     assert "5/5 epochs" in proc.stderr or r["n_iter"] < 5
     # registered as a credit scorecard
-    from federation.tracking import TrackingConfig, resolve
+    from xinyidai.tracking import TrackingConfig, resolve
 
     tracking = TrackingConfig.resolve(tmp_path / "mlflow")
     found = resolve(r["mlflow"]["model_name"], "challenger", tracking=tracking)

@@ -32,14 +32,15 @@ MODEL = "credit-sbt"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    from federation.demo import build_federation, start_nodes, stop_nodes
-    from federation.tracking import (
+    from parties.bank.federation import align, holder_peers, train_secureboost
+    from xinyidai.demo import build_federation
+    from xinyidai.launcher import start_nodes, stop_nodes
+    from xinyidai.tracking import (
         TrackingConfig,
         log_training,
         promote,
         secureboost_record,
     )
-    from parties.bank.federation import align, holder_peers, train_secureboost
 
     workdir = tmp_path_factory.mktemp("scoring")
     tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
@@ -185,7 +186,7 @@ def test_score_equals_predict_proba_computed_through_the_alignment_rows(world):
 
 
 def test_score_by_cli_and_by_version_number(world):
-    from federation.cli.score import app
+    from xinyidai.cli.score import app
 
     code = _authorised(world)[0]
     by_alias = _score(world, code)
@@ -363,8 +364,8 @@ def test_disputed_enterprise_is_refused_until_the_dispute_is_resolved(world):
 
 
 def test_wrong_or_missing_model_version_and_mismatched_part_digest_are_refused(world):
-    from federation.tracking import log_training, secureboost_record
     from parties.node import connect
+    from xinyidai.tracking import log_training, secureboost_record
 
     code = _authorised(world)[0]
     with pytest.raises(PeerError) as unknown:
@@ -417,7 +418,7 @@ def test_a_holder_without_data_is_named_and_no_score_is_given(world):
         c for c in bank_codes if c not in held and (ok_elsewhere is None or c in ok_elsewhere)
     )
     signer = PlatformSigner.from_file(world.fed.pki.platform_signing_key)
-    from federation.demo import HOLDERS
+    from xinyidai.demo import HOLDERS
 
     now = time.time()
     with _registry(world, lacking) as reg:
@@ -435,9 +436,9 @@ def test_a_holder_without_data_is_named_and_no_score_is_given(world):
 
 # -- verification and audit ---------------------------------------------------------------------
 def test_verify_answers_yes_or_no_only_for_authorised_enterprises(world):
-    from federation.cli.score import app
     from parties.data.loader import load_table
     from parties.data.schema import schema_for
+    from xinyidai.cli.score import app
 
     code = _authorised(world)[0]
     tax = load_table(world.fed.node_dir("tax") / "data" / "tax.csv", schema_for("tax"))
@@ -484,7 +485,7 @@ def test_score_requests_are_audited_at_both_ends_with_the_version(world):
 
 
 def test_cli_batch_prints_a_whitelist(world):
-    from federation.cli.score import app
+    from xinyidai.cli.score import app
 
     code = _authorised(world)[0]
     result = CliRunner().invoke(

@@ -33,7 +33,8 @@ HOLDERS = ("tax", "utility")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from federation.demo import build_federation, start_nodes, stop_nodes
+    from xinyidai.demo import build_federation
+    from xinyidai.launcher import start_nodes, stop_nodes
 
     workdir = tmp_path_factory.mktemp("training")
     fed, _ = build_federation(workdir, enterprises=1200, seed=11, deadline_s=60.0, workers=1)

@@ -15,9 +15,9 @@ from federation.errors import PeerError
 from federation.psi import PsiBank
 from federation.transport.base import PeerRefused, ServiceRuntime, new_meta
 from federation.transport.inproc import InProcessPeer
+from federation.transport.policy import PurposePolicy
 from parties.bank.federation import align_codes, stratified_split
 from parties.config import NodeConfig, PeerConfig, TableConfig, TlsConfig
-from parties.consent import PurposePolicy
 from parties.data.loader import load_table
 from parties.data.schema import schema_for
 from parties.data.synth import synthesize_city

@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from federation.audit import GENESIS_HASH, AuditLog, record_hash, sqlite_url
-from federation.cli.main import app
 from federation.errors import AuditChainError, ConfigError
+from xinyidai.cli.main import app
 
 N = 60
 PEERS = ("bank", "utility", "bank", "bank")

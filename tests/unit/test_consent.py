@@ -14,19 +14,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from federation.audit import AuditLog, sqlite_url
-from federation.cli.main import app
 from federation.errors import Refused
 from federation.pki import PkiLayout, init_pki, load_platform_public_key
+from federation.transport.policy import PurposePolicy
 from parties.consent import (
     Authorisation,
     ConsentError,
     ConsentRegistry,
     InvalidAuthorisation,
     PlatformSigner,
-    PurposePolicy,
     SignedAuthorisation,
 )
 from parties.data import uscc
+from xinyidai.cli.main import app
 
 CODES = list(uscc.generate(np.random.default_rng(7), 300, uscc.CHENGDU_REGIONS))
 A, B = CODES[0], CODES[1]

@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from federation.cli.main import app
 from federation.errors import ConfigError
 from parties.data.loader import load_table
 from parties.data.schema import schema_for
+from xinyidai.cli.main import app
 
 runner = CliRunner()
 

@@ -17,9 +17,9 @@ import typer
 from typer.testing import CliRunner
 
 from federation.audit import AuditLog, sqlite_url
-from federation.cli.lineage import lineage as lineage_command
-from federation.lineage import build_lineage, lineage_report
-from federation.tracking import (
+from xinyidai.cli.lineage import lineage as lineage_command
+from xinyidai.lineage import build_lineage, lineage_report
+from xinyidai.tracking import (
     PartyDataset,
     TrackingConfig,
     TrainingRecord,

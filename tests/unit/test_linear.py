@@ -30,6 +30,7 @@ from federation.blobs import BlobStore
 from federation.crypto import ciphertexts_from_bytes, public_params_from_bytes
 from federation.transport.base import PeerRefused, ServiceRuntime, new_meta
 from federation.transport.inproc import InProcessPeer
+from federation.transport.policy import PurposePolicy
 from models.linear import (
     BACKENDS,
     BackendError,
@@ -56,7 +57,6 @@ from models.linear.backends import (
 )
 from models.linear.reference import rows_to_bytes
 from models.metrics import roc_auc
-from parties.consent import PurposePolicy
 from protos import common_pb2
 from protos import linear_pb2 as pb
 

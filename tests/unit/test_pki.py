@@ -20,7 +20,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 from typer.testing import CliRunner
 
-from federation.cli.main import app
 from federation.errors import ConfigError
 from federation.pki import (
     PkiLayout,
@@ -31,6 +30,7 @@ from federation.pki import (
     load_platform_public_key,
     load_platform_signing_key,
 )
+from xinyidai.cli.main import app
 
 NODES = ["bank", "tax", "utility"]
 

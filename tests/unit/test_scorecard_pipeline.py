@@ -32,6 +32,7 @@ from carriers import RecordingPeer
 
 from federation.blobs import BlobStore
 from federation.transport.base import ServiceRuntime
+from federation.transport.policy import PurposePolicy
 from models.linear import LinearHolderServicer
 from models.linear.backends import encode_contribution
 from models.linear.points import ScorecardHolderServicer, holder_category_points
@@ -42,7 +43,6 @@ from parties.bank.scorecard import (
     ScorecardParams,
     centralised_scorecard,
 )
-from parties.consent import PurposePolicy
 from parties.holder.views import FeatureViewError, feature_views, parse_view, woe_view
 from protos import linear_pb2 as pb
 from protos import scorecard_pb2 as spb

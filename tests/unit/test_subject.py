@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from federation.audit import AuditLog, sqlite_url
-from federation.cli.subject import app
 from federation.errors import AuditChainError, ConfigError
 from parties.config import NodeConfig, PeerConfig, TableConfig, TlsConfig
 from parties.consent import ConsentRegistry, PlatformSigner
@@ -31,6 +30,7 @@ from parties.subject import (
     SubjectReport,
     subject_report,
 )
+from xinyidai.cli.subject import app
 
 DAY = 86400.0
 

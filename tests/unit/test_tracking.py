@@ -25,10 +25,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from federation import tracking
+from xinyidai import tracking
 from federation.audit import AuditLog, sqlite_url
-from federation.cli import model as model_cli
-from federation.tracking import (
+from parties.consent import ConsentStats
+from parties.data.schema import schema_for
+from parties.summary import table_summary
+from xinyidai.cli import model as model_cli
+from xinyidai.tracking import (
     PartyDataset,
     TrackingConfig,
     TrackingError,
@@ -42,9 +45,6 @@ from federation.tracking import (
     resolve,
     secureboost_record,
 )
-from parties.consent import ConsentStats
-from parties.data.schema import schema_for
-from parties.summary import table_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"k" * 32  # a node's column-hashing secret (test value)
@@ -143,8 +143,8 @@ def test_config_defaults_to_project_local_store_and_honours_mlflow_env(
 
 def test_importing_tracking_and_its_cli_does_not_import_mlflow() -> None:
     code = (
-        "import sys, federation.tracking, federation.lineage, federation.cli.model, "
-        "federation.cli.lineage; print('mlflow' in sys.modules)"
+        "import sys, xinyidai.tracking, xinyidai.lineage, xinyidai.cli.model, "
+        "xinyidai.cli.lineage; print('mlflow' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

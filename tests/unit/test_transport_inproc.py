@@ -14,8 +14,9 @@ from federation.errors import PeerError
 from federation.pki import init_pki
 from federation.transport.base import CallFailed, PeerRefused, ServiceRuntime, new_meta, rechunk
 from federation.transport.inproc import InProcessPeer
+from federation.transport.policy import PurposePolicy
 from parties.config import NodeConfig, PeerConfig, TlsConfig
-from parties.consent import ConsentRegistry, PlatformSigner, PurposePolicy
+from parties.consent import ConsentRegistry, PlatformSigner
 from parties.data.schema import schema_for
 from parties.data.synth import synthesize_city
 from parties.holder.service import HolderServicer

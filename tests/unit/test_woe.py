@@ -44,6 +44,7 @@ from federation.transport.base import (
     new_meta,
 )
 from federation.transport.inproc import InProcessPeer
+from federation.transport.policy import PurposePolicy
 from models.binning import QuantileBinner
 from models.secureboost.reference import mask_to_bytes
 from models.woe import (
@@ -65,7 +66,6 @@ from models.woe import (
     woe_tables,
 )
 from models.woe.passive import label_slot_bits, name_hash
-from parties.consent import PurposePolicy
 from parties.data.synth import synthesize_city
 from protos import common_pb2
 from protos import woe_pb2 as pb

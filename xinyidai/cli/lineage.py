@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from federation.cli.model import MlflowDirOption, TrackingUriOption, tracking_config
 from federation.errors import ConfigError
+from xinyidai.cli.model import MlflowDirOption, TrackingUriOption, tracking_config
 
 DEFAULT_OUT = Path(".xinyidai") / "lineage"
 
@@ -45,7 +45,7 @@ def lineage(
     with it; writes NAME-vVERSION-lineage.md and .html into --out.
     """
     from federation.audit import AuditLog, sqlite_url
-    from federation.lineage import build_lineage, write_report
+    from xinyidai.lineage import build_lineage, write_report
 
     dirs = list(node_dir or [])
     seen: dict[str, Path] = {}

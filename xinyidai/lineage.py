@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from federation.files import write_atomic
-from federation.tracking import (
+from xinyidai.tracking import (
     BANK_MODEL_ARTIFACT,
     CONFIG_DIR,
     CONSENT_DIR,

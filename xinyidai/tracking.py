@@ -16,7 +16,7 @@ project-local directory (``.xinyidai/mlflow/``); ``MLFLOW_TRACKING_URI`` (and
 MLflow is imported inside functions only (it costs seconds), so the CLI stays fast. Calls go
 through ``MlflowClient`` with explicit run ids; the few MLflow calls that read the process-wide
 tracking URI (logging the pyfunc, which also resolves ``models:/`` sources in the registry) run
-inside ``_fluent``, which sets the URIs under a lock and restores them exactly afterwards.
+inside ``fluent``, which sets the URIs under a lock and restores them exactly afterwards.
 """
 
 from __future__ import annotations
@@ -28,23 +28,55 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import re
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from federation.errors import ConfigError, XinyidaiError
+from federation.ids import is_name, is_node_id
+from parties.bank.registry import (
+    ALIAS_CHALLENGER,
+    ALIAS_CHAMPION,
+    BANK_MODEL_ARTIFACT,
+    DEFAULT_DIR,
+    DEFAULT_EXPERIMENT,
+    PARTS_ARTIFACT,
+    PROMOTE_OPERATION,
+    TAG_BANK_PART,
+    TAG_CODE_VERSION,
+    TAG_CONFIG_SHA256,
+    TAG_CRYPTO_SCHEME,
+    TAG_JOB_ID,
+    TAG_KEY_BITS,
+    TAG_MODEL_NAME,
+    TAG_PARTIES,
+    TAG_PROMOTED_AT,
+    TAG_PROMOTED_BY,
+    TAG_PROMOTION_REASON,
+    TAG_PROMOTIONS,
+    TAG_PROTOCOL,
+    TAG_PSI_JOB,
+    ResolvedModel,
+    TrackingConfig,
+    TrackingError,
+    check_model_name,
+    config_or_default,
+    fluent,
+    get_version,
+    import_mlflow,
+    is_mlflow_code,
+    mlflow_client,
+    model_id,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
 
     from federation.audit import AuditLog
 
@@ -76,44 +108,17 @@ __all__ = [
     "track_training",
 ]
 
-DEFAULT_DIR = Path(".xinyidai") / "mlflow"
-"""The project-local store, relative to the current directory: ``mlflow.db`` + ``artifacts/``."""
-DEFAULT_EXPERIMENT = "xinyidai"
-
-ALIAS_CHALLENGER = "challenger"
-ALIAS_CHAMPION = "champion"
 
 # Run tags (every training job).
-TAG_PROTOCOL = "xinyidai.protocol"
-TAG_CRYPTO_SCHEME = "xinyidai.crypto.scheme"
-TAG_KEY_BITS = "xinyidai.crypto.key_bits"
-TAG_PARTIES = "xinyidai.parties"
-TAG_CONFIG_SHA256 = "xinyidai.config_sha256"
-TAG_CODE_VERSION = "xinyidai.code_version"
-TAG_PSI_JOB = "xinyidai.psi_job"
-TAG_JOB_ID = "xinyidai.job_id"
-TAG_MODEL_NAME = "xinyidai.model_name"
 # Model-version tags.
-TAG_BANK_PART = "xinyidai.part.bank.sha256"
-TAG_PROMOTED_BY = "xinyidai.promoted_by"
-TAG_PROMOTED_AT = "xinyidai.promoted_at"
-TAG_PROMOTION_REASON = "xinyidai.promotion_reason"
 # Registered-model tag: JSON list of every promotion, oldest first.
-TAG_PROMOTIONS = "xinyidai.promotions"
 
-PROMOTE_OPERATION = "model.promote"
-"""Audit-log operation of a promotion. Every other audit record whose ``model_id`` is
-``<name>/<version>`` is a use of that version (a score request)."""
 
-BANK_MODEL_ARTIFACT = "bank/model.json"
-PARTS_ARTIFACT = "parts.json"
 CONSENT_DIR = "consent"
 CONFIG_DIR = "config"
 PYFUNC_NAME = "bank-model"
 DATASET_SOURCE_TYPE = "xinyidai"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_NODE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HASHED_COLUMN = re.compile(r"^[0-9a-f]{8,64}$")
 _DIGEST_MAX = 36  # MLflow's limit on a dataset digest
@@ -128,96 +133,8 @@ _MLFLOW_DTYPES = {
 }
 
 
-class TrackingError(XinyidaiError):
-    """A tracking or registry operation failed; the message names the model, version or run."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Where things are stored
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Where runs, artifacts and the registry live.
-
-    ``artifact_location`` is set for the project-local store (so artifacts land next to the
-    database, not in ``./mlruns``); a tracking server decides it itself (``None``).
-    """
-
-    tracking_uri: str
-    registry_uri: str
-    artifact_location: str | None = None
-    experiment: str = DEFAULT_EXPERIMENT
-    local_dir: Path | None = None
-
-    @classmethod
-    def resolve(
-        cls,
-        directory: Path | str | None = None,
-        *,
-        tracking_uri: str | None = None,
-        registry_uri: str | None = None,
-        artifact_location: str | None = None,
-        experiment: str = DEFAULT_EXPERIMENT,
-    ) -> TrackingConfig:
-        """Explicit ``tracking_uri`` > explicit ``directory`` > ``MLFLOW_TRACKING_URI`` >
-        ``./.xinyidai/mlflow``. The registry follows the tracking store unless
-        ``registry_uri`` (or, with a server, ``MLFLOW_REGISTRY_URI``) says otherwise."""
-        if not experiment:
-            raise ConfigError("MLflow experiment name must not be empty")
-        env_tracking = os.environ.get("MLFLOW_TRACKING_URI") or None
-        if tracking_uri is None and directory is None and env_tracking:
-            tracking_uri = env_tracking
-            registry_uri = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or None
-        if tracking_uri is not None:
-            return cls(
-                tracking_uri=tracking_uri,
-                registry_uri=registry_uri or tracking_uri,
-                artifact_location=artifact_location,
-                experiment=experiment,
-            )
-        root = (Path(directory) if directory is not None else DEFAULT_DIR).expanduser()
-        root = root.absolute()
-        local = f"sqlite:///{root / 'mlflow.db'}"
-        return cls(
-            tracking_uri=local,
-            registry_uri=registry_uri or local,
-            artifact_location=artifact_location or (root / "artifacts").as_uri(),
-            experiment=experiment,
-            local_dir=root,
-        )
-
-    def describe(self) -> str:
-        """For messages: the local directory, or the server URI without credentials."""
-        if self.local_dir is not None:
-            return str(self.local_dir)
-        return re.sub(r"//[^/@]*@", "//***@", self.tracking_uri)
-
-
-def _config(tracking: TrackingConfig | None) -> TrackingConfig:
-    return tracking if tracking is not None else TrackingConfig.resolve()
-
-
-def _mlflow() -> Any:
-    """Import MLflow on first use (seconds), with its usage telemetry off unless the operator
-    turned it on: a credit-data host sends nothing to third parties by default."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
-
-    return mlflow
-
-
-def mlflow_client(tracking: TrackingConfig | None = None) -> MlflowClient:
-    """An ``MlflowClient`` bound to ``tracking`` (creating the local directory, mode 0700)."""
-    config = _config(tracking)
-    if config.local_dir is not None:
-        config.local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mlflow = _mlflow()
-    return mlflow.MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
-
-
-def _is_code(exc: Exception, *codes: str) -> bool:
-    return getattr(exc, "error_code", None) in codes
 
 
 def _experiment_id(client: MlflowClient, config: TrackingConfig) -> str:
@@ -235,47 +152,12 @@ def _experiment_id(client: MlflowClient, config: TrackingConfig) -> str:
             )
         )
     except MlflowException as exc:  # another process created it first
-        if not _is_code(exc, "RESOURCE_ALREADY_EXISTS"):
+        if not is_mlflow_code(exc, "RESOURCE_ALREADY_EXISTS"):
             raise
         found = client.get_experiment_by_name(config.experiment)
         if found is None:
             raise
         return str(found.experiment_id)
-
-
-_FLUENT_LOCK = threading.RLock()
-
-
-@contextmanager
-def _fluent(config: TrackingConfig) -> Iterator[Any]:
-    """Point MLflow's process-wide tracking/registry URIs at ``config`` for a block.
-
-    Needed where MLflow reads them instead of a client's (logging a model; the registry
-    resolving a ``models:/`` source; loading one). Restores the previous values *and* the
-    environment variables ``set_tracking_uri`` writes, so an operator's ``MLFLOW_TRACKING_URI``
-    survives. Other threads calling MLflow's fluent API meanwhile would see these URIs: the lock
-    serialises this module's own uses.
-    """
-    mlflow = _mlflow()
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    with _FLUENT_LOCK:
-        saved_tracking = tracking_utils._tracking_uri
-        saved_registry = registry_utils._registry_uri
-        saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        mlflow.set_tracking_uri(config.tracking_uri)
-        mlflow.set_registry_uri(config.registry_uri)
-        try:
-            yield mlflow
-        finally:
-            tracking_utils._tracking_uri = saved_tracking
-            registry_utils._registry_uri = saved_registry
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,9 +229,9 @@ class PartyDataset:
         )
 
     def check(self) -> None:
-        if not _NODE.match(self.party):
+        if not is_node_id(self.party):
             raise TrackingError(f"dataset party {self.party!r} is not a node id")
-        if not self.table or not _NAME.match(self.table):
+        if not self.table or not is_name(self.table):
             raise TrackingError(f"dataset of party '{self.party}': bad table name {self.table!r}")
         if not self.digest:
             raise TrackingError(f"dataset '{self.name}': the party's digest is empty")
@@ -439,7 +321,7 @@ class TrainingRecord:
         """Refuse a record that would make an unauditable run, naming the field."""
         if not self.job_id or len(self.job_id) > 128:
             raise TrackingError(f"job id must be 1-128 characters, got {self.job_id!r}")
-        if not _NAME.match(self.model_name):
+        if not is_name(self.model_name):
             raise TrackingError(
                 f"model name {self.model_name!r}: use letters, digits, '.', '_' or '-' "
                 "(e.g. credit-sbt)"
@@ -449,7 +331,7 @@ class TrainingRecord:
         if not self.parties:
             raise TrackingError(f"job '{self.job_id}': no parties")
         for party in self.parties:
-            if not _NODE.match(party):
+            if not is_node_id(party):
                 raise TrackingError(f"job '{self.job_id}': party {party!r} is not a node id")
         try:
             json.loads(self.bank_model_json)
@@ -516,11 +398,6 @@ class TrackedRun:
         return model_id(self.model_name, self.version or "")
 
 
-def model_id(name: str, version: str | int) -> str:
-    """The ``model_id`` audit records of a registered version carry: ``<name>/<version>``."""
-    return f"{name}/{version}"
-
-
 def _consent_dict(value: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
@@ -553,7 +430,7 @@ def log_training(
     version of ``record.model_name`` with alias ``challenger``. The run ends FINISHED, or
     FAILED if logging failed half-way (then the error is raised)."""
     record.check()
-    config = _config(tracking)
+    config = config_or_default(tracking)
     client = mlflow_client(config)
     from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 
@@ -663,11 +540,11 @@ def secureboost_record(
 # Registry
 
 
-_PYFUNC_ENTRY = '''"""Models-from-code entry point of the bank's scoring pyfunc (federation/tracking.py)."""
+_PYFUNC_ENTRY = '''"""Models-from-code entry point of the bank's scoring pyfunc (xinyidai/tracking.py)."""
 
 import mlflow
 
-from federation.tracking import BankScoringModel
+from xinyidai.tracking import BankScoringModel
 
 mlflow.models.set_model(BankScoringModel())
 '''
@@ -690,7 +567,7 @@ def _register(
     from mlflow.exceptions import MlflowException
 
     name = record.model_name
-    with _fluent(config) as mlflow:
+    with fluent(config) as mlflow:
         try:
             client.create_registered_model(
                 name,
@@ -698,7 +575,7 @@ def _register(
                 description=f"xinyidai {record.protocol} credit model (bank part as pyfunc)",
             )
         except MlflowException as exc:
-            if not _is_code(exc, "RESOURCE_ALREADY_EXISTS"):
+            if not is_mlflow_code(exc, "RESOURCE_ALREADY_EXISTS"):
                 raise
         logged = client.create_logged_model(
             experiment_id,
@@ -782,68 +659,6 @@ def _log_pyfunc(
             )
 
 
-def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise TrackingError(f"{name!r} is not a registered-model name (e.g. credit-sbt)")
-
-
-def _get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
-    from mlflow.exceptions import MlflowException
-
-    _check_name(name)
-    text = str(version).strip()
-    if text.lower().startswith("v") and text[1:].isdigit():
-        text = text[1:]
-    if not text.isdigit():
-        raise TrackingError(f"model '{name}': version must be a number, got {version!r}")
-    try:
-        return client.get_model_version(name, text)
-    except MlflowException as exc:
-        if _is_code(exc, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise TrackingError(_missing(client, name, f"version {text}")) from None
-        raise
-
-
-def _missing(client: MlflowClient, name: str, what: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        return f"no registered model '{name}' (so no {what})"
-    return f"model '{name}' has no {what}"
-
-
-class ResolvedModel(NamedTuple):
-    """What the scoring service needs to serve a version: which one, from which run."""
-
-    version: str
-    run_id: str
-    tags: dict[str, str]
-
-
-def resolve(
-    name: str, alias_or_version: str | int, *, tracking: TrackingConfig | None = None
-) -> ResolvedModel:
-    """``(version, run_id, tags)`` of ``name`` at an alias (``champion``) or a version number;
-    ``tags`` are the version's tags (part digests, promotion)."""
-    from mlflow.exceptions import MlflowException
-
-    _check_name(name)
-    client = mlflow_client(_config(tracking))
-    ref = str(alias_or_version).strip()
-    if ref.isdigit() or (ref[:1] in "vV" and ref[1:].isdigit() and ref[1:]):
-        mv = _get_version(client, name, ref)
-    else:
-        try:
-            mv = client.get_model_version_by_alias(name, ref)
-        except MlflowException as exc:
-            if _is_code(exc, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise TrackingError(_missing(client, name, f"alias '{ref}'")) from None
-            raise
-    return ResolvedModel(str(mv.version), str(mv.run_id or ""), dict(mv.tags or {}))
-
-
 @dataclass(frozen=True)
 class Promotion:
     """One move of ``champion``: to ``version`` from ``previous`` (None: first champion)."""
@@ -878,8 +693,8 @@ def promote(
     who = by.strip()
     if not who:
         raise TrackingError("promote: say who promotes (--by)")
-    client = mlflow_client(_config(tracking))
-    mv = _get_version(client, name, version)
+    client = mlflow_client(config_or_default(tracking))
+    mv = get_version(client, name, version)
     target = str(mv.version)
     with _PROMOTE_LOCK:
         try:
@@ -887,7 +702,7 @@ def promote(
                 client.get_model_version_by_alias(name, ALIAS_CHAMPION).version
             )
         except MlflowException as exc:
-            if not _is_code(exc, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if not is_mlflow_code(exc, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
             previous = None
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -920,12 +735,12 @@ def promotion_history(
     """Every promotion of ``name``, oldest first (empty if never promoted)."""
     from mlflow.exceptions import MlflowException
 
-    _check_name(name)
-    client = client or mlflow_client(_config(tracking))
+    check_model_name(name)
+    client = client or mlflow_client(config_or_default(tracking))
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
-        if _is_code(exc, "RESOURCE_DOES_NOT_EXIST"):
+        if is_mlflow_code(exc, "RESOURCE_DOES_NOT_EXIST"):
             raise TrackingError(f"no registered model '{name}'") from None
         raise
     raw = (model.tags or {}).get(TAG_PROMOTIONS)
@@ -949,7 +764,7 @@ def promotion_history(
 
 def list_models(*, tracking: TrackingConfig | None = None) -> list[dict[str, Any]]:
     """Every registered model: name, latest version, aliases (alias -> version), description."""
-    client = mlflow_client(_config(tracking))
+    client = mlflow_client(config_or_default(tracking))
     out: list[dict[str, Any]] = []
     token: str | None = None
     while True:
@@ -976,7 +791,7 @@ def describe_version(
     name: str, alias_or_version: str | int, *, tracking: TrackingConfig | None = None
 ) -> dict[str, Any]:
     """One version as the operator sees it: aliases, status, run, tags, params, final metrics."""
-    config = _config(tracking)
+    config = config_or_default(tracking)
     resolved = resolve(name, alias_or_version, tracking=config)
     client = mlflow_client(config)
     mv = client.get_model_version(name, resolved.version)
@@ -1026,7 +841,7 @@ def _bank_scoring_model_class() -> type:
     """Built on first use so that importing this module does not import MLflow."""
     import pandas as pd
 
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
 
     def load_context(self: Any, context: Any) -> None:
         text = Path(context.artifacts["bank_model"]).read_text(encoding="utf-8")
@@ -1105,7 +920,7 @@ def load_scoring_model(
     tracking: TrackingConfig | None = None,
 ) -> Any:
     """``mlflow.pyfunc.load_model("models:/<name>@<alias>")`` against ``tracking``."""
-    config = _config(tracking)
+    config = config_or_default(tracking)
     resolved = resolve(name, alias_or_version, tracking=config)
-    with _fluent(config) as mlflow:
+    with fluent(config) as mlflow:
         return mlflow.pyfunc.load_model(f"models:/{name}/{resolved.version}")

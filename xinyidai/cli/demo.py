@@ -20,7 +20,7 @@ def demo(
 ) -> None:
     """PKI, synthetic city, three node processes over mutual TLS, greetings, consent,
     PSI alignment, SecureBoost training and evaluation, audit."""
-    from federation.demo import run_demo
+    from xinyidai.demo import run_demo
 
     raise typer.Exit(
         run_demo(

@@ -11,7 +11,8 @@ import sys
 import typer
 from rich.console import Console
 
-from federation.cli import (
+from federation.errors import XinyidaiError
+from xinyidai.cli import (
     audit,
     bench,
     consent,
@@ -26,7 +27,6 @@ from federation.cli import (
     score,
     subject,
 )
-from federation.errors import XinyidaiError
 
 app = typer.Typer(
     name="xinyidai",

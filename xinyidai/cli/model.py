@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from federation.tracking import TrackingConfig
+    from xinyidai.tracking import TrackingConfig
 
 app = typer.Typer(help="Registered models: list, show, promote.", no_args_is_help=True)
 
@@ -39,7 +39,7 @@ VersionArg = Annotated[str, typer.Argument(help="Version number, or an alias (ch
 
 def tracking_config(mlflow_dir: Path | None, tracking_uri: str | None) -> TrackingConfig:
     """The store the options name (shared by ``xinyidai audit lineage``)."""
-    from federation.tracking import TrackingConfig
+    from xinyidai.tracking import TrackingConfig
 
     return TrackingConfig.resolve(mlflow_dir, tracking_uri=tracking_uri)
 
@@ -51,7 +51,7 @@ def _console() -> Console:
 @app.command("list")
 def list_(mlflow_dir: MlflowDirOption = None, tracking_uri: TrackingUriOption = None) -> None:
     """Every registered model with its latest version and aliases."""
-    from federation.tracking import list_models
+    from xinyidai.tracking import list_models
 
     config = tracking_config(mlflow_dir, tracking_uri)
     models = list_models(tracking=config)
@@ -81,7 +81,7 @@ def show(
     tracking_uri: TrackingUriOption = None,
 ) -> None:
     """One version: aliases, run, part digests, promotion, parameters and final metrics."""
-    from federation.tracking import describe_version
+    from xinyidai.tracking import describe_version
 
     info = describe_version(name, version, tracking=tracking_config(mlflow_dir, tracking_uri))
     console = _console()
@@ -115,11 +115,11 @@ def promote(
     tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Move alias champion to VERSION; print the previous champion."""
-    from federation.tracking import promote as run_promote
+    from xinyidai.tracking import promote as run_promote
 
     config = tracking_config(mlflow_dir, tracking_uri)
     if node_dir is not None:
-        from federation.cli.audit import open_log
+        from xinyidai.cli.audit import open_log
 
         with open_log(node_dir, None) as log:
             previous = run_promote(name, version, by=by, reason=reason, tracking=config, audit=log)

@@ -11,19 +11,12 @@ nodes and verifies every node's audit chain. Everything it makes stays under
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,54 +26,16 @@ from rich.console import Console
 from rich.table import Table
 
 from federation.audit import AuditLog, sqlite_url
-from federation.errors import ConfigError, PeerError, XinyidaiError
+from federation.errors import XinyidaiError
 from federation.pki import PkiLayout, init_pki
 from federation.transport.base import PeerRefused, new_meta
 from parties.config import LimitsConfig, NodeConfig, PeerConfig, TableConfig, TlsConfig
 from parties.consent import ConsentRegistry, PlatformSigner
 from parties.data.synth import DEFAULT_AS_OF, synthesize_city
+from xinyidai.launcher import Federation, free_ports, prepare_workdir, running, stop_nodes
 
-MARKER = ".xinyidai-demo"
 HOLDERS = {"tax": ["tax"], "utility": ["electricity", "water", "gas"]}
 DAY = 86_400.0
-
-
-@dataclass
-class Federation:
-    """The files and processes of a local federation (the demo's, and the end-to-end tests')."""
-
-    workdir: Path
-    pki: PkiLayout
-    configs: dict[str, Path]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    bank_id: str = "bank"
-
-    def node_dir(self, node_id: str) -> Path:
-        return self.workdir / node_id
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel says are free now (bound and released; a tiny race is acceptable locally)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def prepare_workdir(workdir: Path, *, made_by: str = "xinyidai demo") -> None:
-    """Empty a previous run's folder; never delete a folder this tool did not make."""
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / MARKER).exists():
-            raise ConfigError(
-                f"{workdir} exists and was not made by `{made_by}`; choose another --workdir"
-            )
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text(f"made by {made_by}; removed and remade by the next run\n")
 
 
 def build_federation(
@@ -191,84 +146,6 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
     return examples
 
 
-_LAUNCHED: list[subprocess.Popen[bytes]] = []
-
-
-@atexit.register
-def _stop_launched() -> None:
-    """Node processes this interpreter started and nobody stopped (a notebook cell that raised,
-    an interrupted run) get SIGTERM when it exits, instead of serving on in the background."""
-    for proc in _LAUNCHED:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-
-
-def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | None = None) -> None:
-    """Start each node (or ``only`` these) as its own OS process; wait until SERVING over mTLS."""
-    from parties.config import load_node_config
-    from parties.node import connect
-
-    chosen = {k: v for k, v in fed.configs.items() if only is None or k in only}
-    for node_id, config in chosen.items():
-        log = open(fed.node_dir(node_id) / "node.log", "ab")
-        fed.processes[node_id] = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli.main", "node", "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _LAUNCHED.append(fed.processes[node_id])
-        log.close()
-    bank = load_node_config(fed.configs[fed.bank_id])
-    deadline = time.monotonic() + timeout
-    for node_id, config_path in chosen.items():
-        cfg = load_node_config(config_path)
-        target = PeerConfig(node_id=node_id, address=cfg.address, role=cfg.role)
-        with connect(bank, target, audit=None) as client:
-            while True:
-                proc = fed.processes[node_id]
-                if proc.poll() is not None:
-                    tail = (fed.node_dir(node_id) / "node.log").read_text(errors="replace")[-2000:]
-                    raise XinyidaiError(
-                        f"node '{node_id}' exited with code {proc.returncode} while starting:\n{tail}"
-                    )
-                try:
-                    if client.health(timeout=1.0) == "SERVING":  # type: ignore[attr-defined]
-                        break
-                except PeerError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise XinyidaiError(
-                        f"node '{node_id}' did not become healthy in {timeout:.0f}s"
-                    )
-                time.sleep(0.1)
-
-
-def stop_nodes(fed: Federation, *, grace: float = 15.0) -> dict[str, int]:
-    """SIGTERM every node, wait for a clean exit, SIGKILL what does not stop in time."""
-    for proc in fed.processes.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = {}
-    for node_id, proc in fed.processes.items():
-        try:
-            codes[node_id] = proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            codes[node_id] = proc.wait()
-    return codes
-
-
-@contextmanager
-def running(fed: Federation) -> Iterator[Federation]:
-    try:
-        start_nodes(fed)
-        yield fed
-    finally:
-        stop_nodes(fed)
-
-
 DEMO_PARAMS = {"n_trees": 5, "max_depth": 3, "learning_rate": 0.3, "random_state": 0}
 PSI_SALT = b"xinyidai-demo-federation"
 
@@ -355,8 +232,8 @@ def run_demo(
             console.print(f"    [red]{problem}[/]")
     lineage_paths = None
     if served is not None:
-        from federation.lineage import lineage_report
-        from federation.tracking import TrackingConfig
+        from xinyidai.lineage import lineage_report
+        from xinyidai.tracking import TrackingConfig
 
         logs = {n: AuditLog(sqlite_url(fed.node_dir(n) / "audit.db"), n) for n in fed.configs}
         try:
@@ -508,10 +385,11 @@ def register_and_score(
     """Register the model (MLflow), promote it to champion, then serve scores through the
     bank's scoring service: a whitelist for a region, and one enterprise under its
     authorisation. Returns (model name, version) for the lineage report."""
-    from federation.tracking import TrackingConfig, promote
-    from parties.bank.federation import holder_peers, party_evidence, register_secureboost
+    from parties.bank.federation import holder_peers
     from parties.node import operator_client
     from protos import bank_pb2
+    from xinyidai.registration import party_evidence, register_secureboost
+    from xinyidai.tracking import TrackingConfig, promote
 
     clf, report = trained
     tracking = TrackingConfig.resolve(fed.workdir / "mlflow")

@@ -28,8 +28,8 @@ def run(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from federation.experiment import SecureBoostModelConfig, load_experiment, run_experiment
-    from federation.tracking import TrackingConfig
+    from xinyidai.experiment import SecureBoostModelConfig, load_experiment, run_experiment
+    from xinyidai.tracking import TrackingConfig
 
     console = Console(stderr=True)
     cfg, digest = load_experiment(config)

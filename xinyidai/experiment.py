@@ -236,9 +236,9 @@ def build_experiment(config: ExperimentConfig, workdir: Path) -> Any:
     import os
     import shutil
 
-    from federation.demo import Federation, free_ports, prepare_workdir
     from federation.pki import init_pki
     from parties.config import LimitsConfig, NodeConfig, PeerConfig, TlsConfig
+    from xinyidai.launcher import Federation, free_ports, prepare_workdir
 
     prepare_workdir(workdir, made_by="xinyidai experiment run")
     names = list(config.parties())
@@ -470,23 +470,22 @@ def run_experiment(
     The model type picks the training: ``secureboost`` (trees; ``on_tree``), ``scorecard``
     (federated WOE/IV → vertical LR on WOE → points; ``on_epoch``) or ``logistic`` (vertical
     LR on the raw features). With ``track`` the job is logged to MLflow and its model
-    registered (``tracking``: a ``federation.tracking.TrackingConfig``; default the
+    registered (``tracking``: a ``xinyidai.tracking.TrackingConfig``; default the
     project-local store or ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the
     nodes serve (tests use it to restart a holder).
     """
     from federation.audit import AuditLog
     from federation.crypto.paillier import prestart_workers
-    from federation.demo import start_nodes, stop_nodes
     from federation.usage import process_usage, read_usage
     from parties.bank.federation import (
         BankTable,
         align,
         holder_peers,
-        party_evidence,
-        register_secureboost,
         train_secureboost,
     )
     from parties.config import load_node_config
+    from xinyidai.launcher import start_nodes, stop_nodes
+    from xinyidai.registration import party_evidence, register_secureboost
 
     absent = missing_data(config)
     if absent:
@@ -559,7 +558,7 @@ def run_experiment(
                     audit=audit,
                 )
             else:
-                from parties.bank.scorecard import register_scorecard
+                from xinyidai.registration import register_scorecard
 
                 tracked = register_scorecard(
                     bank_cfg,
