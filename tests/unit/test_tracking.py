@@ -25,11 +25,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from xinyidai import tracking
 from federation.audit import AuditLog, sqlite_url
 from parties.consent import ConsentStats
 from parties.data.schema import schema_for
 from parties.summary import table_summary
+from xinyidai import tracking
 from xinyidai.cli import model as model_cli
 from xinyidai.tracking import (
     PartyDataset,
