@@ -19,7 +19,8 @@ import numpy as np
 
 from federation.audit import AuditLog, sqlite_url
 from federation.pki import init_pki
-from parties.consent import ConsentRegistry, PlatformSigner
+from parties.authorisation import PlatformSigner
+from parties.consent import ConsentRegistry
 from parties.data import uscc
 
 

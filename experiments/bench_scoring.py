@@ -14,7 +14,6 @@ operator, with every call audited at both ends.
   evaluated per second (each one checked by every holder; most are scored, the rest are
   excluded with a reason), ``batch_scored_per_second`` = enterprises actually scored.
 
-    xinyidai bench scoring --out experiments/results/bench_scoring.json
     python experiments/bench_scoring.py --out experiments/results/bench_scoring.json
 """
 
@@ -51,9 +50,10 @@ def run(
     """Build, train, register, then time; returns the result dict (see module docstring)."""
     from federation.audit import AuditLog
     from federation.transport.base import new_meta
-    from parties.bank.federation import align, holder_peers, train_secureboost
+    from parties.bank.alignment import align
+    from parties.bank.secureboost import train_secureboost
     from parties.config import load_node_config
-    from parties.node import operator_client
+    from parties.node import holder_peers, operator_client
     from protos import bank_pb2
     from xinyidai.demo import build_federation
     from xinyidai.launcher import start_nodes, stop_nodes

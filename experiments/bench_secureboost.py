@@ -28,7 +28,7 @@ import pandas as pd
 from federation.transport.inproc import InProcessPeer
 from models.metrics import ks_statistic, roc_auc
 from models.secureboost import HolderModel, SecureBoostClassifier
-from models.secureboost.local import local_holders
+from models.secureboost.passive import local_holders
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "default_credit"
 

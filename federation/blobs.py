@@ -10,9 +10,8 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from federation.transport.base import CallFailed, check_blob_id, invalid
+from federation.transport.calls import CallFailed, CallInfo, check_blob_id, invalid
 from protos import common_pb2
 
 _SCOPE_DEFAULT = "_"
@@ -27,7 +26,9 @@ class BlobStore:
         scope = check_blob_id(job_id) if job_id else _SCOPE_DEFAULT
         return self.root / check_blob_id(owner) / scope
 
-    def receive(self, chunks: Iterator[Any], *, owner: str) -> Any:
+    def receive(
+        self, chunks: Iterator[common_pb2.BlobChunk], *, owner: str
+    ) -> common_pb2.BlobReceipt:
         """Consume a ``BlobChunk`` stream; return a ``BlobReceipt`` once the payload is verified."""
         first = next(chunks)
         blob_id = check_blob_id(first.blob_id)
@@ -40,7 +41,7 @@ class BlobStore:
         claimed = b""
         try:
             with open(tmp, "wb") as out:
-                chunk = first
+                chunk: common_pb2.BlobChunk | None = first
                 while chunk is not None:
                     if chunk.offset != size:
                         raise invalid(
@@ -95,7 +96,9 @@ class BlobStore:
         directory.rmdir()
         return removed
 
-    def stream(self, owner: str, job_id: str, blob_id: str, *, chunk_bytes: int) -> Iterator[Any]:
+    def stream(
+        self, owner: str, job_id: str, blob_id: str, *, chunk_bytes: int
+    ) -> Iterator[common_pb2.BlobChunk]:
         path = self.path(owner, job_id, blob_id)
         digest = hashlib.sha256()
         total = path.stat().st_size
@@ -127,12 +130,16 @@ class BlobEndpoints:
     blobs: BlobStore
     chunk_bytes: int
 
-    def PutBlob(self, chunks: Iterator[Any], call: Any) -> Any:
+    def PutBlob(
+        self, chunks: Iterator[common_pb2.BlobChunk], call: CallInfo
+    ) -> common_pb2.BlobReceipt:
         receipt = self.blobs.receive(chunks, owner=call.caller)
         call.counts["blob_bytes"] = receipt.size
         return receipt
 
-    def GetBlob(self, request: Any, call: Any) -> Iterator[Any]:
+    def GetBlob(
+        self, request: common_pb2.BlobRequest, call: CallInfo
+    ) -> Iterator[common_pb2.BlobChunk]:
         return self.blobs.stream(
             call.caller, request.meta.job_id, request.blob_id, chunk_bytes=self.chunk_bytes
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.files import write_atomic
-from federation.transport.base import TRAFFIC
+from federation.transport.calls import TRAFFIC
 
 USAGE_FILE = "usage.json"
 

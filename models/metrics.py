@@ -156,7 +156,7 @@ def psi_edges(expected: Any, *, bins: int = 10) -> np.ndarray:
     if not isinstance(bins, int) or bins < 2:
         raise MetricError(f"bins must be an integer >= 2, got {bins!r}")
     cuts = np.unique(np.quantile(e, np.arange(1, bins) / bins, method="inverted_cdf"))
-    return cuts[cuts < e.max()]
+    return np.asarray(cuts[cuts < e.max()])
 
 
 def psi_table(

@@ -8,7 +8,6 @@ PostgreSQL (``postgresql+psycopg://...``) instead of the SQLite files in the nod
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -16,13 +15,11 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from federation.audit import sqlite_url
 from federation.errors import ConfigError
+from federation.ids import is_node_id
+from federation.store import sqlite_url
 from parties.data.loader import read_header
 from parties.data.schema import PartySchema, generic_schema, schema_for
-
-_NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -121,7 +118,7 @@ class NodeConfig(_Strict):
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, value: str) -> str:
-        if not _NODE_ID.match(value):
+        if not is_node_id(value):
             raise ValueError("must be a DNS label: lowercase letters, digits and '-', 1-63 chars")
         return value
 
@@ -156,11 +153,6 @@ class NodeConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
-
-
-def is_node_id(name: str) -> bool:
-    """A node id is a DNS label: it names certificates, folders and peers."""
-    return _NODE_ID.match(name) is not None
 
 
 def validate_yaml(text: str | bytes, model: type[M], path: Path) -> M:

@@ -1,10 +1,11 @@
-"""Enterprise authorisations: signed by the platform, stored and checked by each data holder.
+"""Enterprise authorisations at a data holder: stored, revoked, and checked before every answer.
 
 Why signatures: a holder (tax bureau, utility) must not take a bank's word that an enterprise
 agreed to share its data. The 信易贷 platform, where the enterprise applies for a loan, records
-the enterprise's authorisation and signs it with its Ed25519 key; the holder stores the signed
-record and, before answering any per-enterprise question, checks that a *valid signed*
-authorisation covers this enterprise, this bank, this purpose and every data category asked for.
+the enterprise's authorisation and signs it with its Ed25519 key (``parties.authorisation``); the
+holder stores the signed record and, before answering any per-enterprise question, checks that a
+*valid signed* authorisation covers this enterprise, this bank, this purpose and every data
+category asked for.
 The signature is re-verified on every check, so a row edited directly in the holder's database
 stops authorising anything.
 
@@ -15,21 +16,16 @@ that is caught. See ``docs/security.md``.
 
 from __future__ import annotations
 
-import base64
 import builtins
-import datetime as dt
 import json
-import math
-import re
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     Column,
     Double,
@@ -48,8 +44,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from federation.audit import (
-    canonical_json,
+from federation.errors import ConfigError, Refused, XinyidaiError
+from federation.store import (
     create_tables,
     immediate,
     open_engine,
@@ -57,244 +53,22 @@ from federation.audit import (
     single_read,
     sqlite_url,
 )
-from federation.errors import ConfigError, Refused, XinyidaiError
-from federation.pki import load_platform_signing_key, node_id_problem
-from federation.transport.policy import PURPOSE_PATTERN
+from parties.authorisation import (
+    Authorisation,
+    ConsentError,
+    InvalidAuthorisation,
+    SignedAuthorisation,
+    is_time,
+    utc_text,
+)
 from parties.data import uscc as uscc_codes
 
 __all__ = [
-    "KNOWN_CATEGORIES",
-    "Authorisation",
     "ConsentDecision",
-    "ConsentError",
     "ConsentRecord",
     "ConsentRegistry",
     "ConsentStats",
-    "InvalidAuthorisation",
-    "PlatformSigner",
-    "SignedAuthorisation",
 ]
-
-KNOWN_CATEGORIES: tuple[str, ...] = ("tax", "electricity", "water", "gas")
-"""Data categories an enterprise can authorise, one per kind of holder data."""
-
-
-_AUTH_ID = re.compile(r"[0-9a-f]{32}")
-_FIELDS = (
-    "auth_id",
-    "uscc",
-    "bank_id",
-    "purpose",
-    "categories",
-    "valid_from",
-    "valid_until",
-    "issued_at",
-)
-
-
-class ConsentError(XinyidaiError):
-    """A consent operation cannot be done (unknown authorisation, conflicting record...)."""
-
-
-class InvalidAuthorisation(ConsentError):
-    """An authorisation is malformed or its signature does not verify; nothing was stored."""
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ------------------------------------------------------------------------------------------------
-# The signed record
-
-
-@dataclass(frozen=True)
-class Authorisation:
-    """An enterprise's permission for one bank to use some of its data for one purpose.
-
-    Times are UTC epoch seconds; ``categories`` is sorted and without duplicates, so the same
-    permission always has the same canonical bytes.
-    """
-
-    auth_id: str
-    uscc: str
-    bank_id: str
-    purpose: str
-    categories: tuple[str, ...]
-    valid_from: float
-    valid_until: float
-    issued_at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in _FIELDS}
-        out["categories"] = list(self.categories)
-        return out
-
-    def canonical_bytes(self) -> bytes:
-        """What the platform signs: canonical JSON (sorted keys, no spaces, UTF-8)."""
-        return canonical_json(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Authorisation:
-        """Build from a decoded record; raises ``InvalidAuthorisation`` naming every problem."""
-        if not isinstance(data, Mapping):
-            raise InvalidAuthorisation(
-                f"authorisation must be an object, got {type(data).__name__}"
-            )
-        missing = [f for f in _FIELDS if f not in data]
-        extra = sorted(set(data) - set(_FIELDS))
-        problems = [f"missing field '{f}'" for f in missing]
-        problems += [f"unknown field '{f}'" for f in extra]
-        if problems:
-            raise InvalidAuthorisation(f"authorisation malformed: {'; '.join(problems)}")
-        categories = data["categories"]
-        if not isinstance(categories, list | tuple):
-            raise InvalidAuthorisation(
-                f"authorisation {data['auth_id']!r} malformed: field 'categories' must be a list"
-            )
-        times = {}
-        for name in ("valid_from", "valid_until", "issued_at"):
-            if not _is_time(data[name]):
-                raise InvalidAuthorisation(
-                    f"authorisation {data['auth_id']!r} malformed: field '{name}' must be a "
-                    f"number of seconds, got {data[name]!r}"
-                )
-            times[name] = float(data[name])
-        return cls(
-            auth_id=data["auth_id"],
-            uscc=data["uscc"],
-            bank_id=data["bank_id"],
-            purpose=data["purpose"],
-            categories=tuple(categories),
-            **times,
-        )
-
-    def problems(self) -> list[str]:
-        """Every reason this record is malformed (empty if it is well-formed)."""
-        out = []
-        if not isinstance(self.auth_id, str) or not _AUTH_ID.fullmatch(self.auth_id):
-            out.append(f"auth_id {self.auth_id!r} is not 32 lowercase hex digits")
-        reason = uscc_codes.problem(self.uscc)
-        if reason is not None:
-            out.append(f"uscc {self.uscc!r}: {reason}")
-        reason = node_id_problem(self.bank_id)
-        if reason is not None:
-            out.append(f"bank_id: {reason}")
-        if not isinstance(self.purpose, str) or not PURPOSE_PATTERN.fullmatch(self.purpose):
-            out.append(
-                f"purpose {self.purpose!r} must be a lowercase word such as 'financing' "
-                "(letters, digits, '_', '-', '.'; at most 64)"
-            )
-        if not self.categories:
-            out.append("categories is empty: an authorisation must name the data it covers")
-        unknown = [c for c in self.categories if c not in KNOWN_CATEGORIES]
-        if unknown:
-            out.append(f"unknown categories {unknown} (known: {', '.join(KNOWN_CATEGORIES)})")
-        if list(self.categories) != sorted(set(self.categories)):
-            out.append("categories must be sorted and without duplicates")
-        times = [self.valid_from, self.valid_until, self.issued_at]
-        if not all(_is_time(t) for t in times):
-            out.append(f"times must be finite numbers, got {times}")
-        elif self.valid_until <= self.valid_from:
-            out.append(
-                f"valid_until ({_iso(self.valid_until)}) is not after valid_from "
-                f"({_iso(self.valid_from)})"
-            )
-        return out
-
-    @property
-    def expires_at(self) -> str:
-        return _iso(self.valid_until)
-
-
-@dataclass(frozen=True)
-class SignedAuthorisation:
-    """An authorisation and the platform's Ed25519 signature over its canonical bytes."""
-
-    auth: Authorisation
-    signature: bytes
-
-    def verifies(self, public_key: Ed25519PublicKey) -> bool:
-        try:
-            public_key.verify(self.signature, self.auth.canonical_bytes())
-        except (InvalidSignature, TypeError, ValueError):
-            return False
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (signature in base64), e.g. to hand a grant to a holder."""
-        return {"auth": self.auth.to_dict(), "signature": base64.b64encode(self.signature).decode()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SignedAuthorisation:
-        if not isinstance(data, Mapping) or set(data) != {"auth", "signature"}:
-            raise InvalidAuthorisation(
-                "signed authorisation must have exactly 'auth' and 'signature'"
-            )
-        try:
-            signature = base64.b64decode(data["signature"], validate=True)
-        except (TypeError, ValueError):
-            raise InvalidAuthorisation("signed authorisation: signature is not base64") from None
-        return cls(Authorisation.from_dict(data["auth"]), signature)
-
-
-class PlatformSigner:
-    """The platform side: turns an enterprise's consent into a signed authorisation."""
-
-    def __init__(self, private_key: Ed25519PrivateKey):
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise ConfigError(
-                f"platform signing key must be Ed25519, got {type(private_key).__name__}"
-            )
-        self._key = private_key
-
-    @classmethod
-    def from_file(cls, path: Path) -> PlatformSigner:
-        return cls(load_platform_signing_key(Path(path)))
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self._key.public_key()
-
-    def __repr__(self) -> str:  # never show key material
-        return "PlatformSigner(<Ed25519 key>)"
-
-    def issue(
-        self,
-        *,
-        uscc: str,
-        bank_id: str,
-        purpose: str,
-        categories: Sequence[str],
-        valid_from: float,
-        valid_until: float,
-    ) -> SignedAuthorisation:
-        """Validate, then sign. The USCC is normalised first (full-width, spaces, case)."""
-        if isinstance(categories, str):
-            categories = [c for c in categories.split(",") if c]
-        code = uscc_codes.normalise(uscc) if isinstance(uscc, str) else uscc
-        auth = Authorisation(
-            auth_id=uuid.uuid4().hex,
-            uscc=code,
-            bank_id=bank_id,
-            purpose=purpose,
-            categories=tuple(sorted(set(categories))),
-            valid_from=float(valid_from) if _is_time(valid_from) else valid_from,
-            valid_until=float(valid_until) if _is_time(valid_until) else valid_until,
-            issued_at=time.time(),
-        )
-        problems = auth.problems()
-        if problems:
-            raise InvalidAuthorisation(f"cannot issue authorisation: {'; '.join(problems)}")
-        return SignedAuthorisation(auth, self._key.sign(auth.canonical_bytes()))
-
-
-# ------------------------------------------------------------------------------------------------
-# The holder's registry
 
 
 @dataclass(frozen=True)
@@ -379,6 +153,7 @@ _LOOKUP = select(_consent).where(
 )
 
 _VERIFIED_CACHE_MAX = 100_000
+_ALLOWED = 6  # the stage of an authorisation that covers the request
 
 
 class ConsentRegistry:
@@ -640,45 +415,11 @@ class ConsentRegistry:
             )
         best: tuple[int, float, str, str] | None = None  # (stage, issued_at, reason, auth_id)
         for row in rows:
-            signed, problem = self._decode(row)
-            auth = signed.auth
-            aid = auth.auth_id
-            stage, reason = 0, ""
-            if problem is not None:
-                reason = f"authorisation {aid}: signature invalid — {problem}"
-            elif row.revoked_at is not None:
-                stage = 1
-                reason = (
-                    f"authorisation {aid} revoked at {_iso(row.revoked_at)} ({row.revoke_reason})"
-                )
-            elif now < auth.valid_from:
-                stage = 2
-                reason = f"authorisation {aid} is not valid until {_iso(auth.valid_from)}"
-            elif now >= auth.valid_until:
-                stage = 3
-                reason = f"authorisation {aid} expired at {_iso(auth.valid_until)}"
-            elif purpose != auth.purpose:
-                stage = 4
-                reason = (
-                    f"authorisation {aid}: purpose {purpose!r} not authorised "
-                    f"(authorised: {auth.purpose})"
-                )
-            else:
-                uncovered = [c for c in wanted if c not in auth.categories]
-                if uncovered:
-                    stage = 5
-                    reason = (
-                        f"authorisation {aid} does not cover category {uncovered[0]!r} "
-                        f"(covers: {', '.join(auth.categories)})"
-                    )
-                else:
-                    return ConsentDecision(
-                        True,
-                        f"authorised by {aid} until {_iso(auth.valid_until)}",
-                        aid,
-                        auth.valid_until,
-                    )
-            candidate = (stage, auth.issued_at if _is_time(auth.issued_at) else 0.0, reason, aid)
+            stage, reason, auth = self._judge(row, now, purpose, wanted)
+            if stage == _ALLOWED:
+                return ConsentDecision(True, reason, auth.auth_id, auth.valid_until)
+            issued = auth.issued_at if is_time(auth.issued_at) else 0.0
+            candidate = (stage, issued, reason, auth.auth_id)
             if best is None or candidate[:2] > best[:2]:
                 best = candidate
         if best is None:  # unreachable: rows is not empty
@@ -686,6 +427,74 @@ class ConsentRegistry:
                 False, f"no authorisation from enterprise {code} for bank {bank_id}"
             )
         return ConsentDecision(False, best[2], best[3])
+
+    def _judge(
+        self, row: Any, now: float, purpose: str, wanted: Sequence[str]
+    ) -> tuple[int, str, Authorisation]:
+        """How far one stored authorisation gets (0: signature .. ``_ALLOWED``) and why it stops
+        there: the stage orders refusals by how close they came."""
+        signed, problem = self._decode(row)
+        auth = signed.auth
+        aid = auth.auth_id
+        if problem is not None:
+            return 0, f"authorisation {aid}: signature invalid — {problem}", auth
+        if row.revoked_at is not None:
+            reason = (
+                f"authorisation {aid} revoked at {utc_text(row.revoked_at)} ({row.revoke_reason})"
+            )
+            return 1, reason, auth
+        if now < auth.valid_from:
+            return 2, f"authorisation {aid} is not valid until {utc_text(auth.valid_from)}", auth
+        if now >= auth.valid_until:
+            return 3, f"authorisation {aid} expired at {utc_text(auth.valid_until)}", auth
+        if purpose != auth.purpose:
+            reason = (
+                f"authorisation {aid}: purpose {purpose!r} not authorised "
+                f"(authorised: {auth.purpose})"
+            )
+            return 4, reason, auth
+        uncovered = [c for c in wanted if c not in auth.categories]
+        if uncovered:
+            reason = (
+                f"authorisation {aid} does not cover category {uncovered[0]!r} "
+                f"(covers: {', '.join(auth.categories)})"
+            )
+            return 5, reason, auth
+        return _ALLOWED, f"authorised by {aid} until {utc_text(auth.valid_until)}", auth
+
+    def statuses(
+        self, codes: Sequence[str], *, bank_id: str, purpose: str, categories: Sequence[str]
+    ) -> builtins.list[str]:
+        """One status per code from one read of the bank's authorisations: what a batch
+        question (scoring many enterprises) needs without one query per enterprise.
+
+        ``ok`` as ``check`` would allow (an active authorisation covering purpose and
+        categories); otherwise the closest miss: ``category``, ``purpose``, ``expired``,
+        ``not-yet-valid``, ``revoked``, ``invalid`` or ``no-consent``.
+        """
+        rank = {"invalid": 0, "revoked": 1, "not-yet-valid": 2, "expired": 3}
+        found: dict[str, builtins.list[ConsentRecord]] = defaultdict(builtins.list)
+        wanted = set(codes)
+        for record in self.list(bank_id=bank_id):
+            if record.auth.uscc in wanted:
+                found[record.auth.uscc].append(record)
+        out: builtins.list[str] = []
+        for code in codes:
+            best, best_rank = "no-consent", -1
+            for record in found.get(code, ()):
+                auth = record.auth
+                if record.status != "active":
+                    status, r = record.status, rank.get(record.status, 0)
+                elif auth.purpose != purpose:
+                    status, r = "purpose", 4
+                elif not set(categories) <= set(auth.categories):
+                    status, r = "category", 5
+                else:
+                    status, r = "ok", 6
+                if r > best_rank:
+                    best, best_rank = status, r
+            out.append(best)
+        return out
 
     def stats(self, at: float | None = None, *, bank_id: str | None = None) -> ConsentStats:
         """Counts by state at ``at`` (default now), from the stored columns; only the
@@ -711,6 +520,3 @@ class ConsentRegistry:
                 ),
                 not_yet_valid=count(live, c.valid_from > now),
             )
-
-
-# ------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,32 @@ def operator_client(config: NodeConfig, *, deadline_s: float | None = None) -> G
     return connect(config, me, audit=audit, deadline_s=deadline_s)
 
 
+MIN_LINEAR_HOLDERS = 1
+"""Fewest holders a vertical LR job may have for this holder to join it. 1 admits a bank with a
+single holder, whose linear predictor the bank can then compute (docs/linear.md); 2 keeps it
+masked. A named default for now: the next issue makes it a policy limit in ``node.yaml``."""
+
+
+@contextmanager
+def holder_peers(
+    config: NodeConfig,
+    *,
+    audit: AuditLog | None,
+    service: str = "DataHolder",
+    deadline_s: float | None = None,
+) -> Iterator[dict[str, PeerBase]]:
+    """gRPC clients of every configured holder, acting as the bank (its certificate and log)."""
+    peers: dict[str, PeerBase] = {
+        p.node_id: connect(config, p, audit=audit, service=service, deadline_s=deadline_s)
+        for p in config.holders
+    }
+    try:
+        yield peers
+    finally:
+        for peer in peers.values():
+            peer.close()
+
+
 class Node:
     """Everything one node process runs; ``start``/``stop`` are also used in-process by tests."""
 
@@ -111,95 +139,10 @@ class Node:
         self.peers: dict[str, PeerBase] = {}
         servicer: Any
         extra: list[Any] = []
-        blobs = BlobStore(config.node_dir / "blobs", max_bytes=config.limits.max_blob_mb << 20)
         if config.role == "holder":
-            from federation.pki import load_platform_public_key
-            from models.linear.passive import LinearHolderServicer
-            from models.linear.points import ScorecardHolderServicer
-            from models.secureboost.passive import SecureBoostHolderServicer
-            from models.woe.passive import WoeHolderServicer
-            from parties.holder.alignment import AlignmentStore, TrainingView
-            from parties.holder.service import HolderServicer
-            from parties.holder.views import feature_views
-
-            if config.platform_public_key is None:
-                raise ConfigError(f"holder '{config.node_id}': no platform_public_key configured")
-            public_key = load_platform_public_key(config.platform_public_key)
-            self.consent = ConsentRegistry(
-                config.resolved_consent_url, public_key, node_id=config.node_id
-            )
-            alignments = AlignmentStore(
-                config.node_dir / "alignments",
-                node_id=config.node_id,
-                table_codes=list(self.table.index),
-            )
-            view = TrainingView(self.table, self.schema, alignments, as_of=config.data.as_of)
-            secureboost = SecureBoostHolderServicer(
-                node_id=config.node_id,
-                features_for=view.features_for,
-                banks=[p.node_id for p in config.banks],
-                blobs=blobs,
-                workers=config.limits.compute_workers,
-                chunk_bytes=config.limits.chunk_kb * 1024,
-                models_dir=config.node_dir / "models",
-            )
-            servicer = HolderServicer(
-                config=config,
-                table=self.table,
-                schema=self.schema,
-                consent=self.consent,
-                blobs=blobs,
-                column_key=column_key,
-                alignments=alignments,
-                psi_cache=config.node_dir / "psi-cache",
-                workers=config.limits.compute_workers,
-                **self._scoring_parts(config, secureboost, view),
-            )
-            # One port, one mTLS identity, one audit log and purpose policy for both services.
-            woe = WoeHolderServicer(
-                node_id=config.node_id,
-                features_for=view.features_for,
-                banks=[p.node_id for p in config.banks],
-                blobs=blobs,
-                min_bin_samples=20,
-                workers=config.limits.compute_workers,
-                chunk_bytes=config.limits.chunk_kb * 1024,
-                models_dir=config.node_dir / "models",
-                column_key=column_key,
-            )
-            # LR features: the holder's table, or its own WOE values of a WOE job (scorecards)
-            views = feature_views(
-                view, woe, categories={c.name: c.category for c in self.schema.columns}
-            )
-            linear = LinearHolderServicer(
-                node_id=config.node_id,
-                features_for=views,
-                banks=[p.node_id for p in config.banks],
-                blobs=blobs,
-                workers=config.limits.compute_workers,
-                chunk_bytes=config.limits.chunk_kb * 1024,
-                models_dir=config.node_dir / "models",
-                min_holders=1,
-            )
-            points = ScorecardHolderServicer(
-                node_id=config.node_id,
-                linear=linear,
-                source=views,
-                banks=[p.node_id for p in config.banks],
-                models_dir=config.node_dir / "models",
-            )
-            extra += [secureboost, woe, linear, points]
+            servicer, extra = self._holder_services(config, column_key)
         else:
-            from parties.bank.service import BankServicer
-
-            self.peers = {p.node_id: connect(config, p, audit=self.audit) for p in config.holders}
-            servicer = BankServicer(
-                config=config,
-                table=self.table,
-                schema=self.schema,
-                holders=self.peers,
-                column_key=column_key,
-            )
+            servicer = self._bank_service(config, column_key)
         self.runtime = ServiceRuntime(
             servicer, node_id=config.node_id, audit=self.audit, purposes=self.purposes
         )
@@ -215,12 +158,98 @@ class Node:
             max_workers=config.limits.max_workers,
         )
 
+    def _bank_service(self, config: NodeConfig, column_key: bytes) -> Any:
+        """The ``Bank`` service, with persistent clients of every configured holder."""
+        from parties.bank.service import BankServicer
+
+        self.peers = {p.node_id: connect(config, p, audit=self.audit) for p in config.holders}
+        return BankServicer(
+            config=config,
+            table=self.table,
+            schema=self.schema,
+            holders=self.peers,
+            column_key=column_key,
+        )
+
+    def _holder_services(self, config: NodeConfig, column_key: bytes) -> tuple[Any, list[Any]]:
+        """``DataHolder`` and, on the same port with one mTLS identity, audit log and purpose
+        policy, every protocol's holder half (SecureBoost, WOE, LR, scorecard points)."""
+        from federation.pki import load_platform_public_key
+        from models.psi.store import AlignmentStore
+        from parties.holder.service import HolderServicer
+        from parties.holder.views import TrainingView
+
+        if config.platform_public_key is None:
+            raise ConfigError(f"holder '{config.node_id}': no platform_public_key configured")
+        public_key = load_platform_public_key(config.platform_public_key)
+        self.consent = ConsentRegistry(
+            config.resolved_consent_url, public_key, node_id=config.node_id
+        )
+        blobs = BlobStore(config.node_dir / "blobs", max_bytes=config.limits.max_blob_mb << 20)
+        alignments = AlignmentStore(
+            config.node_dir / "alignments",
+            node_id=config.node_id,
+            table_codes=list(self.table.index),
+        )
+        as_of = config.data.as_of if config.data is not None else None
+        view = TrainingView(self.table, self.schema, alignments, as_of=as_of)
+        protocols = self._protocol_services(config, view, blobs, column_key)
+        servicer = HolderServicer(
+            config=config,
+            table=self.table,
+            schema=self.schema,
+            consent=self.consent,
+            blobs=blobs,
+            column_key=column_key,
+            alignments=alignments,
+            psi_cache=config.node_dir / "psi-cache",
+            workers=config.limits.compute_workers,
+            **self._scoring_parts(config, protocols[0], view),
+        )
+        return servicer, protocols
+
+    def _protocol_services(
+        self, config: NodeConfig, view: Any, blobs: BlobStore, column_key: bytes
+    ) -> list[Any]:
+        """The holder halves of SecureBoost, WOE, LR and scorecard points (SecureBoost first)."""
+        from models.linear.passive import LinearHolderServicer
+        from models.scorecard.passive import ScorecardHolderServicer
+        from models.secureboost.passive import SecureBoostHolderServicer
+        from models.woe.passive import WoeHolderServicer
+        from parties.holder.views import feature_views
+
+        common: dict[str, Any] = {
+            "node_id": config.node_id,
+            "banks": [p.node_id for p in config.banks],
+            "blobs": blobs,
+            "workers": config.limits.compute_workers,
+            "chunk_bytes": config.limits.chunk_kb * 1024,
+            "models_dir": config.node_dir / "models",
+        }
+        secureboost = SecureBoostHolderServicer(features_for=view.features_for, **common)
+        woe = WoeHolderServicer(
+            features_for=view.features_for, min_bin_samples=20, column_key=column_key, **common
+        )
+        # LR features: the holder's table, or its own WOE values of a WOE job (scorecards)
+        views = feature_views(
+            view, woe, categories={c.name: c.category for c in self.schema.columns}
+        )
+        linear = LinearHolderServicer(features_for=views, min_holders=MIN_LINEAR_HOLDERS, **common)
+        points = ScorecardHolderServicer(
+            node_id=config.node_id,
+            linear=linear,
+            source=views,
+            banks=[p.node_id for p in config.banks],
+            models_dir=config.node_dir / "models",
+        )
+        return [secureboost, woe, linear, points]
+
     def _scoring_parts(self, config: NodeConfig, secureboost: Any, view: Any) -> dict[str, Any]:
         """What a holder's scoring and verification need (docs/scoring.md): its model parts,
         its encoded table, its disputes and a predicate evaluator with a threshold budget."""
-        from parties.holder.service import data_categories
+        from parties.disputes import DisputeRegistry
         from parties.holder.verify import ThresholdBudget, Verifier
-        from parties.subject import DisputeRegistry
+        from parties.summary import data_categories
 
         disputes = DisputeRegistry.for_config(
             config, audit=self.audit, categories=data_categories(self.schema)

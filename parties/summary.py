@@ -1,7 +1,8 @@
-"""What a node may say about its own data to a peer: keyed-hashed column names and row counts.
+"""What a node may say about itself and its own data to a peer (``Hello``).
 
 Column names are HMAC-SHA256'd with a secret that never leaves the node, so a peer can notice that a
-schema changed (the digest moves) without learning the names of the columns it cannot see.
+schema changed (the digest moves) without learning the names of the columns it cannot see. Banks
+and holders answer ``Hello`` the same way (``hello_reply``); a holder adds its consent counts.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from parties.config import NodeConfig
 from parties.data.loader import table_digest
 from parties.data.schema import PartySchema
 from protos import common_pb2
+
+PROTOCOL_VERSION = "1"
+SOFTWARE_VERSION = "0.1.0"
 
 
 def node_secret(path: Path) -> bytes:
@@ -44,3 +49,25 @@ def table_summary(table: pd.DataFrame, schema: PartySchema, key: bytes) -> commo
     summary.schema_digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
     summary.data_digest = table_digest(table)
     return summary
+
+
+def data_categories(schema: PartySchema) -> list[str]:
+    """The data categories a node's table holds (what consent and disputes are about)."""
+    return sorted({c.category for c in schema.columns} - {"identity", "label", ""})
+
+
+def hello_reply(
+    config: NodeConfig, caller: str, categories: list[str], summary: common_pb2.TableSummary
+) -> common_pb2.HelloReply:
+    """What any node says about itself in ``Hello`` (consent counts are the holder's addition)."""
+    reply = common_pb2.HelloReply(
+        node_id=config.node_id,
+        role=config.role,
+        caller_id=caller,
+        software_version=SOFTWARE_VERSION,
+        protocol_version=PROTOCOL_VERSION,
+        allowed_purposes=config.allowed_purposes,
+        categories=categories,
+    )
+    reply.tables.append(summary)
+    return reply

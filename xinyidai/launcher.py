@@ -108,7 +108,7 @@ def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | Non
                         f"node '{node_id}' exited with code {proc.returncode} while starting:\n{tail}"
                     )
                 try:
-                    if client.health(timeout=1.0) == "SERVING":  # type: ignore[attr-defined]
+                    if client.health(timeout=1.0) == "SERVING":
                         break
                 except PeerError:
                     pass

@@ -21,7 +21,9 @@ import numpy as np
 from gmpy2 import mpz
 from phe.paillier import PaillierPublicKey
 
-from federation.crypto.paillier import CryptoError, PaillierEngine, PublicParams, _byte_len
+from federation.crypto.errors import CryptoError
+from federation.crypto.keys import PublicParams, byte_len
+from federation.crypto.paillier import PaillierEngine
 
 _f_mod = gmpy2.f_mod
 
@@ -59,7 +61,8 @@ def _rint_to_ints(scaled: np.ndarray) -> list[int]:
     """Round to nearest and convert exactly (float64 → Python int, no int64 wrap-around)."""
     q = np.rint(scaled)
     if q.size and float(np.max(np.abs(q))) < 2.0**62:
-        return q.astype(np.int64).tolist()
+        ints: list[int] = q.astype(np.int64).tolist()
+        return ints
     return [int(v) for v in q.tolist()]
 
 
@@ -207,7 +210,8 @@ class GradHessPacker:
         g_q = np.clip(g_q, 0, self.g_q_max).astype(object)
         h_q = np.clip(h_q, 0, self.h_q_max).astype(object)
         packed = (g_q << self._g_shift) + (h_q << self._h_shift) + 1
-        return packed.tolist()
+        plaintexts: list[int] = packed.tolist()
+        return plaintexts
 
     def unpack(self, sums: Iterable[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decrypted (sums of) packed plaintexts → (sum_g, sum_h, count) as numpy arrays.
@@ -312,7 +316,7 @@ class CiphertextPacker:
         n_groups = self.n_packed(len(cts))
         if engine is None or engine.workers <= 1 or n_groups < 2 * engine.workers:
             return _pack_groups(cts, k, w, nsq)
-        width = _byte_len(nsq)
+        width = byte_len(nsq)
         per_task = -(-n_groups // (engine.workers * 2)) * k
         tasks = [
             (b"".join(c.to_bytes(width, "big") for c in cts[a : a + per_task]), width, k, w, nsq)

@@ -20,14 +20,10 @@ import numpy as np
 from gmpy2 import mpz
 from phe.paillier import PaillierPublicKey
 
-from federation.crypto.paillier import (
-    CryptoError,
-    PaillierEngine,
-    PublicParams,
-    _byte_len,
-    _from_fixed,
-    _to_fixed,
-)
+from federation.crypto.errors import CryptoError
+from federation.crypto.keys import PublicParams, byte_len
+from federation.crypto.paillier import PaillierEngine
+from federation.crypto.wire import from_fixed, to_fixed
 
 _f_mod = gmpy2.f_mod
 
@@ -58,8 +54,8 @@ def _accumulate(cts: Sequence[mpz], cols: np.ndarray, n_bins: int, nsq: mpz) -> 
 
 def _hist_task(buf: bytes, width: int, cols: np.ndarray, n_bins: int, nsq: int) -> bytes:
     """Pool task: ciphertexts of a sample block (fixed-width bytes) and their bin columns."""
-    hist = _accumulate(_from_fixed(buf, width), cols, n_bins, mpz(nsq))
-    return _to_fixed([c for row in hist for c in row], width)
+    hist = _accumulate(from_fixed(buf, width), cols, n_bins, mpz(nsq))
+    return to_fixed([c for row in hist for c in row], width)
 
 
 def _validate(
@@ -126,19 +122,19 @@ def encrypted_bin_sums(
     f_blocks = np.array_split(np.arange(n_features), min(n_features, workers))
     n_sblocks = max(1, -(-workers // len(f_blocks)))
     s_bounds = np.linspace(0, len(selected), n_sblocks + 1).astype(int)
-    width = _byte_len(nsq)
+    width = byte_len(nsq)
     tasks, layout = [], []
     for a, b in itertools.pairwise(s_bounds.tolist()):
         if b == a:
             continue
-        buf = _to_fixed(selected[a:b], width)
+        buf = to_fixed(selected[a:b], width)
         for fb in f_blocks:
             tasks.append((buf, width, cols[a:b, fb], n_bins, int(nsq)))
             layout.append(fb)
     assert engine is not None
     out: list[list[mpz] | None] = [None] * n_features
     for fb, buf in zip(layout, engine.run_tasks(_hist_task, tasks), strict=True):
-        flat = _from_fixed(buf, width)
+        flat = from_fixed(buf, width)
         for k, f in enumerate(fb.tolist()):
             part = flat[k * n_bins : (k + 1) * n_bins]
             row = out[f]
@@ -172,7 +168,8 @@ def subtract(
         except ZeroDivisionError as exc:
             raise HistogramInputError(f"child ciphertext{where} is not invertible mod n^2") from exc
 
-    return sub(parent, child, "")
+    difference: list[Any] = sub(parent, child, "")
+    return difference
 
 
 __all__ = ["HistogramInputError", "encrypted_bin_sums", "subtract"]

@@ -16,584 +16,77 @@ Obfuscation modes (see docs/crypto.md for the security argument):
 
 ``h`` is derived from a public random seed by hashing, so a data holder can check that ``hs``
 really is an n-th power before it relies on it to re-randomise what it returns.
+
+Modules: ``keys`` (key policy, public parameters), ``wire`` (ciphertext bytes), ``tables`` and
+``core`` (the arithmetic of one process), ``pool`` (worker processes), ``errors``. This module
+is the engine that drives them, and re-exports their public names.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import logging
-import multiprocessing
 import os
-import secrets
-import struct
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
-from phe.paillier import PaillierPrivateKey, PaillierPublicKey, generate_paillier_keypair
+from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
-from federation.crypto import testing as _testing
-from federation.errors import XinyidaiError
-
-logger = logging.getLogger("federation.crypto")
-
-MIN_KEY_BITS = 2048
-"""Smallest Paillier modulus accepted outside tests (≈112-bit security)."""
+from federation.crypto.core import Core, CrtKey
+from federation.crypto.errors import (
+    CiphertextFormatError,
+    CryptoError,
+    InsecureKeyError,
+    MissingPrivateKeyError,
+    PlaintextRangeError,
+    PublicParamsError,
+)
+from federation.crypto.keys import (
+    MIN_KEY_BITS,
+    PublicParams,
+    byte_len,
+    check_key_size,
+    default_exponent_bits,
+    export_private_key_insecurely,
+    generate_keypair,
+    import_private_key,
+    make_public_params,
+    public_params_from_bytes,
+    public_params_to_bytes,
+    security_bits,
+)
+from federation.crypto.pool import (
+    context,
+    default_start_method,
+    init_worker,
+    noop,
+    prestart_workers,
+    shutdown_pool,
+    worker_task,
+)
+from federation.crypto.wire import (
+    ciphertexts_from_bytes,
+    ciphertexts_to_bytes,
+    from_fixed,
+    to_fixed,
+)
 
 Obfuscation = Literal["djn", "textbook"]
 OBFUSCATIONS: tuple[str, ...] = ("djn", "textbook")
-
-_PARAMS_MAGIC = b"XYDJ"
-_PARAMS_VERSION = 1
-_SEED_BYTES = 32
-_H_DOMAIN = b"xinyidai/paillier/djn-h/v1\x00"
 
 # Relative cost of one item of each operation, in DJN encryptions; decides when to use the pool.
 _COST = {"djn": 1, "textbook": 50, "decrypt": 15}
 
 _f_mod = gmpy2.f_mod
-_powmod = gmpy2.powmod
 
 T = TypeVar("T")
-
-
-class CryptoError(XinyidaiError):
-    """Base of every error raised by ``federation.crypto``."""
-
-
-class InsecureKeyError(CryptoError):
-    """A Paillier key below 2048 bits was made or accepted outside the test-only switch."""
-
-
-class CiphertextFormatError(CryptoError):
-    """Serialised ciphertexts have the wrong length or a value outside [1, n^2)."""
-
-
-class PublicParamsError(CryptoError):
-    """Serialised public parameters are malformed or fail verification."""
-
-
-class PlaintextRangeError(CryptoError):
-    """A plaintext is not an integer in [0, n); encode signed or real values first."""
-
-
-class MissingPrivateKeyError(CryptoError):
-    """An operation that needs the private key was called on an engine without one."""
-
-
-# --------------------------------------------------------------------------------------------
-# keys and parameters
-
-
-def check_key_size(n_bits: int, what: str) -> None:
-    """Refuse keys below :data:`MIN_KEY_BITS` unless the test-only switch is on (then warn)."""
-    if n_bits >= MIN_KEY_BITS:
-        return
-    if _testing.insecure_key_sizes_allowed():
-        _testing.warn_insecure_key(n_bits, what)
-        return
-    raise InsecureKeyError(
-        f"{n_bits}-bit Paillier key {what}: refused, the minimum is {MIN_KEY_BITS} bits "
-        "(tests may use federation.crypto.testing.allow_insecure_key_sizes())"
-    )
-
-
-def generate_keypair(n_bits: int = 2048) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
-    """A fresh ``phe`` key pair with an ``n_bits`` modulus (2048 or 3072 in production)."""
-    if not isinstance(n_bits, int) or n_bits < 16 or n_bits % 2:
-        raise CryptoError(f"n_bits must be an even integer, got {n_bits!r}")
-    check_key_size(n_bits, "generated")
-    return generate_paillier_keypair(n_length=n_bits)
-
-
-def security_bits(key_bits: int) -> int:
-    """κ used for the short exponent: 128 up to 3072-bit keys, 192 above (NIST SP 800-57)."""
-    return 128 if key_bits <= 3072 else 192
-
-
-def default_exponent_bits(key_bits: int) -> int:
-    """Length of the DJN short exponent ``a``: 2κ bits, so that generic (baby-step giant-step or
-    kangaroo) search for ``a`` costs 2^κ group operations."""
-    return 2 * security_bits(key_bits)
-
-
-def _byte_len(x: int) -> int:
-    return (int(x).bit_length() + 7) // 8
-
-
-def _derive_h(n: mpz, seed: bytes) -> mpz:
-    """h = −x² mod n with x hashed from (n, seed): random, yet checkable by every holder."""
-    n_bytes = _byte_len(n)
-    for counter in itertools.count():
-        digest = hashlib.shake_256(
-            _H_DOMAIN
-            + n_bytes.to_bytes(2, "big")
-            + int(n).to_bytes(n_bytes, "big")
-            + seed
-            + counter.to_bytes(4, "big")
-        ).digest(n_bytes + 16)
-        x = mpz(int.from_bytes(digest, "big")) % n
-        if x > 1 and gmpy2.gcd(x, n) == 1:
-            return _f_mod(-(x * x), n)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-@dataclass(frozen=True, eq=False)
-class PublicParams:
-    """What a data holder needs to encrypt and re-randomise: the public key and ``hs``.
-
-    ``hs = h^n mod n^2`` with ``h`` derived from ``seed``; nothing here is secret.
-    """
-
-    public_key: PaillierPublicKey
-    seed: bytes
-    hs: mpz
-
-    @property
-    def n(self) -> mpz:
-        return mpz(self.public_key.n)
-
-    @property
-    def nsquare(self) -> mpz:
-        return mpz(self.public_key.nsquare)
-
-    @property
-    def key_bits(self) -> int:
-        return int(self.public_key.n).bit_length()
-
-    @property
-    def ciphertext_bytes(self) -> int:
-        """Fixed width of one serialised ciphertext: the byte length of n^2."""
-        return _byte_len(self.public_key.nsquare)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PublicParams):
-            return NotImplemented
-        return (
-            self.public_key.n == other.public_key.n
-            and self.seed == other.seed
-            and self.hs == other.hs
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.public_key.n, self.seed))
-
-
-def make_public_params(public_key: PaillierPublicKey, *, seed: bytes | None = None) -> PublicParams:
-    """Made once by the key holder (the bank) and sent to every data holder."""
-    n = mpz(public_key.n)
-    check_key_size(int(n).bit_length(), "used for public parameters")
-    seed = secrets.token_bytes(_SEED_BYTES) if seed is None else bytes(seed)
-    if len(seed) != _SEED_BYTES:
-        raise PublicParamsError(f"seed must be {_SEED_BYTES} bytes, got {len(seed)}")
-    hs = _powmod(_derive_h(n, seed), n, n * n)
-    return PublicParams(public_key=public_key, seed=seed, hs=hs)
-
-
-def public_params_to_bytes(params: PublicParams) -> bytes:
-    """Layout: b"XYDJ" | u8 version | u16 len(n) | n | u8 len(seed) | seed | hs (width of n^2)."""
-    n = int(params.public_key.n)
-    n_bytes = _byte_len(n)
-    return b"".join(
-        (
-            _PARAMS_MAGIC,
-            struct.pack(">BH", _PARAMS_VERSION, n_bytes),
-            n.to_bytes(n_bytes, "big"),
-            struct.pack(">B", len(params.seed)),
-            params.seed,
-            int(params.hs).to_bytes(params.ciphertext_bytes, "big"),
-        )
-    )
-
-
-def public_params_from_bytes(buf: bytes, *, verify: bool = True) -> PublicParams:
-    """Parse and (by default) verify that ``hs`` is the n-th power of the seed-derived ``h``.
-
-    Verification costs one modular exponentiation (~10 ms at 2048 bits) and stops a key holder
-    from handing out an ``hs`` that would make holders' re-randomisation ineffective.
-    """
-    buf = bytes(buf)
-    head = len(_PARAMS_MAGIC) + 3
-    if len(buf) < head or buf[: len(_PARAMS_MAGIC)] != _PARAMS_MAGIC:
-        raise PublicParamsError("not xinyidai Paillier public parameters (bad magic)")
-    version, n_bytes = struct.unpack(">BH", buf[len(_PARAMS_MAGIC) : head])
-    if version != _PARAMS_VERSION:
-        raise PublicParamsError(f"unsupported public-parameter version {version}")
-    pos = head
-    n = mpz(int.from_bytes(buf[pos : pos + n_bytes], "big"))
-    pos += n_bytes
-    if n_bytes == 0 or _byte_len(n) != n_bytes or n % 2 == 0:
-        raise PublicParamsError("modulus n is malformed (zero, padded or even)")
-    check_key_size(int(n).bit_length(), "received in public parameters")
-    if len(buf) < pos + 1:
-        raise PublicParamsError("public parameters truncated before the seed")
-    seed_len = buf[pos]
-    pos += 1
-    seed = buf[pos : pos + seed_len]
-    pos += seed_len
-    nsq = n * n
-    width = _byte_len(nsq)
-    if seed_len != _SEED_BYTES or len(buf) != pos + width:
-        raise PublicParamsError(
-            f"public parameters have {len(buf)} bytes, expected {pos + width} "
-            f"with a {_SEED_BYTES}-byte seed"
-        )
-    hs = mpz(int.from_bytes(buf[pos:], "big"))
-    if not 1 < hs < nsq:
-        raise PublicParamsError("hs is not in (1, n^2)")
-    if verify and hs != _powmod(_derive_h(n, seed), n, nsq):
-        raise PublicParamsError("hs does not match h^n mod n^2 for the published seed")
-    return PublicParams(public_key=PaillierPublicKey(int(n)), seed=seed, hs=hs)
-
-
-# --------------------------------------------------------------------------------------------
-# wire format
-
-
-def _nsquare_of(key: PaillierPublicKey | PublicParams) -> mpz:
-    if isinstance(key, PublicParams):
-        key = key.public_key
-    if not isinstance(key, PaillierPublicKey):
-        raise CryptoError(f"expected a phe PaillierPublicKey, got {type(key).__name__}")
-    return mpz(key.nsquare)
-
-
-def _to_fixed(values: Iterable[Any], width: int) -> bytes:
-    """Concatenate fixed-width big-endian encodings; values must already be in range."""
-    return b"".join([mpz(v).to_bytes(width, "big") for v in values])
-
-
-def _from_fixed(buf: bytes, width: int) -> list[mpz]:
-    view = memoryview(buf)
-    from_bytes = mpz.from_bytes
-    return [from_bytes(view[i : i + width], "big") for i in range(0, len(view), width)]
-
-
-def ciphertexts_to_bytes(
-    ciphertexts: Iterable[int], public_key: PaillierPublicKey | PublicParams
-) -> bytes:
-    """Wire form: each ciphertext big-endian in the byte length of n^2, concatenated."""
-    nsq = _nsquare_of(public_key)
-    width = _byte_len(nsq)
-    out = []
-    for i, c in enumerate(ciphertexts):
-        c = mpz(c)
-        if not 0 < c < nsq:
-            raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2); nothing serialised")
-        out.append(c.to_bytes(width, "big"))
-    return b"".join(out)
-
-
-def ciphertexts_from_bytes(
-    buf: bytes | bytearray | memoryview, public_key: PaillierPublicKey | PublicParams
-) -> list[mpz]:
-    """Inverse of :func:`ciphertexts_to_bytes`; refuses a length that is not a multiple of the
-    width and any value outside [1, n^2), naming the first bad index."""
-    nsq = _nsquare_of(public_key)
-    width = _byte_len(nsq)
-    if len(buf) % width:
-        raise CiphertextFormatError(
-            f"{len(buf)} bytes is not a whole number of {width}-byte ciphertexts "
-            f"({len(buf) // width} and {len(buf) % width} bytes left over)"
-        )
-    cts = _from_fixed(bytes(buf) if not isinstance(buf, bytes) else buf, width)
-    for i, c in enumerate(cts):
-        if not 0 < c < nsq:
-            raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2)")
-    return cts
-
-
-# --------------------------------------------------------------------------------------------
-# arithmetic cores (one per process)
-
-
-class _FixedBaseTable:
-    """table[r][d] = base^(d·2^(r·w)) mod m, so base^a is one product per w-bit digit of a."""
-
-    def __init__(self, base: mpz, modulus: mpz, *, exponent_bits: int, window_bits: int):
-        self.modulus = modulus
-        self.window_bits = window_bits
-        self.rows = -(-exponent_bits // window_bits)
-        self.exponent_bits = self.rows * window_bits  # rounded up to whole digits
-        size = 1 << window_bits
-        table: list[list[mpz]] = []
-        row_base = mpz(base)
-        for _ in range(self.rows):
-            row = [mpz(1), row_base]
-            for _d in range(2, size):
-                row.append(_f_mod(row[-1] * row_base, modulus))
-            table.append(row)
-            row_base = _f_mod(row[-1] * row_base, modulus)
-        self.table = table
-
-    def random_digits(self, count: int) -> list[list[int]]:
-        """Uniform exponents in [0, 2^exponent_bits) from the OS CSPRNG, as w-bit digits."""
-        w = self.window_bits
-        n_bytes = (self.exponent_bits + 7) // 8
-        raw = np.frombuffer(secrets.token_bytes(count * n_bytes), dtype=np.uint8)
-        raw = raw.reshape(count, n_bytes)
-        if w == 8:
-            return raw.tolist()
-        bits = np.unpackbits(raw, axis=1)[:, : self.exponent_bits].reshape(count, self.rows, w)
-        weights = (1 << np.arange(w - 1, -1, -1)).astype(np.int64)
-        return (bits.astype(np.int64) @ weights).tolist()
-
-    def random_powers(self, count: int) -> list[mpz]:
-        return self.powers(self.random_digits(count))
-
-    def powers(self, exponents: Iterable[Sequence[int]]) -> list[mpz]:
-        """base^a for each exponent given by its digits."""
-        m = self.modulus
-        table = self.table
-        out = []
-        for digits in exponents:
-            acc = None
-            for row, d in zip(table, digits, strict=True):
-                if d:
-                    acc = row[d] if acc is None else _f_mod(acc * row[d], m)
-            out.append(mpz(1) if acc is None else acc)
-        return out
-
-    def power(self, digits: Sequence[int]) -> mpz:
-        """base^a for the exponent given by its digits (least significant first); for tests."""
-        acc = mpz(1)
-        for row, d in zip(self.table, digits, strict=True):
-            acc = _f_mod(acc * row[d], self.modulus)
-        return acc
-
-
-class _CrtFixedBase:
-    """The key holder's DJN obfuscators: h_s^a mod p^2 and mod q^2 with one random a, joined
-    by CRT. The same values as working mod n^2 for well under half the cost (half-size
-    products; `experiments/bench_paillier.py` measures it); only the holder of p and q can."""
-
-    def __init__(self, base: mpz, crt: _CrtKey, *, exponent_bits: int, window_bits: int):
-        self.psq, self.qsq = crt.psq, crt.qsq
-        self.inv = gmpy2.invert(self.psq, self.qsq)
-        self.tp = _FixedBaseTable(
-            _f_mod(base, self.psq), self.psq, exponent_bits=exponent_bits, window_bits=window_bits
-        )
-        self.tq = _FixedBaseTable(
-            _f_mod(base, self.qsq), self.qsq, exponent_bits=exponent_bits, window_bits=window_bits
-        )
-
-    @property
-    def rows(self) -> int:
-        return self.tp.rows
-
-    @property
-    def window_bits(self) -> int:
-        return self.tp.window_bits
-
-    def power(self, digits: Sequence[int]) -> mpz:
-        """base^a mod n^2 for the exponent given by its digits; for tests."""
-        rp, rq = self.tp.power(digits), self.tq.power(digits)
-        return rp + self.psq * _f_mod((rq - rp) * self.inv, self.qsq)
-
-    def random_powers(self, count: int) -> list[mpz]:
-        digits = self.tp.random_digits(count)
-        psq, qsq, inv = self.psq, self.qsq, self.inv
-        return [
-            rp + psq * _f_mod((rq - rp) * inv, qsq)
-            for rp, rq in zip(self.tp.powers(digits), self.tq.powers(digits), strict=True)
-        ]
-
-
-class _CrtKey:
-    """Decryption mod p^2 and q^2 separately, then CRT: ~4x cheaper than working mod n^2."""
-
-    def __init__(self, p: int, q: int):
-        self.p, self.q = mpz(p), mpz(q)
-        self.psq, self.qsq = self.p * self.p, self.q * self.q
-        g = self.p * self.q + 1
-        self.hp = gmpy2.invert((_powmod(g, self.p - 1, self.psq) - 1) // self.p, self.p)
-        self.hq = gmpy2.invert((_powmod(g, self.q - 1, self.qsq) - 1) // self.q, self.q)
-        self.p_inv = gmpy2.invert(self.p, self.q)
-
-    def decrypt(self, ciphertexts: Sequence[mpz]) -> list[mpz]:
-        p, q, hp, hq, p_inv = self.p, self.q, self.hp, self.hq, self.p_inv
-        xps = gmpy2.powmod_base_list(list(ciphertexts), p - 1, self.psq)
-        xqs = gmpy2.powmod_base_list(list(ciphertexts), q - 1, self.qsq)
-        out = []
-        for xp, xq in zip(xps, xqs, strict=True):
-            mp = _f_mod(((xp - 1) // p) * hp, p)
-            mq = _f_mod(((xq - 1) // q) * hq, q)
-            out.append(mp + _f_mod((mq - mp) * p_inv, q) * p)
-        return out
-
-
-class _Core:
-    """All arithmetic for one key in one process: the engine's own and each pool worker's."""
-
-    def __init__(
-        self,
-        n: mpz,
-        hs: mpz,
-        *,
-        exponent_bits: int,
-        window_bits: int,
-        crt: _CrtKey | None,
-    ):
-        self.n = mpz(n)
-        self.nsq = self.n * self.n
-        self.n_int = int(self.n)
-        self.hs = mpz(hs)
-        self.exponent_bits = exponent_bits
-        self.window_bits = window_bits
-        self.crt = crt
-        self.plaintext_bytes = _byte_len(self.n)
-        self.ciphertext_bytes = _byte_len(self.nsq)
-        self._table: _FixedBaseTable | _CrtFixedBase | None = None
-
-    def table(self) -> _FixedBaseTable | _CrtFixedBase:
-        """The fixed-base table of h_s (split by CRT when this process holds p and q)."""
-        if self._table is None:
-            if self.crt is not None:
-                self._table = _CrtFixedBase(
-                    self.hs,
-                    self.crt,
-                    exponent_bits=self.exponent_bits,
-                    window_bits=self.window_bits,
-                )
-            else:
-                self._table = _FixedBaseTable(
-                    self.hs,
-                    self.nsq,
-                    exponent_bits=self.exponent_bits,
-                    window_bits=self.window_bits,
-                )
-        return self._table
-
-    def obfuscators(self, count: int, mode: str) -> list[mpz]:
-        if count == 0:
-            return []
-        if mode == "djn":
-            return self.table().random_powers(count)
-        n, nsq, n_int = self.n, self.nsq, self.n_int
-        rs: list[mpz] = []
-        while len(rs) < count:
-            r = mpz(secrets.randbelow(n_int - 1) + 1)
-            if gmpy2.gcd(r, n) == 1:
-                rs.append(r)
-        return gmpy2.powmod_base_list(rs, n, nsq)
-
-    def encrypt(self, plaintexts: Sequence[mpz], mode: str) -> list[mpz]:
-        # (1 + m·n)·r mod n^2 == r + n·(m·r mod n) mod n^2; the sum is < 2n^2.
-        n, nsq = self.n, self.nsq
-        out = []
-        for m, r in zip(plaintexts, self.obfuscators(len(plaintexts), mode), strict=True):
-            if m:
-                c = r + n * _f_mod(m * _f_mod(r, n), n)
-                if c >= nsq:
-                    c -= nsq
-                out.append(c)
-            else:
-                out.append(r)
-        return out
-
-    def rerandomise(self, ciphertexts: Sequence[mpz], mode: str) -> list[mpz]:
-        nsq = self.nsq
-        obfs = self.obfuscators(len(ciphertexts), mode)
-        return [_f_mod(c * r, nsq) for c, r in zip(ciphertexts, obfs, strict=True)]
-
-    def decrypt(self, ciphertexts: Sequence[mpz]) -> list[mpz]:
-        if self.crt is None:
-            raise MissingPrivateKeyError("decryption needs the private key")
-        return self.crt.decrypt(ciphertexts)
-
-
-# --------------------------------------------------------------------------------------------
-# pool workers (state per worker process, set once by the initializer)
-
-_WORKER: _Core | None = None
-
-
-def _init_worker(config: tuple[bytes, bytes, int, int, bool, bytes | None, bytes | None]) -> None:
-    """Pool initializer: rebuild the core and precompute the fixed-base table once per worker.
-
-    ``config`` travels over the pool's local pipe inside this party's own machine; it carries
-    p and q only for the key holder's engine, so its workers can decrypt.
-    """
-    global _WORKER
-    n_b, hs_b, exponent_bits, window_bits, build_table, p_b, q_b = config
-    crt = None
-    if p_b is not None and q_b is not None:
-        crt = _CrtKey(int.from_bytes(p_b, "big"), int.from_bytes(q_b, "big"))
-    _WORKER = _Core(
-        mpz.from_bytes(n_b, "big"),
-        mpz.from_bytes(hs_b, "big"),
-        exponent_bits=exponent_bits,
-        window_bits=window_bits,
-        crt=crt,
-    )
-    if build_table:
-        _WORKER.table()
-
-
-def _worker_task(op: str, buf: bytes, mode: str) -> bytes:
-    """One chunk of work in a worker; inputs and outputs are fixed-width bytes."""
-    core = _WORKER
-    if core is None:  # pragma: no cover - only if the initializer failed
-        raise CryptoError("crypto worker was not initialised")
-    if op == "encrypt":
-        out = core.encrypt(_from_fixed(buf, core.plaintext_bytes), mode)
-        return _to_fixed(out, core.ciphertext_bytes)
-    if op == "rerandomise":
-        out = core.rerandomise(_from_fixed(buf, core.ciphertext_bytes), mode)
-        return _to_fixed(out, core.ciphertext_bytes)
-    if op == "decrypt":
-        out = core.decrypt(_from_fixed(buf, core.ciphertext_bytes))
-        return _to_fixed(out, core.plaintext_bytes)
-    raise CryptoError(f"unknown worker operation {op!r}")  # pragma: no cover
-
-
-def _noop() -> None:
-    """A task that only makes a worker start (and run its initializer)."""
-
-
-_PRELOAD = ["gmpy2", "numpy", "federation.crypto.encoding", "federation.crypto.histogram"]
-
-
-def _default_start_method() -> str:
-    # Never fork: the parent may run gRPC threads, and forking a threaded process is unsafe.
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def prestart_workers() -> None:
-    """Start this process's forkserver now (it imports the crypto modules once), so the first
-    job's worker pool does not wait for it; nodes call this when they start serving."""
-    if _default_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        _context("forkserver")
-        forkserver.ensure_running()
-
-
-def _context(method: str) -> multiprocessing.context.BaseContext:
-    """The pool's context; a forkserver imports the crypto modules once, so each later worker
-    (every job's pool) starts in milliseconds instead of re-importing numpy and gmpy2."""
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(_PRELOAD)  # type: ignore[attr-defined]
-    return ctx
-
-
-def _shutdown_pool(pool: ProcessPoolExecutor) -> None:
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------------------------
-# engine
 
 
 class PaillierEngine:
@@ -653,7 +146,7 @@ class PaillierEngine:
                 raise CryptoError("private_key must be a phe PaillierPrivateKey")
             if private_key.public_key.n != params.public_key.n:
                 raise CryptoError("private_key does not belong to the public parameters' key")
-            crt = _CrtKey(private_key.p, private_key.q)
+            crt = CrtKey(private_key.p, private_key.q)
         self.params = params
         self.obfuscation: str = obfuscation
         self.workers = n_workers
@@ -661,13 +154,13 @@ class PaillierEngine:
         self.exponent_bits = e_bits
         self.window_bits = int(window_bits)
         self._private_key = private_key
-        self._start_method = start_method or _default_start_method()
-        self._core = _Core(
+        self._start_method = start_method or default_start_method()
+        self._core = Core(
             params.n, params.hs, exponent_bits=e_bits, window_bits=self.window_bits, crt=crt
         )
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[ProcessPoolExecutor], PaillierEngine] | None = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -707,7 +200,7 @@ class PaillierEngine:
         """Shut the worker pool down (waits for running chunks; queued ones are cancelled)."""
         with self._pool_lock:
             if self._finalizer is not None:
-                self._finalizer()  # calls _shutdown_pool once
+                self._finalizer()  # calls shutdown_pool once
                 self._finalizer = None
             self._pool = None
 
@@ -727,16 +220,16 @@ class PaillierEngine:
             self.exponent_bits,
             self.window_bits,
             self.obfuscation == "djn",
-            None if crt is None else int(crt.p).to_bytes(_byte_len(crt.p), "big"),
-            None if crt is None else int(crt.q).to_bytes(_byte_len(crt.q), "big"),
+            None if crt is None else int(crt.p).to_bytes(byte_len(crt.p), "big"),
+            None if crt is None else int(crt.q).to_bytes(byte_len(crt.q), "big"),
         )
         pool = self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=_context(self._start_method),
-            initializer=_init_worker,
+            mp_context=context(self._start_method),
+            initializer=init_worker,
             initargs=(config,),
         )
-        self._finalizer = weakref.finalize(self, _shutdown_pool, pool)
+        self._finalizer = weakref.finalize(self, shutdown_pool, pool)
         return pool
 
     def warm(self) -> None:
@@ -745,7 +238,7 @@ class PaillierEngine:
         pool = self._get_pool()
         if pool is not None:
             for _ in range(self.workers):
-                pool.submit(_noop)
+                pool.submit(noop)
 
     def run_tasks(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]]) -> list[T]:
         """Run module-level ``fn(*args)`` for each args tuple on the pool, results in order.
@@ -788,13 +281,13 @@ class PaillierEngine:
         n_chunks = min(len(items), self.workers * 4)
         bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
         futures = [
-            pool.submit(_worker_task, op, _to_fixed(items[a:b], in_w), mode)
+            pool.submit(worker_task, op, to_fixed(items[a:b], in_w), mode)
             for a, b in itertools.pairwise(bounds)
             if b > a
         ]
         out: list[mpz] = []
         for buf in self._collect(futures):
-            out.extend(_from_fixed(buf, out_w))
+            out.extend(from_fixed(buf, out_w))
         return out
 
     # -- validation -------------------------------------------------------------------------
@@ -860,7 +353,7 @@ class PaillierEngine:
             while chunk := list(itertools.islice(it, chunk_size)):
                 ms = self._check_plaintexts(chunk, offset)
                 offset += len(ms)
-                yield _to_fixed(core.encrypt(ms, mode), core.ciphertext_bytes)
+                yield to_fixed(core.encrypt(ms, mode), core.ciphertext_bytes)
             return
         pending: deque[Future[bytes]] = deque()
         try:
@@ -871,8 +364,8 @@ class PaillierEngine:
                         break
                     ms = self._check_plaintexts(chunk, offset)
                     offset += len(ms)
-                    buf = _to_fixed(ms, core.plaintext_bytes)
-                    pending.append(pool.submit(_worker_task, "encrypt", buf, mode))
+                    buf = to_fixed(ms, core.plaintext_bytes)
+                    pending.append(pool.submit(worker_task, "encrypt", buf, mode))
                 if not pending:
                     return
                 yield self._collect([pending.popleft()])[0]
@@ -933,34 +426,7 @@ def crt_decrypt(ciphertexts: Iterable[int], private_key: PaillierPrivateKey) -> 
         if not 0 < c < nsq:
             raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2)")
         cts.append(c)
-    return [int(m) for m in _CrtKey(private_key.p, private_key.q).decrypt(cts)]
-
-
-def export_private_key_insecurely(private_key: PaillierPrivateKey) -> bytes:
-    """Raw (p, q) as bytes — for an encrypted key store the caller provides, never for the wire.
-
-    Named loudly on purpose: nothing in the platform serialises a secret key by default.
-    """
-    p, q = int(private_key.p), int(private_key.q)
-    width = max(_byte_len(p), _byte_len(q))
-    logger.warning("exporting a Paillier private key (%d-bit p, q)", p.bit_length())
-    return struct.pack(">H", width) + p.to_bytes(width, "big") + q.to_bytes(width, "big")
-
-
-def import_private_key(buf: bytes) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
-    """Inverse of :func:`export_private_key_insecurely`."""
-    if len(buf) < 2:
-        raise CryptoError("private key bytes truncated")
-    (width,) = struct.unpack(">H", buf[:2])
-    if len(buf) != 2 + 2 * width:
-        raise CryptoError(f"private key bytes have {len(buf)} bytes, expected {2 + 2 * width}")
-    p = int.from_bytes(buf[2 : 2 + width], "big")
-    q = int.from_bytes(buf[2 + width :], "big")
-    if p < 3 or q < 3 or not gmpy2.is_prime(p) or not gmpy2.is_prime(q):
-        raise CryptoError("private key bytes do not hold two primes")
-    check_key_size((p * q).bit_length(), "imported")
-    public_key = PaillierPublicKey(p * q)
-    return public_key, PaillierPrivateKey(public_key, p, q)
+    return [int(m) for m in CrtKey(private_key.p, private_key.q).decrypt(cts)]
 
 
 __all__ = [
@@ -984,6 +450,7 @@ __all__ = [
     "generate_keypair",
     "import_private_key",
     "make_public_params",
+    "prestart_workers",
     "public_params_from_bytes",
     "public_params_to_bytes",
     "security_bits",

@@ -24,12 +24,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from federation.errors import ConfigError, PeerError
-from federation.transport.base import (
-    REFUSAL_METADATA_KEY,
-    CallFailed,
-    PeerBase,
-    ServiceRuntime,
-)
+from federation.transport.calls import REFUSAL_METADATA_KEY, CallFailed
+from federation.transport.client import PeerBase
+from federation.transport.server import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +99,7 @@ def _remaining(context: grpc.ServicerContext) -> Callable[[], float | None]:
     return lambda: context.time_remaining()
 
 
-class _GenericHandler(grpc.GenericRpcHandler):
+class _GenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no stubs
     """Routes ``/<service>/<method>`` to the runtime; handlers are built once, not per call."""
 
     def __init__(self, runtime: ServiceRuntime):
@@ -117,7 +114,7 @@ class _GenericHandler(grpc.GenericRpcHandler):
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        return self._handlers.get(handler_call_details.method)  # type: ignore[attr-defined]
+        return self._handlers.get(handler_call_details.method)
 
     def _build(self, name: str, method: Any) -> grpc.RpcMethodHandler | None:
         rt = self.runtime

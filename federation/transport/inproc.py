@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from federation.transport.base import PeerBase, ServiceRuntime
+from federation.transport.client import PeerBase
+from federation.transport.server import ServiceRuntime
 
 
 class InProcessPeer(PeerBase):
@@ -20,6 +21,10 @@ class InProcessPeer(PeerBase):
         kwargs.setdefault("service", runtime.service)
         super().__init__(**kwargs)
         self.runtime = runtime
+
+    def health(self, *, timeout: float = 5.0, wait_for_ready: bool = False) -> str:
+        """Always ``SERVING``: the runtime lives in this process, so it is up while this is."""
+        return "SERVING"
 
     def _unary(self, method: str, raw: bytes, timeout: float) -> bytes:
         return self.runtime.unary(method, raw, caller=self.self_id, time_remaining=lambda: timeout)

@@ -1,24 +1,26 @@
 """Vertical federated logistic regression: the bank (labels, HE secret key) with data holders.
 
 ``estimator.VerticalLogisticRegression`` is the bank's entry point; ``active`` is the bank's half
-of the protocol, ``passive`` the holder's (service ``xinyidai.v1.LinearHolder``), ``backends``
-the crypto (pairwise masks; ``BACKENDS = {"paillier": ..., "ckks": ...}``), ``reference`` the
-optimiser and its centralised plaintext twin, ``points`` a holder's scorecard points (service
-``xinyidai.v1.ScorecardHolder``). Protocol and who-learns-what: docs/linear.md.
+of the protocol (``bank_state`` its model part and errors, ``predict`` one-round scoring),
+``passive`` the holder's (service ``xinyidai.v1.LinearHolder``; ``holder_state`` what it keeps;
+``passive.local_holders`` runs holders in-process), ``backends`` the crypto (pairwise masks;
+``BACKENDS = {"paillier": ..., "ckks": ...}``), ``reference`` the optimiser and its centralised
+plaintext twin. A holder's scorecard points service is ``models.scorecard.passive``. Protocol
+and who-learns-what: docs/linear.md.
 """
 
-from models.linear.active import (
+from models.linear.active import LinearBank
+from models.linear.backends import BACKENDS, Backend, BackendError, CryptoOptions, get_backend
+from models.linear.bank_state import (
     FederatedTrainingError,
-    LinearBank,
     LinearBankModel,
     ProtocolError,
     ScoringError,
-    predict_linear,
 )
-from models.linear.backends import BACKENDS, Backend, BackendError, CryptoOptions, get_backend
 from models.linear.estimator import NotFittedError, SchemaDriftError, VerticalLogisticRegression
-from models.linear.passive import LinearHolderModel, LinearHolderServicer, local_holders
-from models.linear.points import ScorecardHolderServicer
+from models.linear.holder_state import LinearHolderModel
+from models.linear.passive import LinearHolderServicer, local_holders
+from models.linear.predict import predict_linear
 from models.linear.reference import (
     ConstantFeatureError,
     DivergenceError,
@@ -49,7 +51,6 @@ __all__ = [
     "PlaintextLogisticRegression",
     "ProtocolError",
     "SchemaDriftError",
-    "ScorecardHolderServicer",
     "ScoringError",
     "VerticalLogisticRegression",
     "get_backend",

@@ -2,29 +2,27 @@
 
 Reads top to bottom as the bank runs a job: ``LinearBank.train`` (keys, ``Start``, ``Peers``,
 then the shared optimiser of ``reference.py`` with this module's federated linear predictor
-and gradient step, then ``Finish``), then one-round scoring (``predict_linear``). The holders'
-half is ``passive.py``; the crypto is ``backends.py``; protocol and who learns what:
-docs/linear.md.
+and gradient step, then ``Finish``). Scoring is ``predict.py``; the bank's model part and
+errors are ``bank_state.py``; the holders' half is ``passive.py``; the crypto is
+``backends.py``; protocol and who learns what: docs/linear.md.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from federation.crypto import CryptoError
-from federation.errors import PeerError, XinyidaiError
-from federation.transport.base import PeerBase, new_meta
+from federation.errors import PeerError
+from federation.ids import name_problem
+from federation.transport.base import PeerBase
+from models.driver import HolderDriver
 from models.linear.backends import (
     CONTRIBUTION_SCALE_BITS,
     BackendError,
@@ -33,6 +31,7 @@ from models.linear.backends import (
     get_backend,
     sum_contributions,
 )
+from models.linear.bank_state import FederatedTrainingError, LinearBankModel, ProtocolError
 from models.linear.passive import OUT_OF_RANGE
 from models.linear.reference import (
     DivergenceError,
@@ -44,60 +43,19 @@ from models.linear.reference import (
     TrainResult,
     check_labels,
     optimise,
-    rows_to_bytes,
 )
+from models.rows import mask_to_bytes
 from protos import linear_pb2 as pb
+
+__all__ = ["MIN_BATCH_ROWS", "PUBLIC_KEY_BLOB", "LinearBank"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PUBLIC_KEY_BLOB = "public-key"
 MIN_BATCH_ROWS = 32
 """Smallest batch the bank allows, and at least 4 rows per feature of the widest holder: a
 holder learns its gradient X_kᵀ r (d_k numbers) per batch, and with d_k ≥ m it could solve for
 the batch's residuals (labels)."""
-
-
-class ProtocolError(LinearError):
-    """A holder answered something inconsistent with the protocol (sizes, counts, flags)."""
-
-
-class FederatedTrainingError(LinearError):
-    """Training stopped; every holder was asked to drop the job. Names the holder and stage."""
-
-    def __init__(self, message: str, *, holder: str | None, stage: str):
-        self.holder = holder
-        self.stage = stage
-        super().__init__(message)
-
-
-class ScoringError(LinearError):
-    """Scoring failed at a holder (it is down, refuses, or its columns changed: ``holder``)."""
-
-    def __init__(self, message: str, *, holder: str | None, schema_drift: bool = False):
-        self.holder = holder
-        self.schema_drift = schema_drift
-        super().__init__(message)
-
-
-@dataclass
-class LinearBankModel:
-    """The bank's part of a fitted model: its own coefficients and the intercept.
-
-    Holders keep their weights; ``holders`` and ``holder_features`` (counts only) say who must
-    answer ``Predict`` for model ``job_id``.
-    """
-
-    job_id: str
-    backend: str
-    coef: np.ndarray
-    intercept: float
-    holders: list[str]
-    holder_features: dict[str, int]
-    result: TrainResult
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class _BankParts:
@@ -123,7 +81,10 @@ class _BankParts:
 
     def step(self, epoch: int, batch: int, rows: np.ndarray, r: np.ndarray, lr: float) -> None:
         if self.bank.holders:
-            assert self.crypto is not None
+            if self.crypto is None:
+                raise LinearError(
+                    "holders need the job's crypto backend (a bank-only job has none)"
+                )
             self.bank._gradient_round(self.crypto, epoch, batch, rows, r, lr)
         p = self.bank.params
         grad = self.X[rows].T @ r / rows.size + p.alpha * self.w
@@ -160,6 +121,8 @@ class LinearBank:
        divergence, the best validation epoch with early stopping); on any failure every started
        holder gets ``Finish(abort)`` and ``FederatedTrainingError`` names holder and stage.
 
+    Talking to the holders (fan-out, abort, blame) is ``models.driver.HolderDriver``.
+
     Sees: its own data and labels; per row the SUM of the holders' linear predictors (one
     holder's own u_k when there is only one holder); masked decryptions of the holders'
     gradients. Never sees: a holder's features, weights, gradient or column names.
@@ -186,8 +149,9 @@ class LinearBank:
         self.options = options or CryptoOptions()
         self.purpose = purpose
         self.job_id = job_id or f"lr-{uuid.uuid4().hex[:16]}"
-        if not _JOB_ID.match(self.job_id):
-            raise LinearParamError(f"job_id {self.job_id!r} must match {_JOB_ID.pattern}")
+        problem = name_problem(self.job_id, "job_id")
+        if problem is not None:
+            raise LinearParamError(problem)
         self.alignment_id = alignment_id
         self.alignment_rows = alignment_rows
         self.min_batch_rows = int(min_batch_rows)
@@ -198,10 +162,11 @@ class LinearBank:
             raise LinearParamError(f"feature_views name holder(s) {unknown} not in the job")
         self.n_features: dict[str, int] = {}
         self._n_rows = 0
-        self._stage = "start"
-        self._holder: str | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._public_keys: dict[str, bytes] = {}
         self._decrypt_lock = threading.Lock()
+        self.driver = HolderDriver(
+            self.holders, purpose=purpose, job_id=self.job_id, thread_name="lr-holder"
+        )
         self.stats: dict[str, Any] = {
             "forward_calls": 0,
             "gradient_rounds": 0,
@@ -209,41 +174,6 @@ class LinearBank:
             "encrypt_s": 0.0,
             "decrypt_s": 0.0,
         }
-
-    def _meta(self) -> Any:
-        return new_meta(self.purpose, job_id=self.job_id)
-
-    def _call(self, holder: str, method: str, request: Any) -> Any:
-        self._holder = holder
-        reply = self.holders[holder].call(method, request)
-        self._holder = None
-        return reply
-
-    def _each(self, fn: Callable[[str], T]) -> dict[str, T]:
-        """``fn(holder)`` for every holder at once (one thread each: holders compute in
-        parallel on their own machines); the first failure in holder order names its holder
-        and is raised after every call has returned."""
-        names = list(self.holders)
-        futures = (
-            None
-            if self._pool is None or len(names) == 1
-            else {name: self._pool.submit(fn, name) for name in names}
-        )
-        results: dict[str, T] = {}
-        failure: tuple[str, BaseException] | None = None
-        for name in names:
-            try:
-                results[name] = fn(name) if futures is None else futures[name].result()
-            except Exception as exc:
-                if failure is None:
-                    failure = (name, exc)
-                if futures is None:
-                    break
-        if failure is not None:
-            self._holder = failure[0]
-            raise failure[1]
-        self._holder = None
-        return results
 
     # -- the job ---------------------------------------------------------------------------
     def train(
@@ -258,47 +188,31 @@ class LinearBank:
         plan = TrainingPlan(self.params, n, validation_rows)
         self._n_rows = n
         crypto = get_backend(self.backend).bank(self.options) if self.holders else None
-        started: list[str] = []
         parts = _BankParts(self, X, crypto)
-        if len(self.holders) > 1:
-            self._pool = ThreadPoolExecutor(len(self.holders), thread_name_prefix="lr-holder")
+        d = self.driver
         try:
-            if self.holders:
-                assert crypto is not None
-                self._start(crypto, n, started)
-                self._check_batches(plan)
-                self._stage = "peers"
-                peers = pb.LinearPeers(meta=self._meta())
-                for name in self.holders:
-                    peers.holders.add(holder=name, x25519_public_key=self._public_keys[name])
-                self._each(lambda name: self.holders[name].call("Peers", peers))
-            self._stage = "training"
-            result = optimise(self.params, labels, plan, parts, on_epoch=self._progress)
-            self._stage = "finish"
-            for name in list(started):
-                self._call(
-                    name,
-                    "Finish",
-                    pb.LinearFinish(meta=self._meta(), keep_epoch=result.keep_epoch),
-                )
-                started.remove(name)
-        except Exception as exc:
-            self._abort(started)
-            if isinstance(exc, PeerError | BackendError | ProtocolError | CryptoError):
-                who = f"holder '{self._holder}'" if self._holder else "a holder"
-                raise FederatedTrainingError(
-                    f"linear job {self.job_id} failed at {self._stage} ({who}): {exc}. "
-                    "Every holder was asked to drop the job; no model was produced.",
-                    holder=self._holder,
-                    stage=self._stage,
-                ) from exc
-            raise
+            with d.running(
+                abort=lambda: pb.LinearFinish(meta=d.meta(), abort=True),
+                error=FederatedTrainingError,
+                attributable=(PeerError, BackendError, ProtocolError, CryptoError),
+                what=f"linear job {self.job_id}",
+                dropped="Every holder was asked to drop the job; no model was produced.",
+            ):
+                if crypto is not None:
+                    self._start(crypto, n)
+                    self._check_batches(plan)
+                    self._peers()
+                d.stage = "training"
+                result = optimise(self.params, labels, plan, parts, on_epoch=self._progress)
+                d.stage = "finish"
+                d.finish(pb.LinearFinish(meta=d.meta(), keep_epoch=result.keep_epoch))
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
             if crypto is not None:
                 crypto.close()
+        return self._model(parts, result)
+
+    def _model(self, parts: _BankParts, result: TrainResult) -> LinearBankModel:
+        """The bank's part at the kept epoch; after divergence, raised with the model attached."""
         w, b = parts.snapshots[result.keep_epoch]
         model = LinearBankModel(
             job_id=self.job_id,
@@ -322,16 +236,19 @@ class LinearBank:
         return model
 
     def _progress(self, epoch: int, loss: float) -> None:
-        self._stage = f"epoch {epoch}"
+        self.driver.stage = f"epoch {epoch}"
         if self.on_epoch is not None:
             self.on_epoch(epoch, loss)
 
-    def _start(self, crypto: BankCrypto, n: int, started: list[str]) -> None:
-        self._stage = "start"
+    def _start(self, crypto: BankCrypto, n: int) -> None:
+        """The public key material to every holder (a blob), then ``Start``; each answers its
+        feature count and a fresh X25519 public key."""
+        d = self.driver
+        d.stage = "start"
         public = crypto.public_bytes()
         p = self.params
         start = pb.LinearStart(
-            meta=self._meta(),
+            meta=d.meta(),
             backend=self.backend,
             public_key_blob=PUBLIC_KEY_BLOB,
             n_rows=n,
@@ -344,24 +261,37 @@ class LinearBank:
             batch_size=p.batch_size or 0,
         )
         if self.alignment_rows is not None:
-            start.rows = rows_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
-        self._public_keys: dict[str, bytes] = {}
-        for name, peer in self.holders.items():
-            self._holder = name
-            peer.put_blob(PUBLIC_KEY_BLOB, public, meta=self._meta())
+            start.rows = mask_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
+
+        def start_one(name: str) -> pb.LinearStarted:
+            peer = self.holders[name]
+            peer.put_blob(PUBLIC_KEY_BLOB, public, meta=d.meta())
             request = start
             if self.feature_views.get(name):
                 request = pb.LinearStart()
                 request.CopyFrom(start)
                 request.feature_view = self.feature_views[name]
-            reply = self._call(name, "Start", request)
-            started.append(name)
+            reply: pb.LinearStarted = peer.call("Start", request)
             if len(reply.x25519_public_key) != 32 or reply.n_features < 1:
                 raise ProtocolError(f"holder '{name}' started with a malformed answer")
+            return reply
+
+        d.started = list(self.holders)  # abort is best effort: some may not have it
+        for name, reply in d.each(start_one).items():
             self.n_features[name] = int(reply.n_features)
             self._public_keys[name] = bytes(reply.x25519_public_key)
         if len(set(self._public_keys.values())) != len(self._public_keys):
             raise ProtocolError("two holders sent the same X25519 public key")
+
+    def _peers(self) -> None:
+        """Every holder gets all holders' public keys (the bank relays; it cannot derive the
+        pair keys)."""
+        d = self.driver
+        d.stage = "peers"
+        peers = pb.LinearPeers(meta=d.meta())
+        for name in self.holders:
+            peers.holders.add(holder=name, x25519_public_key=self._public_keys[name])
+        d.each_call("Peers", peers)
 
     def _check_batches(self, plan: TrainingPlan) -> None:
         smallest = plan.train_rows.size if plan.full_batch else int(self.params.batch_size or 0)
@@ -374,24 +304,17 @@ class LinearBank:
                 "revealing the batch's residuals"
             )
 
-    def _abort(self, started: list[str]) -> None:
-        for name in started:
-            try:
-                self.holders[name].call("Finish", pb.LinearFinish(meta=self._meta(), abort=True))
-            except XinyidaiError as exc:  # best effort: the holder may be the one that is down
-                log.warning("could not abort job %s at %s: %s", self.job_id, name, exc)
-
     # -- the federated linear predictor ----------------------------------------------------
     def _forward(self, tag: str, rows: np.ndarray) -> np.ndarray:
         mask = np.zeros(self._n_rows, dtype=bool)
         mask[rows] = True
         request = pb.LinearForward(
-            meta=self._meta(), tag=tag, rows=rows_to_bytes(mask), n_rows=int(rows.size)
+            meta=self.driver.meta(), tag=tag, rows=mask_to_bytes(mask), n_rows=int(rows.size)
         )
 
         def ask(name: str) -> bytes:
             try:
-                reply = self.holders[name].call("Forward", request)
+                reply: pb.LinearContribution = self.holders[name].call("Forward", request)
             except PeerError as exc:
                 if exc.code == OUT_OF_RANGE:
                     raise OutOfRange(f"holder '{name}': {exc.detail}") from None
@@ -400,14 +323,14 @@ class LinearBank:
             return bytes(reply.values)
 
         try:
-            parts = list(self._each(ask).values())
+            parts = list(self.driver.each(ask).values())
         except OutOfRange:
-            self._holder = None
+            self.driver.holder = None
             raise
         self.stats["forward_calls"] += 1
         return sum_contributions(parts, rows.size, f"Forward {tag}")
 
-    def _check_contribution(self, name: str, reply: Any, n: int) -> None:
+    def _check_contribution(self, name: str, reply: pb.LinearContribution, n: int) -> None:
         if reply.scale_bits != CONTRIBUTION_SCALE_BITS or len(reply.values) != 8 * n:
             raise ProtocolError(f"holder '{name}' sent a contribution of the wrong shape")
         if reply.masked != (len(self.holders) > 1):
@@ -426,133 +349,70 @@ class LinearBank:
         r: np.ndarray,
         lr: float,
     ) -> None:
-        self._stage = f"epoch {epoch} batch {batch}"
+        """[[r]] to every holder, each one's masked [[X_kᵀ r]] back and decrypted, Update."""
+        d = self.driver
+        d.stage = f"epoch {epoch} batch {batch}"
         mask = np.zeros(self._n_rows, dtype=bool)
         mask[rows] = True
-        blob_id = f"resid-{epoch}-{batch}"
-        began = time.perf_counter()
-        pieces, total = crypto.encrypt_residuals(r)
-
-        def stream() -> Iterator[bytes]:  # one holder: it receives while the bank encrypts
-            yield from pieces
-
         request = pb.LinearGradient(
-            meta=self._meta(),
+            meta=d.meta(),
             epoch=epoch,
             batch=batch,
-            rows=rows_to_bytes(mask),
+            rows=mask_to_bytes(mask),
             n_rows=int(rows.size),
-            blob_id=blob_id,
+            blob_id=f"resid-{epoch}-{batch}",
         )
+        began = time.perf_counter()
+        pieces, total = crypto.encrypt_residuals(r)
+        payload: bytes | Iterator[bytes]
         if len(self.holders) > 1:  # encrypt once, then every holder at once
-            payload: Any = b"".join(pieces)
+            payload = b"".join(pieces)
             self.stats["encrypt_s"] += time.perf_counter() - began
-        else:
-            payload = stream()
-
-        def masked_gradient(name: str) -> bytes:
-            peer = self.holders[name]
-            peer.put_blob(blob_id, payload, meta=self._meta(), total_size=total)
-            if len(self.holders) == 1:  # streamed: encryption and sending overlap
-                self.stats["encrypt_s"] += time.perf_counter() - began
-            reply = peer.call("Gradient", request)
-            if reply.n_values != self.n_features[name]:
-                raise ProtocolError(
-                    f"holder '{name}' returned {reply.n_values} values for "
-                    f"{self.n_features[name]} features"
-                )
-            if reply.blob_id:
-                masked = b"".join(peer.get_blob(reply.blob_id, meta=self._meta()))
-            else:
-                masked = bytes(reply.masked)
-            with self._decrypt_lock:
-                t0 = time.perf_counter()
-                out = crypto.decrypt_masked(masked, reply.n_values)
-                self.stats["decrypt_s"] += time.perf_counter() - t0
-                self.stats["decryptions"] += int(reply.n_values)
-            return out
-
-        decrypted = self._each(masked_gradient)
-
-        def update(name: str) -> Any:
-            return self.holders[name].call(
-                "Update",
-                pb.LinearUpdate(
-                    meta=self._meta(),
-                    epoch=epoch,
-                    batch=batch,
-                    decrypted=decrypted[name],
-                    learning_rate=lr,
-                ),
-            )
-
-        self._each(update)
+        else:  # one holder: it receives while the bank encrypts
+            payload = iter(pieces)
+        decrypted = d.each(
+            lambda name: self._masked_gradient(crypto, name, request, payload, total, began)
+        )
+        d.each_call(
+            "Update",
+            lambda name: pb.LinearUpdate(
+                meta=d.meta(),
+                epoch=epoch,
+                batch=batch,
+                decrypted=decrypted[name],
+                learning_rate=lr,
+            ),
+        )
         self.stats["gradient_rounds"] += 1
 
-
-# --------------------------------------------------------------------------------------------
-# one-round scoring
-
-
-def predict_linear(
-    model: LinearBankModel,
-    X: np.ndarray,
-    holders: Mapping[str, PeerBase],
-    rows: Any,
-    *,
-    purpose: str = "financing",
-    alignment_id: str = "",
-) -> np.ndarray:
-    """Linear predictors for the bank's prepared rows ``X`` and the holders' ``rows``.
-
-    ``rows`` are each bank row's positions in the alignment ``alignment_id`` (empty: the
-    holders' own rows). Every holder of the model answers once; with two or more holders their
-    answers are masked and only the sum is readable.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    n = X.shape[0]
-    row_ids = np.asarray(rows, dtype=np.int64)
-    if row_ids.shape != (n,):
-        raise LinearError(f"rows must give one holder row per bank row ({n}), got {row_ids.shape}")
-    if n and row_ids.min() < 0:
-        raise LinearError("rows must be non-negative holder row indices")
-    u = X @ model.coef + model.intercept
-    if not model.holders:
-        return np.asarray(u, dtype=np.float64)
-    missing = [h for h in model.holders if h not in holders]
-    if missing:
-        raise ScoringError(
-            f"the model needs holder(s) {missing} to score, they were not given", holder=None
-        )
-    request = pb.LinearPredictRequest(
-        meta=new_meta(purpose, job_id=model.job_id),
-        rows=row_ids.tolist(),
-        alignment_id=alignment_id,
-        nonce=secrets.token_bytes(16),
-    )
-    parts = []
-    for name in model.holders:
-        try:
-            reply = holders[name].call("Predict", request)
-        except PeerError as exc:
-            drift = "schema drift" in exc.detail
-            raise ScoringError(
-                f"holder '{name}' could not score: {exc}", holder=name, schema_drift=drift
-            ) from exc
-        if reply.scale_bits != CONTRIBUTION_SCALE_BITS or len(reply.values) != 8 * n:
-            raise ScoringError(f"holder '{name}' answered the wrong number of rows", holder=name)
-        if reply.masked != (len(model.holders) > 1):
-            raise ScoringError(f"holder '{name}' answered with the wrong masking", holder=name)
-        parts.append(reply.values)
-    return np.asarray(u + sum_contributions(parts, n, "Predict"), dtype=np.float64)
-
-
-__all__ = [
-    "MIN_BATCH_ROWS",
-    "FederatedTrainingError",
-    "LinearBank",
-    "LinearBankModel",
-    "ProtocolError",
-    "ScoringError",
-    "predict_linear",
-]
+    def _masked_gradient(
+        self,
+        crypto: BankCrypto,
+        name: str,
+        request: pb.LinearGradient,
+        payload: bytes | Iterator[bytes],
+        total: int | None,
+        began: float,
+    ) -> bytes:
+        """One holder's round: residuals in, its masked gradient out and decrypted (masked)."""
+        d = self.driver
+        peer = self.holders[name]
+        peer.put_blob(request.blob_id, payload, meta=d.meta(), total_size=total)
+        if len(self.holders) == 1:  # streamed: encryption and sending overlap
+            self.stats["encrypt_s"] += time.perf_counter() - began
+        reply: pb.LinearMaskedGradient = peer.call("Gradient", request)
+        if reply.n_values != self.n_features[name]:
+            raise ProtocolError(
+                f"holder '{name}' returned {reply.n_values} values for "
+                f"{self.n_features[name]} features"
+            )
+        if reply.blob_id:
+            masked = b"".join(peer.get_blob(reply.blob_id, meta=d.meta()))
+        else:
+            masked = bytes(reply.masked)
+        with self._decrypt_lock:
+            t0 = time.perf_counter()
+            out = crypto.decrypt_masked(masked, reply.n_values)
+            self.stats["decrypt_s"] += time.perf_counter() - t0
+            self.stats["decryptions"] += int(reply.n_values)
+        return out

@@ -1,21 +1,20 @@
-"""The crypto under vertical logistic regression: pairwise masks and two HE backends.
+"""The crypto under vertical logistic regression: masked contributions and two HE backends.
 
 Two jobs need cryptography:
 
 * **Linear predictors** go from holders to the bank as fixed-point integers mod 2^64 with
-  pairwise masks (``PairwiseMasks``): every pair of holders agrees on a key by X25519 (public
-  keys relayed by the bank, which therefore cannot compute it), each mask comes from ChaCha20
-  keyed by HKDF of that key and the call's tag and row set, and the earlier holder of the pair
-  adds what the later one subtracts. Integer arithmetic mod 2^64 makes the cancellation exact:
-  the bank's sum is exactly Σ_k round(u_k · 2^32), each holder's part alone is uniformly random.
+  pairwise masks (``federation.crypto.masks``: X25519 between holders, ChaCha20 keystreams,
+  bound to the job, the call's tag and its row set), so the bank's sum is exactly
+  Σ_k round(u_k · 2^32) while each holder's part alone is uniformly random.
 * **Holder gradients** ``X_kᵀ r`` need the bank's residuals ``r`` (label information) under
   encryption: a backend turns r into ciphertexts at the bank, into a masked encrypted gradient
   at the holder, into masked plaintexts at the bank again, and into the gradient at the holder.
 
 ``BACKENDS = {"paillier": ..., "ckks": ...}`` (Opacus-style registry) maps a name to a
 ``Backend``: the bank half (``BankCrypto``: keys, encrypt residuals, decrypt masked values) and
-the holder half (``HolderCrypto``: prepare features, masked encrypted gradient, unmask).
-Details and the security argument: docs/linear.md.
+the holder half (``HolderCrypto``: prepare features, masked encrypted gradient, unmask). This
+module is the protocol glue; the primitives are ``federation.crypto`` (Paillier engine,
+``ckks``, ``masks``). Details and the security argument: docs/linear.md.
 """
 
 from __future__ import annotations
@@ -23,19 +22,15 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import gmpy2
 import numpy as np
-from cryptography.exceptions import InvalidKey
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from gmpy2 import mpz
 
 from federation.crypto import (
@@ -44,12 +39,15 @@ from federation.crypto import (
     PaillierEngine,
     ciphertexts_from_bytes,
     ciphertexts_to_bytes,
+    ckks,
     encrypted_bin_sums,
     generate_keypair,
     make_public_params,
     public_params_from_bytes,
     public_params_to_bytes,
 )
+from federation.crypto.masks import MaskError, new_x25519
+from federation.crypto.masks import PairwiseMasks as _PairwiseMasks
 from models.linear.reference import U_MAX, LinearError, OutOfRange
 
 CONTRIBUTION_SCALE_BITS = 32
@@ -70,13 +68,18 @@ CKKS_RELEASE_BITS = 12
 """CKKS: the bank releases masked decryptions rounded to multiples of 2^-12 (coarser than the
 decryption error, ~2e-5 at the default parameters), never the raw decrypted vector."""
 
-_PAIR_DOMAIN = b"xinyidai/linear/pair/v1"
-_MASK_DOMAIN = b"xinyidai/linear/mask/v1|"
-_CKKS_MAGIC = b"XYCK"
-
 
 class BackendError(LinearError):
     """Key material, ciphertexts or masked values are malformed or do not fit together."""
+
+
+@contextmanager
+def _as_backend_error(prefix: str = "") -> Iterator[None]:
+    """The runtime's crypto errors, as this protocol reports them (same message)."""
+    try:
+        yield
+    except (ckks.CkksError, MaskError) as exc:
+        raise BackendError(f"{prefix}{exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,26 +108,9 @@ def rows_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _hkdf(key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(key)
-
-
-def _keystream(key: bytes, n_bytes: int) -> bytes:
-    """ChaCha20 keystream (nonce 0: every key is used once, derived per tag and row set)."""
-    encryptor = Cipher(algorithms.ChaCha20(key, b"\x00" * 16), mode=None).encryptor()
-    return encryptor.update(b"\x00" * n_bytes)
-
-
-class PairwiseMasks:
-    """One holder's pairwise masks: Σ over its partners j of ±ChaCha20(HKDF(key_kj, tag)).
-
-    ``pairs`` holds (sign, key) per partner: +1 if this holder comes first in the bank's order,
-    −1 otherwise, so the masks of a pair cancel in the sum over all holders. Keys are secret
-    (shared by two holders only); they never go to the bank.
-    """
-
-    def __init__(self, pairs: Sequence[tuple[int, bytes]]):
-        self.pairs = [(int(s), bytes(k)) for s, k in pairs]
+class PairwiseMasks(_PairwiseMasks):
+    """The runtime's pairwise masks (``federation.crypto.masks``); a holder list that cannot
+    give masks is a ``BackendError`` here, like every other malformed key material."""
 
     @classmethod
     def agree(
@@ -133,57 +119,9 @@ class PairwiseMasks:
         publics: Sequence[bytes],
         *,
         context: bytes,
-    ) -> PairwiseMasks:
-        """X25519 with every other holder's public key in ``publics`` (all holders, in the
-        bank's order, this one included exactly once); keys bound to ``context`` (the job)."""
-        own = private.public_key().public_bytes_raw()
-        positions = [i for i, pk in enumerate(publics) if pk == own]
-        if len(positions) != 1:
-            raise BackendError("the holder list must contain this holder's public key once")
-        if len(set(publics)) != len(publics):
-            raise BackendError("the holder list repeats a public key")
-        me = positions[0]
-        pairs = []
-        for j, pk in enumerate(publics):
-            if j == me:
-                continue
-            if len(pk) != 32:
-                raise BackendError(f"public key {j} has {len(pk)} bytes, expected 32")
-            try:
-                shared = private.exchange(X25519PublicKey.from_public_bytes(pk))
-            except (ValueError, InvalidKey) as exc:
-                raise BackendError(f"public key {j} is not usable for X25519: {exc}") from None
-            salt = hashlib.sha256(context + b"|" + b"".join(sorted((own, pk)))).digest()
-            pairs.append((1 if me < j else -1, _hkdf(shared, _PAIR_DOMAIN, salt)))
-        return cls(pairs)
-
-    def derive(self, purpose: bytes) -> PairwiseMasks:
-        """Independent keys for another purpose (training vs scoring) from the same pairs."""
-        return PairwiseMasks([(s, _hkdf(k, _PAIR_DOMAIN + b"|" + purpose)) for s, k in self.pairs])
-
-    def mask(self, tag: bytes, count: int) -> np.ndarray:
-        """The uint64 mask vector for one call; ``tag`` must include the call's row set."""
-        total = np.zeros(count, dtype=np.uint64)
-        for sign, key in self.pairs:
-            stream = _keystream(_hkdf(key, _MASK_DOMAIN + tag), 8 * count)
-            values = np.frombuffer(stream, dtype="<u8").astype(np.uint64)
-            if sign > 0:
-                total += values
-            else:
-                total -= values
-        return total
-
-    def to_list(self) -> list[list[Any]]:
-        return [[s, k.hex()] for s, k in self.pairs]
-
-    @classmethod
-    def from_list(cls, data: Iterable[Sequence[Any]]) -> PairwiseMasks:
-        return cls([(int(s), bytes.fromhex(str(k))) for s, k in data])
-
-
-def new_x25519() -> tuple[X25519PrivateKey, bytes]:
-    private = X25519PrivateKey.generate()
-    return private, private.public_key().public_bytes_raw()
+    ) -> Self:
+        with _as_backend_error():
+            return super().agree(private, publics, context=context)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +301,7 @@ class PaillierHolder(HolderCrypto):
             return m + 1.5 * bits * uniq.size
 
         def digit_cost(bits: int, w: int) -> float:
-            return math.ceil(bits / w) * (m + 2 ** (w + 1))
+            return math.ceil(bits / w) * (m + (1 << (w + 1)))
 
         best_w, best_total = 8, math.inf
         for w in range(2, 13):
@@ -468,42 +406,7 @@ class PaillierHolder(HolderCrypto):
 
 
 # --------------------------------------------------------------------------------------------
-# CKKS (TenSEAL)
-
-
-def _pack_blobs(items: Sequence[bytes]) -> bytes:
-    """b"XYCK" | u32 count | (u64 length | bytes) per item: serialised CKKS vectors."""
-    out = [_CKKS_MAGIC, struct.pack("<I", len(items))]
-    for item in items:
-        out.append(struct.pack("<Q", len(item)))
-        out.append(item)
-    return b"".join(out)
-
-
-def _unpack_blobs(buf: bytes, what: str) -> list[bytes]:
-    view = memoryview(buf)
-    if len(view) < 8 or bytes(view[:4]) != _CKKS_MAGIC:
-        raise BackendError(f"{what}: not a list of CKKS vectors (bad magic)")
-    (count,) = struct.unpack("<I", view[4:8])
-    pos, items = 8, []
-    for i in range(count):
-        if pos + 8 > len(view):
-            raise BackendError(f"{what}: truncated before item {i}")
-        (size,) = struct.unpack("<Q", view[pos : pos + 8])
-        pos += 8
-        if pos + size > len(view):
-            raise BackendError(f"{what}: item {i} is truncated")
-        items.append(bytes(view[pos : pos + size]))
-        pos += size
-    if pos != len(view):
-        raise BackendError(f"{what}: {len(view) - pos} bytes after the last item")
-    return items
-
-
-def _ts() -> Any:
-    import tenseal  # imported lazily: only CKKS jobs need it
-
-    return tenseal
+# CKKS (TenSEAL; primitives in federation.crypto.ckks)
 
 
 class CkksBank(BankCrypto):
@@ -514,61 +417,32 @@ class CkksBank(BankCrypto):
     name = "ckks"
 
     def __init__(self, options: CryptoOptions):
-        ts = _ts()
-        try:
-            ctx = ts.context(
-                ts.SCHEME_TYPE.CKKS,
-                poly_modulus_degree=int(options.ckks_poly_modulus_degree),
-                coeff_mod_bit_sizes=list(options.ckks_coeff_mod_bit_sizes),
+        with _as_backend_error():
+            self.ctx = ckks.make_context(
+                options.ckks_poly_modulus_degree,
+                options.ckks_coeff_mod_bit_sizes,
+                options.ckks_scale_bits,
             )
-        except ValueError as exc:  # SEAL refuses parameters below 128-bit security
-            raise BackendError(
-                f"CKKS parameters {options.ckks_poly_modulus_degree}/"
-                f"{list(options.ckks_coeff_mod_bit_sizes)} refused by SEAL: {exc}"
-            ) from None
-        ctx.global_scale = 2.0**options.ckks_scale_bits
-        ctx.generate_galois_keys()
-        self.ctx = ctx
         self.slots = int(options.ckks_poly_modulus_degree) // 2
 
     def public_bytes(self) -> bytes:
-        return bytes(
-            self.ctx.serialize(
-                save_public_key=True,
-                save_secret_key=False,
-                save_galois_keys=True,
-                save_relin_keys=False,
-            )
-        )
+        return ckks.public_bytes(self.ctx)
 
     def encrypt_residuals(self, r: np.ndarray) -> tuple[Iterator[bytes], int | None]:
-        ts = _ts()
-        r = np.asarray(r, dtype=np.float64)
-        n_chunks = max(1, -(-r.size // self.slots))
-        padded = np.zeros(n_chunks * self.slots)
-        padded[: r.size] = r
-        items = [
-            ts.ckks_vector(
-                self.ctx, padded[c * self.slots : (c + 1) * self.slots].tolist()
-            ).serialize()
-            for c in range(n_chunks)
-        ]
-        payload = _pack_blobs(items)
+        items = ckks.encrypt_chunks(self.ctx, np.asarray(r, dtype=np.float64), self.slots)
+        payload = ckks.pack_vectors(items)
         return iter([payload]), len(payload)
 
     def decrypt_masked(self, payload: bytes, n_values: int) -> bytes:
-        ts = _ts()
-        items = _unpack_blobs(payload, "masked gradient")
+        with _as_backend_error():
+            items = ckks.unpack_vectors(payload, "masked gradient")
         if len(items) != n_values:
             raise BackendError(f"masked gradient has {len(items)} vectors for {n_values} values")
         out = np.empty(n_values)
         grid = 2.0**CKKS_RELEASE_BITS
         for i, item in enumerate(items):
-            try:
-                vec = ts.ckks_vector_from(self.ctx, item)
-                value = vec.decrypt()
-            except Exception as exc:  # SEAL/TenSEAL parse errors of untrusted bytes
-                raise BackendError(f"masked gradient vector {i}: {exc}") from None
+            with _as_backend_error(f"masked gradient vector {i}: "):
+                value = ckks.decrypt_vector(self.ctx, item)
             if len(value) != 1 or not math.isfinite(value[0]):
                 raise BackendError(f"masked gradient vector {i} is not one finite value")
             out[i] = round(value[0] * grid) / grid
@@ -584,43 +458,28 @@ class CkksHolder(HolderCrypto):
     inline = False
 
     def __init__(self, public: bytes, *, residual_scale_bits: int = 0, workers: int | None = 1):
-        ts = _ts()
-        try:
-            ctx = ts.context_from(public)
-        except Exception as exc:
-            raise BackendError(f"CKKS context: {exc}") from None
-        if ctx.has_secret_key() or not ctx.is_public():
-            raise BackendError("the CKKS context carries a secret key: refused")
-        if not ctx.has_galois_keys():
-            raise BackendError("the CKKS context has no galois keys (slot sums need rotations)")
-        seal = ctx.seal_context().data
-        first = seal.first_context_data()
-        after_product = first.next_context_data()
-        if after_product is None:
-            raise BackendError("the CKKS parameters allow no multiplication")
-        self.slots = int(first.parms().poly_modulus_degree()) // 2
-        scale_bits = math.log2(ctx.global_scale)
-        capacity = after_product.total_coeff_modulus_bit_count() - scale_bits - 1
+        with _as_backend_error():
+            context = ckks.load_public_context(public)
+        capacity = context.capacity_bits
+        self.slots = context.slots
         self.mask_bits = min(CKKS_MASK_BITS, int(capacity) - 16)
         if self.mask_bits < 16:
             raise BackendError(
                 f"CKKS parameters leave {capacity:.0f} bits after a product: too few to mask"
             )
-        self.ctx = ctx
+        self.ctx = context.ctx
         self.X = np.zeros((0, 0))
 
     def prepare(self, features: np.ndarray, batch_rows: int) -> None:
         self.X = np.asarray(features, dtype=np.float64)
 
     def masked_gradient(self, payload: bytes, rows: np.ndarray) -> tuple[bytes, Any]:
-        ts = _ts()
-        items = _unpack_blobs(payload, "encrypted residuals")
+        with _as_backend_error():
+            items = ckks.unpack_vectors(payload, "encrypted residuals")
         if len(items) != max(1, -(-rows.size // self.slots)):
             raise BackendError(f"{len(items)} CKKS vectors for a batch of {rows.size} rows")
-        try:
-            vectors = [ts.ckks_vector_from(self.ctx, item) for item in items]
-        except Exception as exc:
-            raise BackendError(f"encrypted residuals: {exc}") from None
+        with _as_backend_error():
+            vectors = ckks.load_vectors(self.ctx, items, "encrypted residuals")
         if any(v.size() != self.slots for v in vectors):
             raise BackendError(f"every residual vector must fill the {self.slots} slots")
         Xb = np.zeros((len(vectors) * self.slots, self.X.shape[1]))
@@ -628,17 +487,10 @@ class CkksHolder(HolderCrypto):
         out, masks = [], []
         bound = 2.0**self.mask_bits
         for j in range(Xb.shape[1]):
-            acc = None
-            for c, vec in enumerate(vectors):
-                part = vec * Xb[c * self.slots : (c + 1) * self.slots, j].tolist()
-                acc = part if acc is None else acc + part
-            assert acc is not None
-            total = acc.sum()
             mask = (secrets.randbits(53) / 2.0**53 * 2.0 - 1.0) * bound
-            total.add_(ts.ckks_vector(self.ctx, [mask]))  # fresh: re-randomised, all slots
-            out.append(total.serialize())
+            out.append(ckks.masked_inner_product(self.ctx, vectors, Xb[:, j], self.slots, mask))
             masks.append(mask)
-        return _pack_blobs(out), np.asarray(masks)
+        return ckks.pack_vectors(out), np.asarray(masks)
 
     def unmask(self, masks: Any, decrypted: bytes) -> np.ndarray:
         if len(decrypted) != 8 * len(masks):

@@ -22,8 +22,12 @@ import numpy as np
 import pandas as pd
 
 from federation.transport.base import PeerBase
-from models.linear.active import LinearBank, LinearBankModel, predict_linear
+from models.estimator import BankFrameMixin
+from models.estimator import SchemaDriftError as BaseSchemaDriftError
+from models.linear.active import LinearBank
 from models.linear.backends import BACKENDS, CryptoOptions
+from models.linear.bank_state import LinearBankModel, ScoringError
+from models.linear.predict import predict_linear
 from models.linear.reference import (
     DivergenceError,
     LinearError,
@@ -39,7 +43,7 @@ from models.linear.reference import (
 MODEL_FORMAT = "xinyidai.linear.bank/1"
 
 
-class SchemaDriftError(LinearError):
+class SchemaDriftError(LinearError, BaseSchemaDriftError):
     """The columns given to predict differ from the ones the model was fitted on."""
 
 
@@ -47,23 +51,7 @@ class NotFittedError(LinearError):
     """The estimator has not been fitted (or loaded) yet."""
 
 
-def _numeric_frame(X: Any, what: str) -> pd.DataFrame:
-    """The bank's features as float64 (booleans 0/1); other dtypes are refused by name."""
-    if not isinstance(X, pd.DataFrame):
-        raise LinearError(f"{what} must be a pandas DataFrame with named columns")
-    out = {}
-    for name in X.columns:
-        col = X[name]
-        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-            out[str(name)] = pd.to_numeric(col, errors="raise").astype("Float64").astype(float)
-        else:
-            raise LinearError(
-                f"{what}: column '{name}' has dtype {col.dtype}; encode it as numbers first"
-            )
-    return pd.DataFrame(out, index=X.index)
-
-
-class VerticalLogisticRegression:
+class VerticalLogisticRegression(BankFrameMixin):
     """Vertical federated logistic regression for binary credit default (bank side).
 
     Hyperparameters (keyword-only):
@@ -87,6 +75,9 @@ class VerticalLogisticRegression:
       ``ckks_coeff_mod_bit_sizes``, ``ckks_scale_bits`` (SEAL refuses parameters below
       128-bit security), ``purpose``, ``job_id``.
     """
+
+    frame_error = LinearError
+    drift_error = SchemaDriftError
 
     def __init__(
         self,
@@ -198,7 +189,7 @@ class VerticalLogisticRegression:
         ``on_epoch(epoch, training_loss)`` reports progress. ``feature_views``: per holder,
         the features it trains on ("woe:<job>[:i,j]": its own WOE values; default its table).
         """
-        X = _numeric_frame(X_bank, "X_bank")
+        X = self._numeric_frame(X_bank, "X_bank")
         n = len(X)
         labels = check_labels(np.asarray(y), n)
         n_val = 0
@@ -265,28 +256,14 @@ class VerticalLogisticRegression:
             raise NotFittedError("VerticalLogisticRegression is not fitted: call fit or from_json")
 
     def _bank_values(self, X_bank: pd.DataFrame) -> np.ndarray:
-        if not isinstance(X_bank, pd.DataFrame):
-            raise SchemaDriftError("X_bank must be a pandas DataFrame with the fitted columns")
-        names = [str(c) for c in X_bank.columns]
-        fitted = list(self.feature_names_in_)
-        if len(names) != len(fitted):
-            raise SchemaDriftError(
-                f"X_bank has {len(names)} columns, the model was fitted on {len(fitted)}"
-            )
-        for k, (got, want) in enumerate(zip(names, fitted, strict=True)):
-            if got != want:
-                raise SchemaDriftError(
-                    f"X_bank column {k} is '{got}', the model was fitted with '{want}' there"
-                )
-        return self.scaler_.transform(_numeric_frame(X_bank, "X_bank").to_numpy())
+        X = self._fitted_frame(X_bank, list(self.feature_names_in_))
+        return self.scaler_.transform(X.to_numpy())
 
     def decision_function(
         self, X_bank: pd.DataFrame, *, holders: Mapping[str, PeerBase], rows: Any = None
     ) -> np.ndarray:
         """Log-odds of default in one round with the holders. ``rows``: each bank row's row
         at the holders (positions in the fitted alignment); None: 0..len(X_bank)-1."""
-        from models.linear.active import ScoringError
-
         self._check_fitted()
         values = self._bank_values(X_bank)
         row_ids = np.arange(len(values)) if rows is None else rows

@@ -3,37 +3,27 @@
 Reads top to bottom as the holder serves a job: ``Start`` → ``Peers`` → per batch
 (``Forward``, ``PutBlob`` + ``Gradient``, ``Update``) and per epoch ``Forward`` on the
 training (and validation) rows → ``Finish``; later ``Predict``. The bank's half is
-``active.py``; the optimiser is ``reference.py``; the crypto is ``backends.py``; protocol and
-who learns what: docs/linear.md.
+``active.py``; the optimiser is ``reference.py``; the crypto is ``backends.py``; what the holder
+keeps is ``holder_state.py``; protocol and who learns what: docs/linear.md. Policy, rows, jobs
+and model files come from ``models.base.HolderModule``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
-import json
 import logging
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from federation.blobs import BlobEndpoints, BlobStore
 from federation.errors import Refused
-from federation.files import write_atomic
-from federation.transport.base import (
-    FAILED_PRECONDITION,
-    CallFailed,
-    CallInfo,
-    ServiceRuntime,
-    invalid,
-)
+from federation.transport.base import CallFailed, CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
+from models.base import FeaturesFor, HolderModule, Rows, failed
 from models.linear.backends import (
     BACKENDS,
     CONTRIBUTION_SCALE_BITS,
@@ -44,14 +34,18 @@ from models.linear.backends import (
     new_x25519,
     rows_digest,
 )
+from models.linear.holder_state import LinearHolderModel, LinearJob, Pending
 from models.linear.reference import (
     ConstantFeatureError,
     LinearError,
     OutOfRange,
     Standardizer,
-    rows_from_bytes,
 )
-from protos import common_pb2, linear_pb2
+from models.local import local_holders as _local_holders
+from protos import common_pb2
+from protos import linear_pb2 as pb
+
+__all__ = ["OUT_OF_RANGE", "SERVICE_NAME", "LinearHolderServicer", "local_holders"]
 
 log = logging.getLogger(__name__)
 
@@ -60,104 +54,10 @@ OUT_OF_RANGE = "OUT_OF_RANGE"
 """Status of a Forward/Predict whose linear predictor left the fixed-point range: the bank
 treats it as divergence of training."""
 
-FeaturesFor = Callable[..., tuple[np.ndarray, Sequence[str]]]
-"""``features_for(bank, alignment_id) -> (values, names)``: as for SecureBoost's holder. One
-that also takes ``view`` (``features_for(bank, alignment_id, view="")``, e.g.
-``parties.holder.views.FeatureViews``) serves the feature views a job names in
-``LinearStart.feature_view`` ("woe:<job>[:i,j]": the holder's own WOE values)."""
-
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TAG = re.compile(r"^[bev][0-9]{1,6}(\.[0-9]{1,7})?$")
-MODEL_FORMAT = "xinyidai.linear.holder/1"
 
 
-def _failed(detail: str) -> CallFailed:
-    return CallFailed(FAILED_PRECONDITION, detail)
-
-
-@dataclass
-class LinearHolderModel:
-    """The holder's part of a fitted model: its weights, its preprocessing, its scoring masks.
-
-    Secret to the holder: weights and preprocessing statistics describe its data, and the
-    pairwise scoring keys are shared with the other holders only. Stored mode 0600.
-    """
-
-    weights: np.ndarray
-    scaler: Standardizer
-    masks: PairwiseMasks  # scoring keys (empty with one holder)
-    n_holders: int
-    epoch: int
-    backend: str
-    alignment_id: str = ""
-    feature_view: str = ""
-
-    @property
-    def n_features(self) -> int:
-        return int(self.weights.size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": MODEL_FORMAT,
-            "weights": self.weights.tolist(),
-            "scaler": self.scaler.to_dict(),
-            "masks": self.masks.to_list(),
-            "n_holders": self.n_holders,
-            "epoch": self.epoch,
-            "backend": self.backend,
-            "alignment_id": self.alignment_id,
-            "feature_view": self.feature_view,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LinearHolderModel:
-        if data.get("format") != MODEL_FORMAT:
-            raise LinearError(f"not a {MODEL_FORMAT} model part: {data.get('format')!r}")
-        return cls(
-            weights=np.asarray(data["weights"], dtype=np.float64),
-            scaler=Standardizer.from_dict(data["scaler"]),
-            masks=PairwiseMasks.from_list(data["masks"]),
-            n_holders=int(data["n_holders"]),
-            epoch=int(data["epoch"]),
-            backend=str(data["backend"]),
-            alignment_id=str(data.get("alignment_id", "")),
-            feature_view=str(data.get("feature_view", "")),
-        )
-
-
-@dataclass
-class _Pending:
-    rows: np.ndarray
-    masks: Any
-    blob_id: str = ""  # the holder's own result blob (CKKS), removed on Update
-
-
-@dataclass
-class _Job:
-    alignment_id: str
-    n_rows: int
-    backend: str
-    crypto: HolderCrypto
-    features: np.ndarray  # imputed and (optionally) standardised, (n_rows, n_features)
-    scaler: Standardizer
-    alpha: float
-    max_iter: int
-    n_holders: int
-    private: X25519PrivateKey
-    public: bytes
-    feature_view: str = ""
-    masks: PairwiseMasks | None = None  # training masks (after Peers)
-    scoring: PairwiseMasks | None = None
-    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
-    tags: set[str] = field(default_factory=set)
-    pending: dict[tuple[int, int], _Pending] = field(default_factory=dict)
-    done: set[tuple[int, int]] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class LinearHolderServicer(BlobEndpoints):
+class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpoints):
     """``xinyidai.v1.LinearHolder`` for one data holder.
 
     The holder's weights never leave it; all state is scoped by (calling bank, job id).
@@ -186,21 +86,24 @@ class LinearHolderServicer(BlobEndpoints):
 
     A job may name a feature view (``LinearStart.feature_view``, e.g. "woe:<job>:0,2": the
     holder's own WOE values of a scorecard); ``features_for`` resolves it here, and the model
-    part remembers it for ``Predict``. Scorecard points: ``models.linear.points``.
+    part remembers it for ``Predict``. Scorecard points: ``models.scorecard.passive``.
 
     Sees: the public key material and hyperparameters, which rows form each batch (and, by
     elimination, the validation rows), its own gradients X_kᵀ r / m (inherent to updating its
     own weights), the learning rate of each step. Never sees: labels, residuals or
     predictions (only ciphertexts), the bank's or another holder's features or weights.
 
-    ``features``/``feature_names`` or ``features_for`` as for ``SecureBoostHolderServicer``
+    ``features``/``feature_names`` or ``features_for`` as for ``models.base.HolderModule``
     (a job names its alignment and rows in ``Start``); ``models_dir``: where model parts are
     written (``<models_dir>/<bank>/<job>.json``, mode 0600) and read back after a restart;
     ``min_holders``: this holder's policy — it refuses jobs with fewer holders (2 keeps its
     linear predictor hidden from the bank); ``workers``: Paillier process count.
     """
 
-    service = linear_pb2.DESCRIPTOR.services_by_name[SERVICE_NAME]
+    service = pb.DESCRIPTOR.services_by_name[SERVICE_NAME]
+    protocol = "linear"
+    model_file = "linear-{job}.json"
+    feature_error = LinearError
 
     def __init__(
         self,
@@ -216,176 +119,47 @@ class LinearHolderServicer(BlobEndpoints):
         models_dir: Path | None = None,
         min_holders: int = 1,
     ):
-        self.node_id = node_id
-        self.features: np.ndarray | None = None
-        self.feature_names: list[str] = []
-        if (features is None) == (features_for is None):
-            raise ValueError("give either features (with feature_names) or features_for")
-        if features is not None:
-            names = [str(n) for n in feature_names or []]
-            arr = self._checked(features, names)
-            self.features, self.feature_names = arr, names
-
-            def fixed(bank: str, alignment_id: str) -> tuple[np.ndarray, Sequence[str]]:
-                return arr, names
-
-            features_for = fixed
-        assert features_for is not None
-        self.features_for: FeaturesFor = features_for
-        try:
-            self._serves_views = "view" in inspect.signature(features_for).parameters
-        except (TypeError, ValueError):  # a builtin without a signature: no views
-            self._serves_views = False
-        self.banks = frozenset(banks)
+        super().__init__(
+            node_id=node_id,
+            banks=banks,
+            models_dir=models_dir,
+            features=features,
+            feature_names=feature_names,
+            features_for=features_for,
+        )
         self.blobs = blobs
-        self.workers = workers
         self.chunk_bytes = chunk_bytes
-        self.models_dir = models_dir
+        self.workers = workers
         self.min_holders = int(min_holders)
-        self._jobs: dict[tuple[str, str], _Job] = {}
-        self._models: dict[tuple[str, str], LinearHolderModel] = {}
-        self._lock = threading.Lock()
 
-    def _checked(self, features: Any, names: Sequence[str]) -> np.ndarray:
-        arr = np.asarray(features, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != len(names):
-            raise LinearError(
-                f"holder '{self.node_id}': features must be (rows, {len(names)}) for the "
-                f"given names, got shape {arr.shape}"
-            )
-        return arr
-
-    def _features(
-        self, bank: str, alignment_id: str, view: str = ""
-    ) -> tuple[np.ndarray, list[str]]:
-        if view:
-            if not self._serves_views:
-                raise invalid(f"{self.node_id} serves no feature views (asked for {view!r})")
-            values, names = self.features_for(bank, alignment_id, view=view)
-        else:
-            values, names = self.features_for(bank, alignment_id)
-        return self._checked(values, names), [str(n) for n in names]
-
-    # -- policy and bookkeeping ------------------------------------------------------------
-    def authorise_caller(self, caller: str, method: str) -> None:
-        if caller not in self.banks:
-            raise Refused(
-                "caller",
-                f"'{caller}' is not a bank this holder trains with "
-                f"(policy lists: {', '.join(sorted(self.banks)) or 'none'})",
-            )
-
-    def _job(self, call: CallInfo) -> _Job:
-        with self._lock:
-            job = self._jobs.get((call.caller, call.meta.job_id))
-        if job is None:
-            raise _failed(f"no open linear job '{call.meta.job_id}' from {call.caller}")
-        return job
-
-    def open_jobs(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return sorted(self._jobs)
+    # -- HolderModule hooks ----------------------------------------------------------------
+    def _decode_model(self, data: dict[str, Any]) -> LinearHolderModel:
+        return LinearHolderModel.from_dict(data)
 
     def _rows(self, buf: bytes, n_rows: int, count: int, what: str) -> np.ndarray:
-        try:
-            mask = rows_from_bytes(buf, n_rows, what)
-        except LinearError as exc:
-            raise invalid(str(exc)) from None
-        rows = np.flatnonzero(mask)
+        """Row positions of a batch mask, which must name exactly ``count`` rows."""
+        rows = np.flatnonzero(self.row_mask(buf, n_rows, what))
         if rows.size != count or rows.size == 0:
             raise invalid(f"{what}: {rows.size} rows set, the request says {count}")
         return rows
 
-    def model(self, bank: str, job_id: str) -> LinearHolderModel:
-        """The holder's part of a finished model (its own secret)."""
-        with self._lock:
-            found = self._models.get((bank, job_id))
-        if found is None:
-            found = self._read_model(bank, job_id)
-        if found is None:
-            raise _failed(f"no finished linear model '{job_id}' for {bank}")
-        return found
-
-    def _model_path(self, bank: str, job_id: str) -> Path | None:
-        if self.models_dir is None or not _SAFE_NAME.match(bank) or not _SAFE_NAME.match(job_id):
-            return None
-        return self.models_dir / bank / f"linear-{job_id}.json"
-
-    def _read_model(self, bank: str, job_id: str) -> LinearHolderModel | None:
-        path = self._model_path(bank, job_id)
-        if path is None or not path.exists():
-            return None
-        model = LinearHolderModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        with self._lock:
-            self._models[(bank, job_id)] = model
-        return model
-
-    def load_model(self, bank: str, job_id: str, model: LinearHolderModel) -> None:
-        """Serve a saved model part (``LinearHolderModel.from_dict``), e.g. on a scoring node."""
-        with self._lock:
-            self._models[(bank, job_id)] = model
-
     # -- 1. Start --------------------------------------------------------------------------
-    def Start(self, request: Any, call: CallInfo) -> Any:
-        key = (call.caller, call.meta.job_id)
-        if not _SAFE_NAME.match(call.meta.job_id):
-            raise invalid(f"Start: meta.job_id must match {_SAFE_NAME.pattern}")
-        with self._lock:
-            if key in self._jobs or key in self._models:
-                raise _failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
-        if request.backend not in BACKENDS:
-            raise invalid(f"Start: unknown backend {request.backend!r} ({sorted(BACKENDS)})")
-        if request.n_holders < 1:
-            raise invalid("Start: n_holders must be >= 1")
-        if request.n_holders < self.min_holders:
-            raise Refused(
-                "min_holders",
-                f"the job has {request.n_holders} holder(s); {self.node_id} takes part only "
-                f"with at least {self.min_holders} (so its linear predictor stays masked)",
-            )
-        if not (np.isfinite(request.alpha) and request.alpha >= 0) or request.max_iter < 1:
-            raise invalid("Start: alpha must be finite and >= 0, max_iter >= 1")
-        features, names = self._features(call.caller, request.alignment_id, request.feature_view)
-        if request.rows:
-            try:
-                selected = rows_from_bytes(request.rows, features.shape[0], "Start.rows")
-            except LinearError as exc:
-                raise invalid(str(exc)) from None
-            features = features[selected]
-        n_rows = features.shape[0]
+    def Start(self, request: pb.LinearStart, call: CallInfo) -> pb.LinearStarted:
+        key = self.check_job_id(call)
+        if self.peek_job(call) is not None or self.has_model(key, stored=False):
+            raise failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
+        self._check_start(request)
+        rows = self.training_rows(
+            call, alignment_id=request.alignment_id, rows=request.rows, view=request.feature_view
+        )
+        n_rows = rows.values.shape[0]
         if request.n_rows != n_rows:
             raise invalid(f"the bank has {request.n_rows} rows, this holder {n_rows}")
-        try:
-            scaler = Standardizer.fit(features, standardize=request.standardize)
-        except ConstantFeatureError as exc:
-            index = exc.index if exc.index is not None else -1
-            # Column names stay at the holder: the bank hears the index, the log has the name.
-            log.error(
-                "%s: linear job %s: column '%s': %s",
-                self.node_id,
-                call.meta.job_id,
-                names[index] if 0 <= index < len(names) else "?",
-                exc,
-            )
-            raise _failed(
-                f"{self.node_id}: feature #{index} of {len(names)} is constant or empty on the "
-                f"job's rows (the column name is in {self.node_id}'s log)"
-            ) from None
-        prepared = scaler.transform(features)
-        public_key = self.blobs.path(call.caller, call.meta.job_id, request.public_key_blob)
-        material = public_key.read_bytes()
-        self._drop_blob(call, request.public_key_blob)
-        try:
-            crypto = BACKENDS[request.backend].holder(
-                material,
-                residual_scale_bits=int(request.residual_scale_bits),
-                workers=self.workers,
-            )
-            crypto.prepare(prepared, int(request.batch_size) or n_rows)
-        except BackendError as exc:
-            raise invalid(f"Start: {exc}") from None
+        scaler = self._scaler(call, rows, request.standardize)
+        prepared = scaler.transform(rows.values)
+        crypto = self._holder_crypto(call, request, prepared, n_rows)
         private, public = new_x25519()
-        job = _Job(
+        job = LinearJob(
             alignment_id=request.alignment_id,
             n_rows=n_rows,
             backend=request.backend,
@@ -401,17 +175,68 @@ class LinearHolderServicer(BlobEndpoints):
             weights=np.zeros(prepared.shape[1]),
         )
         job.snapshots[0] = job.weights.copy()
-        with self._lock:
-            self._jobs[key] = job
+        self.open_job(call, job)
         call.counts["features"] = prepared.shape[1]
-        return linear_pb2.LinearStarted(n_features=prepared.shape[1], x25519_public_key=public)
+        return pb.LinearStarted(n_features=prepared.shape[1], x25519_public_key=public)
+
+    def _check_start(self, request: pb.LinearStart) -> None:
+        """The job's terms and this holder's policy, before any row is read."""
+        if request.backend not in BACKENDS:
+            raise invalid(f"Start: unknown backend {request.backend!r} ({sorted(BACKENDS)})")
+        if request.n_holders < 1:
+            raise invalid("Start: n_holders must be >= 1")
+        if request.n_holders < self.min_holders:
+            raise Refused(
+                "min_holders",
+                f"the job has {request.n_holders} holder(s); {self.node_id} takes part only "
+                f"with at least {self.min_holders} (so its linear predictor stays masked)",
+            )
+        if not (np.isfinite(request.alpha) and request.alpha >= 0) or request.max_iter < 1:
+            raise invalid("Start: alpha must be finite and >= 0, max_iter >= 1")
+
+    def _scaler(self, call: CallInfo, rows: Rows, standardize: bool) -> Standardizer:
+        try:
+            return Standardizer.fit(rows.values, standardize=standardize)
+        except ConstantFeatureError as exc:
+            names = rows.names
+            index = exc.index if exc.index is not None else -1
+            # Column names stay at the holder: the bank hears the index, the log has the name.
+            log.error(
+                "%s: linear job %s: column '%s': %s",
+                self.node_id,
+                call.meta.job_id,
+                names[index] if 0 <= index < len(names) else "?",
+                exc,
+            )
+            raise failed(
+                f"{self.node_id}: feature #{index} of {len(names)} is constant or empty on the "
+                f"job's rows (the column name is in {self.node_id}'s log)"
+            ) from None
+
+    def _holder_crypto(
+        self, call: CallInfo, request: pb.LinearStart, prepared: np.ndarray, n_rows: int
+    ) -> HolderCrypto:
+        """The job's public key material (a blob the bank sent), ready for its batches."""
+        public_key = self.blobs.path(call.caller, call.meta.job_id, request.public_key_blob)
+        material = public_key.read_bytes()
+        self._drop_blob(call, request.public_key_blob)
+        try:
+            crypto = BACKENDS[request.backend].holder(
+                material,
+                residual_scale_bits=int(request.residual_scale_bits),
+                workers=self.workers,
+            )
+            crypto.prepare(prepared, int(request.batch_size) or n_rows)
+        except BackendError as exc:
+            raise invalid(f"Start: {exc}") from None
+        return crypto
 
     # -- 2. Peers --------------------------------------------------------------------------
-    def Peers(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
+    def Peers(self, request: pb.LinearPeers, call: CallInfo) -> pb.LinearPeersAck:
+        job = self.job(call)
         with job.lock:
             if job.masks is not None:
-                raise _failed("Peers: the holders of this job are already set")
+                raise failed("Peers: the holders of this job are already set")
             publics = [bytes(h.x25519_public_key) for h in request.holders]
             if len(publics) != job.n_holders:
                 raise invalid(f"Peers: {len(publics)} holders, Start said {job.n_holders}")
@@ -423,7 +248,7 @@ class LinearHolderServicer(BlobEndpoints):
             job.masks = masks.derive(b"train")
             job.scoring = masks.derive(b"predict")
         call.counts["pairs"] = len(masks.pairs)
-        return linear_pb2.LinearPeersAck(n_pairs=len(masks.pairs))
+        return pb.LinearPeersAck(n_pairs=len(masks.pairs))
 
     # -- blobs -----------------------------------------------------------------------------
     def _put_own_blob(self, call: CallInfo, blob_id: str, data: bytes) -> None:
@@ -432,7 +257,7 @@ class LinearHolderServicer(BlobEndpoints):
         step = max(1, self.chunk_bytes)
         pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
 
-        def chunks() -> Iterator[Any]:
+        def chunks() -> Iterator[common_pb2.BlobChunk]:
             offset = 0
             for k, piece in enumerate(pieces):
                 msg = common_pb2.BlobChunk(offset=offset, data=piece)
@@ -464,24 +289,23 @@ class LinearHolderServicer(BlobEndpoints):
         except OutOfRange as exc:
             raise CallFailed(OUT_OF_RANGE, str(exc)) from None
         masked = masks is not None and bool(masks.pairs)
-        if masked:
-            assert masks is not None
+        if masks is not None and masked:
             values = values + masks.mask(tag, values.size)
         return values.astype("<u8").tobytes(), masked
 
     def _contribution(
         self, u: np.ndarray, masks: PairwiseMasks | None, tag: bytes, what: str
-    ) -> Any:
+    ) -> pb.LinearContribution:
         values, masked = self._encoded(u, masks, tag, what)
-        return linear_pb2.LinearContribution(
+        return pb.LinearContribution(
             values=values, scale_bits=CONTRIBUTION_SCALE_BITS, masked=masked
         )
 
-    def Forward(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
+    def Forward(self, request: pb.LinearForward, call: CallInfo) -> pb.LinearContribution:
+        job = self.job(call)
         with job.lock:
             if job.masks is None:
-                raise _failed("Forward before Peers: the holders' masks are not agreed yet")
+                raise failed("Forward before Peers: the holders' masks are not agreed yet")
             if not _TAG.match(request.tag):
                 raise invalid(f"Forward: tag {request.tag!r} must look like b3.1, e3 or v3")
             if request.tag in job.tags:
@@ -495,8 +319,8 @@ class LinearHolderServicer(BlobEndpoints):
         return reply
 
     # -- 4. Gradient -----------------------------------------------------------------------
-    def Gradient(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
+    def Gradient(self, request: pb.LinearGradient, call: CallInfo) -> pb.LinearMaskedGradient:
+        job = self.job(call)
         with job.lock:
             step = (int(request.epoch), int(request.batch))
             if not 1 <= step[0] <= job.max_iter:
@@ -511,8 +335,8 @@ class LinearHolderServicer(BlobEndpoints):
                 masked, masks = job.crypto.masked_gradient(payload, rows)
             except BackendError as exc:
                 raise invalid(f"Gradient: {exc}") from None
-            pending = _Pending(rows=rows, masks=masks)
-            reply = linear_pb2.LinearMaskedGradient(n_values=job.features.shape[1])
+            pending = Pending(rows=rows, masks=masks)
+            reply = pb.LinearMaskedGradient(n_values=job.features.shape[1])
             if job.crypto.inline:
                 reply.masked = masked
             else:
@@ -524,13 +348,13 @@ class LinearHolderServicer(BlobEndpoints):
         return reply
 
     # -- 5. Update -------------------------------------------------------------------------
-    def Update(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
+    def Update(self, request: pb.LinearUpdate, call: CallInfo) -> pb.LinearUpdated:
+        job = self.job(call)
         with job.lock:
             step = (int(request.epoch), int(request.batch))
             pending = job.pending.pop(step, None)
             if pending is None:
-                raise _failed(f"Update: no gradient pending for epoch {step[0]} batch {step[1]}")
+                raise failed(f"Update: no gradient pending for epoch {step[0]} batch {step[1]}")
             if pending.blob_id:
                 self._drop_blob(call, pending.blob_id)
             lr = float(request.learning_rate)
@@ -544,21 +368,20 @@ class LinearHolderServicer(BlobEndpoints):
             job.weights = job.weights - lr * grad
             job.snapshots[step[0]] = job.weights.copy()
             job.done.add(step)
-        return linear_pb2.LinearUpdated(n_features=job.weights.size)
+        return pb.LinearUpdated(n_features=job.weights.size)
 
     # -- 6. Finish -------------------------------------------------------------------------
-    def Finish(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
-        key = (call.caller, call.meta.job_id)
+    def Finish(self, request: pb.LinearFinish, call: CallInfo) -> pb.LinearFinished:
+        job = self.job(call)
         with job.lock:
             if request.abort:
-                self._drop(key, job)
-                return linear_pb2.LinearFinished(n_features=0, epoch=0)
+                self.drop_job(call, job)
+                return pb.LinearFinished(n_features=0, epoch=0)
             epoch = int(request.keep_epoch)
             if epoch not in job.snapshots:
                 raise invalid(f"Finish: epoch {epoch} has no weights at {self.node_id}")
             if job.scoring is None:
-                raise _failed("Finish before Peers")
+                raise failed("Finish before Peers")
             model = LinearHolderModel(
                 weights=job.snapshots[epoch].copy(),
                 scaler=job.scaler,
@@ -569,42 +392,32 @@ class LinearHolderServicer(BlobEndpoints):
                 alignment_id=job.alignment_id,
                 feature_view=job.feature_view,
             )
-            path = self._model_path(call.caller, call.meta.job_id)
-            if path is not None:
-                write_atomic(path, json.dumps(model.to_dict()).encode("utf-8"))
-            self._drop(key, job)
-            with self._lock:
-                self._models[key] = model
+            self.keep_model(call, model)
+            self.drop_job(call, job)
         call.counts["features"] = model.n_features
-        return linear_pb2.LinearFinished(n_features=model.n_features, epoch=epoch)
-
-    def _drop(self, key: tuple[str, str], job: _Job) -> None:
-        job.crypto.close()
-        job.pending.clear()
-        with self._lock:
-            self._jobs.pop(key, None)
+        return pb.LinearFinished(n_features=model.n_features, epoch=epoch)
 
     # -- 7. Predict ------------------------------------------------------------------------
-    def Predict(self, request: Any, call: CallInfo) -> Any:
+    def Predict(self, request: pb.LinearPredictRequest, call: CallInfo) -> pb.LinearContribution:
         model = self.model(call.caller, call.meta.job_id)
         if len(request.nonce) < 16:
             raise invalid("Predict: nonce must be at least 16 bytes")
-        rows = np.asarray(request.rows, dtype=np.int64)
-        features, _ = self._features(
-            call.caller, request.alignment_id or model.alignment_id, model.feature_view
+        rows = self.rows_for(
+            call,
+            alignment_id=request.alignment_id or model.alignment_id,
+            rows=request.rows,
+            view=model.feature_view,
+            what="Predict",
         )
-        if features.shape[1] != model.n_features:
-            raise _failed(
+        if rows.values.shape[1] != model.n_features:
+            raise failed(
                 f"{self.node_id}: the model was fitted on {model.n_features} features, this "
-                f"alignment has {features.shape[1]} (schema drift)"
+                f"alignment has {rows.values.shape[1]} (schema drift)"
             )
-        n_rows = features.shape[0]
-        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-            raise invalid(f"Predict: rows must be in [0, {n_rows})")
-        u = model.scaler.transform(features[rows]) @ model.weights
+        u = model.scaler.transform(rows.values) @ model.weights
         raw_rows = np.asarray(request.rows, dtype="<u4").tobytes()
         tag = b"predict|" + bytes(request.nonce) + b"|" + rows_digest(raw_rows)
-        call.counts["rows"] = int(rows.size)
+        call.counts["rows"] = int(rows.positions.size)
         return self._contribution(u, model.masks, tag, "Predict")
 
 
@@ -618,37 +431,29 @@ def local_holders(
     min_holders: int = 1,
     max_blob_bytes: int = 1 << 31,
 ) -> tuple[dict[str, InProcessPeer], dict[str, LinearHolderServicer]]:
-    """``{holder: (features, column names)}`` → (peers for the bank, the holders' servicers).
+    """LR holders in this process (``models.local.local_holders``); model parts go to
+    ``workdir/<holder>/models``."""
 
-    Holders in this process behind the real runtime (caller and purpose checks, protobuf bytes
-    on the "wire"), for tests, notebooks and benchmarks; ``peer_class`` lets a test wrap the
-    carrier; model parts go to ``workdir/<holder>/models``.
-    """
-    from federation.transport.policy import PurposePolicy
-
-    peers: dict[str, InProcessPeer] = {}
-    servicers: dict[str, LinearHolderServicer] = {}
-    for name, (features, names) in tables.items():
-        servicer = LinearHolderServicer(
+    def make(
+        name: str, features: np.ndarray, names: list[str], blobs: BlobStore
+    ) -> LinearHolderServicer:
+        return LinearHolderServicer(
             node_id=name,
             features=features,
             feature_names=names,
             banks=[bank_id],
-            blobs=BlobStore(Path(workdir) / name / "blobs", max_bytes=max_blob_bytes),
+            blobs=blobs,
             workers=workers,
             models_dir=Path(workdir) / name / "models",
             min_holders=min_holders,
         )
-        runtime = ServiceRuntime(servicer, node_id=name, audit=None, purposes=PurposePolicy())
-        servicers[name] = servicer
-        peers[name] = peer_class(runtime, self_id=bank_id, audit=None, deadline_s=3600)
-    return peers, servicers
 
-
-__all__ = [
-    "OUT_OF_RANGE",
-    "SERVICE_NAME",
-    "LinearHolderModel",
-    "LinearHolderServicer",
-    "local_holders",
-]
+    return _local_holders(
+        make,
+        tables,
+        workdir,
+        bank_id=bank_id,
+        peer_class=peer_class,
+        max_blob_bytes=max_blob_bytes,
+        deadline_s=3600,
+    )

@@ -152,7 +152,7 @@ def resolve_alpha(alpha: float | None, C: float | None, n_train: int) -> float:
 def learning_rate_at(params: LinearParams, epoch: int, step: int) -> float:
     """The step size of update ``step`` (0-based, counted over the whole job) in ``epoch``."""
     if params.lr_schedule == "invscaling":
-        return params.learning_rate / (step + 1) ** params.power_t
+        return float(params.learning_rate / (step + 1) ** params.power_t)
     if params.lr_schedule == "step":
         return params.learning_rate * params.lr_decay ** ((epoch - 1) // params.lr_step_epochs)
     return params.learning_rate
@@ -200,21 +200,6 @@ def initial_intercept(y_train: np.ndarray, fit_intercept: bool) -> float:
 def check_range(u: np.ndarray, what: str) -> None:
     if not np.all(np.isfinite(u)) or (u.size and float(np.max(np.abs(u))) > U_MAX):
         raise OutOfRange(f"{what}: a linear predictor is not finite or exceeds {U_MAX:.0f}")
-
-
-def rows_to_bytes(mask: np.ndarray) -> bytes:
-    """A row set as the wire's bitmask: ``numpy.packbits`` of a bool vector."""
-    return np.packbits(np.asarray(mask, dtype=bool)).tobytes()
-
-
-def rows_from_bytes(buf: bytes, n_rows: int, what: str) -> np.ndarray:
-    """Inverse of :func:`rows_to_bytes`; refuses a wrong length or bits set past ``n_rows``."""
-    if len(buf) != (n_rows + 7) // 8:
-        raise LinearError(f"{what}: {len(buf)} bytes, expected {(n_rows + 7) // 8}")
-    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8))
-    if bits[n_rows:].any():
-        raise LinearError(f"{what}: bits set past row {n_rows}")
-    return bits[:n_rows].astype(bool)
 
 
 @dataclass
@@ -365,6 +350,40 @@ class TrainResult:
     message: str = ""
 
 
+def _epoch(
+    params: LinearParams,
+    y: np.ndarray,
+    plan: TrainingPlan,
+    model: LinearModelParts,
+    epoch: int,
+    step: int,
+    cached_u: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """One epoch: a step per batch, a snapshot, then the linear predictor of the training rows
+    (returned, with the updated step count). Raises ``OutOfRange`` when a predictor leaves the
+    range. Full batch: ``cached_u`` (the previous evaluation) is the batch's forward pass."""
+    for k, rows in enumerate(plan.batches()):
+        if plan.full_batch:
+            u_b = cached_u
+        else:
+            u_b = model.predict(f"b{epoch}.{k}", rows)
+            check_range(u_b, f"epoch {epoch} batch {k}")
+        r = sigmoid(u_b) - y[rows]
+        model.step(epoch, k, rows, r, learning_rate_at(params, epoch, step))
+        step += 1
+    model.snapshot(epoch)
+    u = model.predict(f"e{epoch}", plan.train_rows)
+    check_range(u, f"epoch {epoch}")
+    return u, step
+
+
+def _diverged(res: TrainResult, params: LinearParams, epoch: int, message: str) -> TrainResult:
+    """Stop for divergence in ``epoch``: keep the last good iterate."""
+    res.outcome, res.diverged_at, res.message = "diverged", epoch, message
+    res.keep_epoch = res.best_epoch if params.early_stopping else epoch - 1
+    return res
+
+
 def optimise(
     params: LinearParams,
     y: np.ndarray,
@@ -405,35 +424,21 @@ def optimise(
     step = 0
     for epoch in range(1, params.max_iter + 1):
         try:
-            for k, rows in enumerate(plan.batches()):
-                if plan.full_batch:
-                    u_b = cached_u
-                else:
-                    u_b = model.predict(f"b{epoch}.{k}", rows)
-                    check_range(u_b, f"epoch {epoch} batch {k}")
-                r = sigmoid(u_b) - y[rows]
-                model.step(epoch, k, rows, r, learning_rate_at(params, epoch, step))
-                step += 1
-            model.snapshot(epoch)
-            u = model.predict(f"e{epoch}", train)
-            check_range(u, f"epoch {epoch}")
+            u, step = _epoch(params, y, plan, model, epoch, step, cached_u)
         except OutOfRange as exc:
-            res.outcome, res.diverged_at = "diverged", epoch
-            res.message = f"epoch {epoch}: {exc}"
-            res.keep_epoch = res.best_epoch if params.early_stopping else epoch - 1
-            return res
+            return _diverged(res, params, epoch, f"epoch {epoch}: {exc}")
         cached_u = u
         loss = logloss(u, y[train])
         res.n_iter = epoch
         res.loss_curve.append(loss)
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * res.initial_loss:
-            res.outcome, res.diverged_at = "diverged", epoch
-            res.message = (
+            return _diverged(
+                res,
+                params,
+                epoch,
                 f"epoch {epoch}: training log-loss {loss:.6g} exceeds {DIVERGENCE_FACTOR:g} x "
-                f"the starting loss {res.initial_loss:.6g}"
+                f"the starting loss {res.initial_loss:.6g}",
             )
-            res.keep_epoch = res.best_epoch if params.early_stopping else epoch - 1
-            return res
         if params.early_stopping:
             val_loss = logloss(model.predict(f"v{epoch}", val), y[val])
             res.validation_curve.append(val_loss)
@@ -571,7 +576,5 @@ __all__ = [
     "logloss",
     "optimise",
     "resolve_alpha",
-    "rows_from_bytes",
-    "rows_to_bytes",
     "sigmoid",
 ]

@@ -1,20 +1,23 @@
 """Vertical federated SecureBoost: the bank (labels, Paillier key) with data holders.
 
 ``estimator.SecureBoostClassifier`` is the bank's entry point; ``active`` is the bank's half of
-the protocol, ``passive`` the holder's (service ``xinyidai.v1.SecureBoostHolder``), ``reference``
-the algorithm in plaintext (the federation reproduces its trees exactly), ``local`` runs holders
-in-process. Protocol and who-learns-what: docs/secureboost.md.
+the protocol (``bank_state`` its model part and checkpoint, ``predict`` one-round scoring),
+``passive`` the holder's (service ``xinyidai.v1.SecureBoostHolder``; ``holder_state`` what it
+keeps; ``passive.local_holders`` runs holders in-process), ``reference`` the algorithm in
+plaintext (the federation reproduces its trees exactly), ``tree`` the tree structure every party
+shares. Protocol and who-learns-what: docs/secureboost.md.
 """
 
-from models.secureboost.active import (
+from models.secureboost.active import SecureBoostBank
+from models.secureboost.bank_state import (
     BankModel,
     FederatedTrainingError,
     ProtocolError,
-    SecureBoostBank,
-    predict_margin,
 )
 from models.secureboost.estimator import NotFittedError, SchemaDriftError, SecureBoostClassifier
-from models.secureboost.passive import HolderModel, SecureBoostHolderServicer
+from models.secureboost.holder_state import HolderModel
+from models.secureboost.passive import SecureBoostHolderServicer
+from models.secureboost.predict import predict_margin
 from models.secureboost.reference import (
     BoostParams,
     LabelError,
@@ -22,9 +25,8 @@ from models.secureboost.reference import (
     PlaintextSecureBoost,
     SecureBoostError,
     SecureBoostParamError,
-    Tree,
-    TreeNode,
 )
+from models.secureboost.tree import Tree, TreeNode
 
 __all__ = [
     "BankModel",

@@ -24,19 +24,18 @@ import pandas as pd
 
 from federation.transport.base import PeerBase
 from models.binning import BinningError, QuantileBinner
-from models.secureboost.active import BankModel, SecureBoostBank, predict_margin
-from models.secureboost.reference import (
-    BoostParams,
-    SecureBoostError,
-    Tree,
-    check_labels,
-    sigmoid,
-)
+from models.estimator import BankFrameMixin
+from models.estimator import SchemaDriftError as BaseSchemaDriftError
+from models.secureboost.active import SecureBoostBank
+from models.secureboost.bank_state import BankModel
+from models.secureboost.predict import predict_margin
+from models.secureboost.reference import BoostParams, SecureBoostError, check_labels, sigmoid
+from models.secureboost.tree import Tree
 
 MODEL_FORMAT = "xinyidai.secureboost.bank/1"
 
 
-class SchemaDriftError(SecureBoostError):
+class SchemaDriftError(SecureBoostError, BaseSchemaDriftError):
     """The columns given to predict differ from the ones the model was fitted on."""
 
 
@@ -44,23 +43,7 @@ class NotFittedError(SecureBoostError):
     """The classifier has not been fitted (or loaded) yet."""
 
 
-def _numeric_frame(X: Any, what: str) -> pd.DataFrame:
-    """The bank's features as float64, booleans as 0/1; other dtypes are refused by name."""
-    if not isinstance(X, pd.DataFrame):
-        raise SecureBoostError(f"{what} must be a pandas DataFrame with named columns")
-    out = {}
-    for name in X.columns:
-        col = X[name]
-        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-            out[str(name)] = pd.to_numeric(col, errors="raise").astype("Float64").astype(float)
-        else:
-            raise SecureBoostError(
-                f"{what}: column '{name}' has dtype {col.dtype}; encode it as numbers first"
-            )
-    return pd.DataFrame(out, index=X.index)
-
-
-class SecureBoostClassifier:
+class SecureBoostClassifier(BankFrameMixin):
     """Vertical federated SecureBoost for binary credit default (bank side).
 
     Hyperparameters as in ``reference.BoostParams`` (the algorithm's definition) plus
@@ -68,6 +51,9 @@ class SecureBoostClassifier:
     every request, checked by the holders), ``job_id`` (default: random), ``workers`` (the bank's
     Paillier worker processes; default all cores).
     """
+
+    frame_error = SecureBoostError
+    drift_error = SchemaDriftError
 
     def __init__(
         self,
@@ -142,7 +128,7 @@ class SecureBoostClassifier:
         ``resume_wait_s``: how long to wait for a holder that went away mid-job (0: fail).
         """
         params = self.boost_params()
-        X = _numeric_frame(X_bank, "X_bank")
+        X = self._numeric_frame(X_bank, "X_bank")
         labels = check_labels(np.asarray(y), len(X))
         binner = QuantileBinner(max_bin=params.max_bin)
         bins = binner.fit_transform(X.to_numpy(), feature_names=list(X.columns))
@@ -182,20 +168,7 @@ class SecureBoostClassifier:
             raise NotFittedError("SecureBoostClassifier is not fitted: call fit or from_json")
 
     def _bank_bins(self, X_bank: pd.DataFrame) -> np.ndarray:
-        if not isinstance(X_bank, pd.DataFrame):
-            raise SchemaDriftError("X_bank must be a pandas DataFrame with the fitted columns")
-        names = [str(c) for c in X_bank.columns]
-        fitted = list(self.feature_names_in_)
-        if len(names) != len(fitted):
-            raise SchemaDriftError(
-                f"X_bank has {len(names)} columns, the model was fitted on {len(fitted)}"
-            )
-        for k, (got, want) in enumerate(zip(names, fitted, strict=True)):
-            if got != want:
-                raise SchemaDriftError(
-                    f"X_bank column {k} is '{got}', the model was fitted with '{want}' there"
-                )
-        X = _numeric_frame(X_bank, "X_bank")
+        X = self._fitted_frame(X_bank, list(self.feature_names_in_))
         try:
             return self.binner_.transform(X.to_numpy())
         except BinningError as exc:

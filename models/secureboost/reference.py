@@ -37,20 +37,27 @@ Algorithm (binary logloss, XGBoost-style second-order boosting on pre-binned fea
   away its sibling's by subtraction; with this rule every histogram the bank can derive
   covers at least ``min_holder_node_samples`` samples.
 
-Tree structure: nodes are numbered heap-style (root 0; children of i are 2i+1 left, 2i+2
-right); each split records its owner party, the feature index *within the owner* and the bin
-threshold.
+Tree structure (``tree.py``): nodes are numbered heap-style (root 0; children of i are 2i+1
+left, 2i+2 right); each split records its owner party, the feature index *within the owner* and
+the bin threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from federation.errors import XinyidaiError
+from models.secureboost.tree import (
+    Tree,
+    TreeNode,
+    leaf_reachability,
+    left_child,
+    right_child,
+)
 
 PRECISION_BITS = 40
 """Fixed-point precision of g and h (bits after the binary point), as encrypted."""
@@ -73,10 +80,6 @@ class SecureBoostParamError(SecureBoostError):
 
 class LabelError(SecureBoostError):
     """Labels are not a usable binary target (one class, NaN, wrong length...)."""
-
-
-class MaskError(SecureBoostError):
-    """A packed row bitmask has the wrong length or stray padding bits."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def base_score(y: np.ndarray) -> float:
 
 
 def sigmoid(margin: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-margin))
+    return np.asarray(1.0 / (1.0 + np.exp(-margin)))
 
 
 def grad_hess(margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +215,7 @@ def keep_candidates(bin_counts: np.ndarray, n_bins: np.ndarray) -> np.ndarray:
     total = np.add.reduceat(bin_counts, offsets) if bin_counts.size else bin_counts
     prefix = segment_prefix(bin_counts, n_bins)
     local = np.arange(bin_counts.size) - offsets[seg]
-    return (local < n_bins[seg] - 1) & (bin_counts > 0) & (prefix < total[seg])
+    return np.asarray((local < n_bins[seg] - 1) & (bin_counts > 0) & (prefix < total[seg]))
 
 
 def segment_prefix(flat: np.ndarray, n_bins: np.ndarray) -> np.ndarray:
@@ -220,7 +223,7 @@ def segment_prefix(flat: np.ndarray, n_bins: np.ndarray) -> np.ndarray:
     csum = np.cumsum(flat, dtype=np.int64)
     offsets = bin_offsets(n_bins)
     before = np.concatenate(([0], csum))[offsets]
-    return csum - np.repeat(before, n_bins)
+    return np.asarray(csum - np.repeat(before, n_bins))
 
 
 def party_candidates(
@@ -303,111 +306,6 @@ def children_eligible(parent_eligible: bool, n_left: int, n_right: int, minimum:
     return bool(parent_eligible and n_left >= minimum and n_right >= minimum)
 
 
-# --------------------------------------------------------------------------------------------
-# trees
-
-
-def left_child(node: int) -> int:
-    return 2 * node + 1
-
-
-def right_child(node: int) -> int:
-    return 2 * node + 2
-
-
-def parent_of(node: int) -> int:
-    return (node - 1) // 2
-
-
-def sibling_of(node: int) -> int:
-    return node + 1 if node % 2 == 1 else node - 1
-
-
-def depth_of(node: int) -> int:
-    return int(node + 1).bit_length() - 1
-
-
-@dataclass
-class TreeNode:
-    """One node. For a split, ``owner`` is the party; ``feature``/``threshold`` are known only to
-    the owner (−1 in a party's copy of another party's split)."""
-
-    node_id: int
-    is_leaf: bool
-    weight: float = 0.0
-    owner: str = ""
-    feature: int = -1
-    threshold: int = -1
-    gain: float = 0.0
-    n_samples: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"node": self.node_id, "n_samples": self.n_samples}
-        if self.is_leaf:
-            out["weight"] = self.weight
-        else:
-            out.update(owner=self.owner, gain=self.gain)
-            if self.feature >= 0:
-                out.update(feature=self.feature, threshold=self.threshold)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TreeNode:
-        leaf = "weight" in data
-        return cls(
-            node_id=int(data["node"]),
-            is_leaf=leaf,
-            weight=float(data.get("weight", 0.0)),
-            owner=str(data.get("owner", "")),
-            feature=int(data.get("feature", -1)),
-            threshold=int(data.get("threshold", -1)),
-            gain=float(data.get("gain", 0.0)),
-            n_samples=int(data.get("n_samples", 0)),
-        )
-
-
-@dataclass
-class Tree:
-    nodes: dict[int, TreeNode] = field(default_factory=dict)
-
-    def leaves(self) -> list[int]:
-        return sorted(i for i, node in self.nodes.items() if node.is_leaf)
-
-    def splits(self) -> list[int]:
-        return sorted(i for i, node in self.nodes.items() if not node.is_leaf)
-
-    def leaf_weights(self) -> np.ndarray:
-        return np.array([self.nodes[i].weight for i in self.leaves()], dtype=np.float64)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"nodes": [self.nodes[i].to_dict() for i in sorted(self.nodes)]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tree:
-        nodes = [TreeNode.from_dict(d) for d in data["nodes"]]
-        return cls(nodes={n.node_id: n for n in nodes})
-
-
-def leaf_reachability(
-    leaves: Sequence[int], go_left: Mapping[int, np.ndarray], n_rows: int
-) -> np.ndarray:
-    """bool[n_rows, len(leaves)]: leaf reachable when only the splits in ``go_left`` are known.
-
-    Every party computes this with its own splits (a split it does not own lets a row reach
-    both sides); the AND over all parties leaves exactly one leaf per row.
-    """
-    reach = np.ones((n_rows, len(leaves)), dtype=bool)
-    for j, leaf in enumerate(leaves):
-        child = int(leaf)
-        while child > 0:
-            par = parent_of(child)
-            mask = go_left.get(par)
-            if mask is not None:
-                reach[:, j] &= mask if child == left_child(par) else ~mask
-            child = par
-    return reach
-
-
 def margins_from_reach(
     base: float, trees: Sequence[Tree], reaches: Sequence[np.ndarray], what: str = "model"
 ) -> np.ndarray:
@@ -424,24 +322,6 @@ def margins_from_reach(
             )
         margin += tree.leaf_weights()[np.argmax(reach, axis=1)]
     return margin
-
-
-# --------------------------------------------------------------------------------------------
-# row bitmasks (the wire form of sample sets)
-
-
-def mask_to_bytes(mask: np.ndarray) -> bytes:
-    return np.packbits(np.asarray(mask, dtype=bool)).tobytes()
-
-
-def mask_from_bytes(buf: bytes, n_rows: int, what: str = "bitmask") -> np.ndarray:
-    expected = (n_rows + 7) // 8
-    if len(buf) != expected:
-        raise MaskError(f"{what} has {len(buf)} bytes, expected {expected} for {n_rows} rows")
-    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8))
-    if bits[n_rows:].any():
-        raise MaskError(f"{what} has bits set beyond row {n_rows}")
-    return bits[:n_rows].astype(bool)
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,22 +491,17 @@ __all__ = [
     "BoostParams",
     "Candidates",
     "LabelError",
-    "MaskError",
     "PartyBins",
     "PlaintextSecureBoost",
     "SecureBoostError",
     "SecureBoostParamError",
-    "Tree",
-    "TreeNode",
     "base_score",
     "check_labels",
     "children_eligible",
     "grad_hess",
     "keep_candidates",
-    "leaf_reachability",
     "leaf_weight",
-    "mask_from_bytes",
-    "mask_to_bytes",
+    "margins_from_reach",
     "party_candidates",
     "quantize",
     "split_gains",

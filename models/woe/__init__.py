@@ -3,17 +3,13 @@
 ``reference.WoeEncoder`` is one party's plaintext encoder (the bank's own features, and the
 definition the federation reproduces); ``active.FederatedWoe`` is the bank's entry point for the
 holders' features; ``passive.WoeHolderServicer`` is the holder's service
-(``xinyidai.v1.WoeHolder``), ``passive.local_woe_holders`` runs holders in-process. Protocol and
-who-learns-what: docs/scorecard.md.
+(``xinyidai.v1.WoeHolder``; what it keeps is ``holder_state``), ``passive.local_woe_holders``
+runs holders in-process. Protocol and who-learns-what: docs/scorecard.md.
 """
 
 from models.woe.active import BANK, FederatedWoe, FederatedWoeError, ProtocolError
-from models.woe.passive import (
-    HolderFeatureWoe,
-    HolderWoeModel,
-    WoeHolderServicer,
-    local_woe_holders,
-)
+from models.woe.holder_state import HolderFeatureWoe, HolderWoeModel
+from models.woe.passive import WoeHolderServicer, local_woe_holders
 from models.woe.reference import (
     MIN_BIN_SAMPLES,
     SMOOTHING,

@@ -3,15 +3,15 @@
 Reads top to bottom as the bank runs a job: :class:`FederatedWoe.fit` — keys and ``Start``, the
 encrypted labels and ``BinSums``, decryption and the WOE/IV and merge maps per holder feature,
 ``Finish``. The holders' half is ``passive.py``; the definitions are ``reference.py``; the
-protocol and who learns what are in docs/scorecard.md.
+protocol and who learns what are in docs/scorecard.md. Talking to the holders (fan-out, abort,
+blame) is ``models.driver.HolderDriver``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,14 +21,17 @@ from federation.crypto import (
     CiphertextPacker,
     CryptoError,
     PaillierEngine,
+    PublicParams,
     ciphertexts_from_bytes,
     generate_keypair,
     make_public_params,
     public_params_to_bytes,
 )
-from federation.errors import PeerError, XinyidaiError
-from federation.transport.base import PeerBase, new_meta
-from models.secureboost.reference import mask_to_bytes
+from federation.errors import PeerError
+from federation.ids import name_problem
+from federation.transport.base import PeerBase
+from models.driver import HolderDriver
+from models.rows import mask_to_bytes
 from models.woe.passive import label_slot_bits
 from models.woe.reference import (
     MIN_BIN_SAMPLES,
@@ -44,7 +47,6 @@ from protos import woe_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BANK = "bank"
 """The party name of the bank's own features in ``tables_`` (so no holder may be called that)."""
 
@@ -72,8 +74,8 @@ class FederatedWoe:
        (``max_bin``, ``min_bin_samples``). Each holder answers with its features' indices,
        keyed name hashes and number of (already small-merged) bins.
     2. **Labels.** DJN-encrypt y (0/1) per row — y alone suffices, the holder knows its own
-       bins' row counts — and stream the ciphertexts to every holder (``put_blob`` fed by
-       ``encrypt_stream``), then ``BinSums``: per (feature, bin) the row count and the packed,
+       bins' row counts — and stream the ciphertexts to every holder at once as they are
+       encrypted (``HolderDriver.broadcast_blob``), then ``BinSums``: per (feature, bin) the row count and the packed,
        re-randomised encrypted bad count.
     3. **WOE.** CRT-decrypt and unpack; check every bin's bads against its count and that each
        feature's bins add up to all rows and all bads; then exactly ``reference.woe_from_counts``
@@ -111,8 +113,9 @@ class FederatedWoe:
             raise WoeError(f"max_bin must be an integer in [2, 255], got {max_bin!r}")
         if not isinstance(min_bin_samples, int) or min_bin_samples < 1:
             raise WoeError(f"min_bin_samples must be a positive integer, got {min_bin_samples!r}")
-        if job_id is not None and not _JOB_ID.match(job_id):
-            raise WoeError(f"job_id {job_id!r} must match {_JOB_ID.pattern}")
+        problem = None if job_id is None else name_problem(job_id, "job_id")
+        if problem is not None:
+            raise WoeError(problem)
         self.key_bits = key_bits
         self.max_bin = max_bin
         self.min_bin_samples = min_bin_samples
@@ -124,25 +127,6 @@ class FederatedWoe:
         self.chunk_size = chunk_size
         self.alignment_id = alignment_id
         self.alignment_rows = alignment_rows
-        self._holder: str | None = None
-        self._stage = "start"
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _meta(self) -> Any:
-        return new_meta(self.purpose, job_id=self.job_id_)
-
-    def _call(self, holders: Mapping[str, PeerBase], name: str, method: str, request: Any) -> Any:
-        self._holder = name
-        reply = holders[name].call(method, request)
-        self._holder = None
-        return reply
-
-    def _abort(self, holders: Mapping[str, PeerBase], started: Sequence[str]) -> None:
-        for name in started:
-            try:
-                holders[name].call("Finish", pb.WoeFinish(meta=self._meta(), abort=True))
-            except XinyidaiError as exc:  # best effort: the holder may be the one that is down
-                log.warning("could not abort WOE job %s at %s: %s", self.job_id_, name, exc)
 
     # -- the job ---------------------------------------------------------------------------
     def fit(
@@ -160,8 +144,6 @@ class FederatedWoe:
         if BANK in holders:
             raise WoeError(f"a holder may not be named '{BANK}': it names the bank's features")
         self.job_id_ = self.job_id or f"woe-{uuid.uuid4().hex[:16]}"
-        self._holder = None
-        self._stage = "start"
         tables: dict[str, list[FeatureWoe]] = {}
         if X_bank is not None:
             if len(X_bank) != n:
@@ -183,52 +165,57 @@ class FederatedWoe:
     def _federated(
         self, labels: np.ndarray, holders: Mapping[str, PeerBase]
     ) -> dict[str, list[FeatureWoe]]:
-        n = labels.size
         public, private = generate_keypair(self.key_bits)
         params = make_public_params(public)
-        started: list[str] = []
-        with PaillierEngine(params, private_key=private, workers=self.workers) as engine:
-            try:
-                start = pb.WoeStart(
-                    meta=self._meta(),
-                    paillier_params=public_params_to_bytes(params),
-                    n_rows=n,
-                    max_bin=self.max_bin,
-                    min_bin_samples=self.min_bin_samples,
-                    alignment_id=self.alignment_id,
-                )
-                if self.alignment_rows is not None:
-                    start.rows = mask_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
-                infos: dict[str, list[tuple[int, str, int]]] = {}
-                for name in holders:
-                    reply = self._call(holders, name, "Start", start)
-                    started.append(name)
-                    infos[name] = self._features_of(name, reply)
-                self._stage = "labels"
-                replies = self._bin_sums(labels, holders, engine)
-                self._stage = "decrypt"
-                tables = self._tables(labels, infos, replies, engine)
-                self._stage = "finish"
-                for name in holders:
-                    finish = pb.WoeFinish(meta=self._meta())
-                    for t in tables[name]:
-                        finish.features.add(
-                            feature=t.feature, bin_map=t.bin_map.tolist(), woe=t.woe, iv=t.iv
-                        )
-                    self._call(holders, name, "Finish", finish)
-                    started.remove(name)
-            except Exception as exc:
-                self._abort(holders, started)
-                if isinstance(exc, PeerError | CryptoError | WoeError):
-                    who = f"holder '{self._holder}'" if self._holder else "a holder"
-                    raise FederatedWoeError(
-                        f"WOE job {self.job_id_} failed at {self._stage} ({who}): {exc}. "
-                        "Every started holder was asked to drop the job.",
-                        holder=self._holder,
-                        stage=self._stage,
-                    ) from exc
-                raise
+        d = HolderDriver(holders, purpose=self.purpose, job_id=self.job_id_, thread_name="woe")
+        with (
+            PaillierEngine(params, private_key=private, workers=self.workers) as engine,
+            d.running(
+                abort=lambda: pb.WoeFinish(meta=d.meta(), abort=True),
+                error=FederatedWoeError,
+                attributable=(PeerError, CryptoError, WoeError),
+                what=f"WOE job {self.job_id_}",
+                dropped="Every started holder was asked to drop the job.",
+            ),
+        ):
+            infos = self._start(d, labels.size, params)
+            d.stage = "labels"
+            replies = self._bin_sums(d, labels, engine)
+            d.stage = "decrypt"
+            tables = self._tables(d, labels, infos, replies, engine)
+            d.stage = "finish"
+            d.finish(lambda name: self._finish_request(d, tables[name]))
         return tables
+
+    def _start(
+        self, d: HolderDriver, n: int, params: PublicParams
+    ) -> dict[str, list[tuple[int, str, int]]]:
+        """``Start`` at every holder; each lists its features (index, keyed name hash, bins)."""
+        start = pb.WoeStart(
+            meta=d.meta(),
+            paillier_params=public_params_to_bytes(params),
+            n_rows=n,
+            max_bin=self.max_bin,
+            min_bin_samples=self.min_bin_samples,
+            alignment_id=self.alignment_id,
+        )
+        if self.alignment_rows is not None:
+            start.rows = mask_to_bytes(np.asarray(self.alignment_rows, dtype=bool))
+        d.started = list(d.holders)  # abort is best effort: some may not have it
+        replies: dict[str, pb.WoeStarted] = d.each_call("Start", start)
+        infos = {}
+        for name, reply in replies.items():
+            with d.blame(name):
+                infos[name] = self._features_of(name, reply)
+        return infos
+
+    @staticmethod
+    def _finish_request(d: HolderDriver, tables: list[FeatureWoe]) -> pb.WoeFinish:
+        """A holder's merge maps and WOE values (it transforms its own features with them)."""
+        finish = pb.WoeFinish(meta=d.meta())
+        for t in tables:
+            finish.features.add(feature=t.feature, bin_map=t.bin_map.tolist(), woe=t.woe, iv=t.iv)
+        return finish
 
     def _features_of(self, name: str, reply: Any) -> list[tuple[int, str, int]]:
         out = [(int(f.feature), f.name_hash, int(f.n_bins)) for f in reply.features]
@@ -237,102 +224,109 @@ class FederatedWoe:
         return out
 
     def _bin_sums(
-        self, labels: np.ndarray, holders: Mapping[str, PeerBase], engine: PaillierEngine
-    ) -> dict[str, Any]:
-        """Encrypt y once, stream it to every holder (the first while encrypting), BinSums."""
-        blob_id = "labels"
+        self, d: HolderDriver, labels: np.ndarray, engine: PaillierEngine
+    ) -> dict[str, pb.WoeBinSums]:
+        """Encrypt y once, stream it to every holder at once as it is encrypted, BinSums."""
         n = labels.size
-        total = n * engine.ciphertext_bytes
-        sent: list[bytes] = []
-        plaintexts = [int(v) for v in labels]
-
-        def stream() -> Iterator[bytes]:
-            for chunk in engine.encrypt_stream(plaintexts, chunk_size=self.chunk_size):
-                sent.append(chunk)
-                yield chunk
-
-        request = pb.WoeBinSumsRequest(meta=self._meta(), blob_id=blob_id, n_ciphertexts=n)
-        replies = {}
-        for k, name in enumerate(holders):
-            self._holder = name
-            payload = stream() if k == 0 else sent
-            holders[name].put_blob(blob_id, payload, meta=self._meta(), total_size=total)
-            self.stats_["ciphertexts_sent"] += n
-            replies[name] = self._call(holders, name, "BinSums", request)
+        request = pb.WoeBinSumsRequest(meta=d.meta(), blob_id="labels", n_ciphertexts=n)
+        replies: dict[str, pb.WoeBinSums] = d.broadcast_blob(
+            "labels",
+            engine.encrypt_stream([int(v) for v in labels], chunk_size=self.chunk_size),
+            total=n * engine.ciphertext_bytes,
+            then=lambda name: d.holders[name].call("BinSums", request),
+        )
+        self.stats_["ciphertexts_sent"] += n * len(d.holders)
         return replies
 
     def _tables(
         self,
+        d: HolderDriver,
         labels: np.ndarray,
         infos: Mapping[str, list[tuple[int, str, int]]],
-        replies: Mapping[str, Any],
+        replies: Mapping[str, pb.WoeBinSums],
         engine: PaillierEngine,
     ) -> dict[str, list[FeatureWoe]]:
+        """Check every holder's counts, decrypt all bad counts at once, WOE per feature."""
         n = labels.size
-        n_bads = int(labels.sum())
-        slot_bits = label_slot_bits(n)
-        packer = CiphertextPacker(slot_bits=slot_bits, key_bits=engine.params.key_bits)
+        packer = CiphertextPacker(slot_bits=label_slot_bits(n), key_bits=engine.params.key_bits)
         layout: list[tuple[str, list[np.ndarray], int]] = []
         all_cts: list[Any] = []
         for name, reply in replies.items():
-            self._holder = name
-            info = infos[name]
-            if reply.pack_slot_bits != slot_bits:
-                raise ProtocolError(
-                    f"holder '{name}' packed {reply.pack_slot_bits}-bit slots, expected {slot_bits}"
-                )
-            if [int(f.feature) for f in reply.features] != [f for f, _, _ in info]:
-                raise ProtocolError(f"holder '{name}' answered other features than it listed")
-            counts = [np.asarray(f.counts, dtype=np.int64) for f in reply.features]
-            for (f, _, k), c in zip(info, counts, strict=True):
-                if c.size != k or int(c.sum()) != n:
+            with d.blame(name):
+                counts = self._counts(name, infos[name], reply, n)
+                cts = ciphertexts_from_bytes(reply.ciphertexts, engine.params)
+                n_values = sum(c.size for c in counts)
+                if len(cts) != packer.n_packed(n_values):
                     raise ProtocolError(
-                        f"holder '{name}' feature #{f}: {c.size} bins with {int(c.sum())} rows, "
-                        f"expected {k} bins with {n} rows"
+                        f"holder '{name}': {len(cts)} ciphertexts for {n_values} bin sums"
                     )
-            cts = ciphertexts_from_bytes(reply.ciphertexts, engine.params)
-            n_values = sum(c.size for c in counts)
-            if len(cts) != packer.n_packed(n_values):
-                raise ProtocolError(
-                    f"holder '{name}': {len(cts)} ciphertexts for {n_values} bin sums"
-                )
             layout.append((name, counts, len(cts)))
             all_cts.extend(cts)
-        self._holder = None
         plains = engine.decrypt(all_cts)
         self.stats_["decryptions"] += len(plains)
         out: dict[str, list[FeatureWoe]] = {}
         pos = 0
         for name, counts, n_cts in layout:
-            self._holder = name
             n_values = sum(c.size for c in counts)
             sums = np.asarray(packer.unpack(plains[pos : pos + n_cts], n_values), dtype=np.int64)
             pos += n_cts
-            tables = []
-            offset = 0
-            for (f, hashed, _), c in zip(infos[name], counts, strict=True):
-                bads = sums[offset : offset + c.size]
-                offset += c.size
-                if (bads > c).any() or int(bads.sum()) != n_bads:
-                    raise ProtocolError(
-                        f"holder '{name}' feature #{f}: decrypted bad counts are inconsistent "
-                        "(more bads than rows in a bin, or not all bads): wrong key or tampering"
-                    )
-                tables.append(
-                    woe_from_counts(
-                        c - bads,
-                        bads,
-                        feature=f,
-                        name=hashed or f"#{f}",
-                        party=name,
-                        min_bin_samples=self.min_bin_samples,
-                        monotonic=self.monotonic,
-                        smoothing=self.smoothing,
-                    )
-                )
-            out[name] = tables
-        self._holder = None
+            with d.blame(name):
+                out[name] = self._holder_tables(name, infos[name], counts, sums, int(labels.sum()))
         return out
+
+    @staticmethod
+    def _counts(
+        name: str, info: list[tuple[int, str, int]], reply: pb.WoeBinSums, n: int
+    ) -> list[np.ndarray]:
+        """A holder's rows per bin, checked against what it listed at Start."""
+        slot_bits = label_slot_bits(n)
+        if reply.pack_slot_bits != slot_bits:
+            raise ProtocolError(
+                f"holder '{name}' packed {reply.pack_slot_bits}-bit slots, expected {slot_bits}"
+            )
+        if [int(f.feature) for f in reply.features] != [f for f, _, _ in info]:
+            raise ProtocolError(f"holder '{name}' answered other features than it listed")
+        counts = [np.asarray(f.counts, dtype=np.int64) for f in reply.features]
+        for (f, _, k), c in zip(info, counts, strict=True):
+            if c.size != k or int(c.sum()) != n:
+                raise ProtocolError(
+                    f"holder '{name}' feature #{f}: {c.size} bins with {int(c.sum())} rows, "
+                    f"expected {k} bins with {n} rows"
+                )
+        return counts
+
+    def _holder_tables(
+        self,
+        name: str,
+        info: list[tuple[int, str, int]],
+        counts: list[np.ndarray],
+        sums: np.ndarray,
+        n_bads: int,
+    ) -> list[FeatureWoe]:
+        """WOE tables of one holder's features from its counts and decrypted bad counts."""
+        tables = []
+        offset = 0
+        for (f, hashed, _), c in zip(info, counts, strict=True):
+            bads = sums[offset : offset + c.size]
+            offset += c.size
+            if (bads > c).any() or int(bads.sum()) != n_bads:
+                raise ProtocolError(
+                    f"holder '{name}' feature #{f}: decrypted bad counts are inconsistent "
+                    "(more bads than rows in a bin, or not all bads): wrong key or tampering"
+                )
+            tables.append(
+                woe_from_counts(
+                    c - bads,
+                    bads,
+                    feature=f,
+                    name=hashed or f"#{f}",
+                    party=name,
+                    min_bin_samples=self.min_bin_samples,
+                    monotonic=self.monotonic,
+                    smoothing=self.smoothing,
+                )
+            )
+        return tables
 
     # -- results ---------------------------------------------------------------------------
     def iv_report(self) -> pd.DataFrame:

@@ -3,20 +3,17 @@
 Reads top to bottom as the holder serves a job: ``Start`` → ``PutBlob`` + ``BinSums`` →
 ``Finish``; afterwards the holder transforms its own features to WOE values locally
 (:meth:`WoeHolderServicer.transform`) for the logistic regression. The bank's half is
-``active.py``; the definitions (smoothing, merging) are ``reference.py``; the protocol and the
-who-learns-what table are in docs/scorecard.md.
+``active.py``; the definitions (smoothing, merging) are ``reference.py``; what the holder keeps
+is ``holder_state.py``; the protocol and the who-learns-what table are in docs/scorecard.md.
+Policy, rows, jobs and model files come from ``models.base.HolderModule``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import re
-import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +24,32 @@ from federation.crypto import (
     CiphertextPacker,
     CryptoError,
     PaillierEngine,
-    PublicParams,
     ciphertexts_from_bytes,
     ciphertexts_to_bytes,
     encrypted_bin_sums,
     public_params_from_bytes,
 )
 from federation.errors import Refused
-from federation.files import write_atomic
-from federation.transport.base import (
-    FAILED_PRECONDITION,
-    CallFailed,
-    CallInfo,
-    ServiceRuntime,
-    invalid,
-)
+from federation.transport.base import CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
+from models.base import FeaturesFor, HolderModule, JobKey, Rows, failed
 from models.binning import MISSING_BIN, BinningError, QuantileBinner
-from models.secureboost.reference import MaskError, mask_from_bytes
-from models.woe.reference import MIN_BIN_SAMPLES, WoeError, iv_strength, merge_small_bins
-from protos import woe_pb2
+from models.local import local_holders
+from models.woe.holder_state import HolderFeatureWoe, HolderWoeModel, WoeJob
+from models.woe.reference import MIN_BIN_SAMPLES, merge_small_bins
+from protos import woe_pb2 as pb
+
+__all__ = [
+    "SERVICE_NAME",
+    "WoeHolderServicer",
+    "label_slot_bits",
+    "local_woe_holders",
+    "name_hash",
+]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "WoeHolder"
-
-FeaturesFor = Callable[[str, str], tuple[np.ndarray, Sequence[str]]]
-"""``features_for(bank, alignment_id) -> (values, names)``: the holder's features for the rows
-of one alignment, in its common order (NaN = missing); as in SecureBoost's holder."""
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def label_slot_bits(n_rows: int) -> int:
@@ -69,116 +62,7 @@ def name_hash(key: bytes, name: str) -> str:
     return hmac.new(key, name.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def _failed(detail: str) -> CallFailed:
-    return CallFailed(FAILED_PRECONDITION, detail)
-
-
-@dataclass
-class HolderFeatureWoe:
-    """A holder's WOE table for one of its columns: ``bin_map`` maps its own ``QuantileBinner``
-    bins to WOE bins; ``counts`` are rows per WOE bin (the holder never learns goods/bads as
-    such, but can derive bin bad rates from ``woe`` and ``counts`` — see docs/scorecard.md)."""
-
-    feature: int
-    name: str
-    bin_map: np.ndarray
-    woe: np.ndarray
-    iv: float
-    counts: np.ndarray
-
-    @property
-    def strength(self) -> str:
-        return iv_strength(self.iv)
-
-    def transform(self, bins: Any) -> np.ndarray:
-        return np.asarray(self.woe[self.bin_map[np.asarray(bins, dtype=np.int64)]])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "feature": self.feature,
-            "name": self.name,
-            "bin_map": self.bin_map.tolist(),
-            "woe": [float(v) for v in self.woe],
-            "iv": float(self.iv),
-            "counts": self.counts.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HolderFeatureWoe:
-        return cls(
-            feature=int(data["feature"]),
-            name=str(data["name"]),
-            bin_map=np.asarray(data["bin_map"], dtype=np.int64),
-            woe=np.asarray(data["woe"], dtype=np.float64),
-            iv=float(data["iv"]),
-            counts=np.asarray(data["counts"], dtype=np.int64),
-        )
-
-
-@dataclass
-class HolderWoeModel:
-    """The holder's own result of a WOE job: its bins (edges are data values: keep it here) and
-    one WOE table per column, in its column order."""
-
-    binner: QuantileBinner
-    features: list[HolderFeatureWoe]
-    alignment_id: str = ""
-    min_bin_samples: int = MIN_BIN_SAMPLES
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    def transform(self, values: Any) -> np.ndarray:
-        """Raw feature values (rows, features; NaN = missing) → WOE values."""
-        bins = self.binner.transform(np.asarray(values, dtype=np.float64))
-        return np.column_stack([f.transform(bins[:, j]) for j, f in enumerate(self.features)])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": "xinyidai.woe.holder/1",
-            "binner": self.binner.to_dict(),
-            "features": [f.to_dict() for f in self.features],
-            "alignment_id": self.alignment_id,
-            "min_bin_samples": self.min_bin_samples,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HolderWoeModel:
-        try:
-            if data.get("format") != "xinyidai.woe.holder/1":
-                raise ValueError(f"format {data.get('format')!r}")
-            model = cls(
-                binner=QuantileBinner.from_dict(data["binner"]),
-                features=[HolderFeatureWoe.from_dict(f) for f in data["features"]],
-                alignment_id=str(data.get("alignment_id", "")),
-                min_bin_samples=int(data.get("min_bin_samples", MIN_BIN_SAMPLES)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WoeError(f"not a saved holder WOE model: {exc}") from None
-        if len(model.features) != model.binner.n_features_in_:
-            raise WoeError("saved holder WOE model: tables and binned features differ in number")
-        return model
-
-
-@dataclass
-class _Job:
-    alignment_id: str
-    n_rows: int
-    params: PublicParams
-    engine: PaillierEngine
-    binner: QuantileBinner
-    names: list[str]
-    small_maps: list[np.ndarray]  # per feature: binner bin → sent bin
-    sent_bins: np.ndarray  # (n_rows, n_features) int64
-    sent_n_bins: np.ndarray
-    counts: list[np.ndarray]  # per feature: rows per sent bin
-    min_bin_samples: int
-    sums_sent: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class WoeHolderServicer(BlobEndpoints):
+class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
     """``xinyidai.v1.WoeHolder`` for one data holder.
 
     All state is scoped by (calling bank, job id). Protocol, from the holder's side:
@@ -208,12 +92,15 @@ class WoeHolderServicer(BlobEndpoints):
     individual label (only ciphertexts), the bank's or another holder's features.
 
     ``features``/``feature_names`` (one fixed alignment) or ``features_for`` (per job, see
-    ``FeaturesFor``) exactly as ``SecureBoostHolderServicer``; column names stay here: the bank
+    ``FeaturesFor``) as ``models.base.HolderModule``; column names stay here: the bank
     gets indices and, with ``column_key`` (the node's column-hashing secret), keyed hashes.
     ``min_bin_samples`` is this holder's policy; ``workers`` the Paillier process count.
     """
 
-    service = woe_pb2.DESCRIPTOR.services_by_name[SERVICE_NAME]
+    service = pb.DESCRIPTOR.services_by_name[SERVICE_NAME]
+    protocol = "WOE"
+    caller_role = "computes WOE for"
+    model_file = "{job}.woe.json"
 
     def __init__(
         self,
@@ -230,96 +117,37 @@ class WoeHolderServicer(BlobEndpoints):
         models_dir: Path | None = None,
         column_key: bytes | None = None,
     ):
-        self.node_id = node_id
-        self.features: np.ndarray | None = None
-        if (features is None) == (features_for is None):
-            raise ValueError("give either features (with feature_names) or features_for")
         if int(min_bin_samples) < 1:
             raise ValueError(f"min_bin_samples must be >= 1, got {min_bin_samples}")
-        if features is not None:
-            names = [str(n) for n in feature_names or []]
-            arr = self._checked(features, names)
-            self.features = arr
-
-            def fixed(bank: str, alignment_id: str) -> tuple[np.ndarray, Sequence[str]]:
-                return arr, names
-
-            features_for = fixed
-        assert features_for is not None
-        self.features_for: FeaturesFor = features_for
-        self.banks = frozenset(banks)
+        super().__init__(
+            node_id=node_id,
+            banks=banks,
+            models_dir=models_dir,
+            features=features,
+            feature_names=feature_names,
+            features_for=features_for,
+        )
         self.blobs = blobs
+        self.chunk_bytes = chunk_bytes
         self.min_bin_samples = int(min_bin_samples)
         self.workers = workers
-        self.chunk_bytes = chunk_bytes
-        self.models_dir = models_dir
         self.column_key = column_key
-        self._jobs: dict[tuple[str, str], _Job] = {}
-        self._models: dict[tuple[str, str], HolderWoeModel] = {}
-        self._row_sets: dict[tuple[str, str], list[np.ndarray]] = {}
-        self._lock = threading.Lock()
+        self._row_sets: dict[JobKey, list[np.ndarray]] = {}
 
-    def _checked(self, features: Any, names: Sequence[str]) -> np.ndarray:
-        arr = np.asarray(features, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != len(names):
-            raise BinningError(
-                f"holder '{self.node_id}': features must be (rows, {len(names)}) for the "
-                f"given names, got shape {arr.shape}"
-            )
-        return arr
+    # -- HolderModule hooks ----------------------------------------------------------------
+    def _decode_model(self, data: dict[str, Any]) -> HolderWoeModel:
+        return HolderWoeModel.from_dict(data)
 
-    def _features(self, bank: str, alignment_id: str) -> tuple[np.ndarray, list[str]]:
-        values, names = self.features_for(bank, alignment_id)
-        return self._checked(values, names), [str(n) for n in names]
+    def _no_model(self, bank: str, job_id: str) -> str:
+        return f"no finished WOE job '{job_id}' for {bank} at {self.node_id}"
 
-    # -- policy and bookkeeping ------------------------------------------------------------
-    def authorise_caller(self, caller: str, method: str) -> None:
-        if caller not in self.banks:
-            raise Refused(
-                "caller",
-                f"'{caller}' is not a bank this holder computes WOE for "
-                f"(policy lists: {', '.join(sorted(self.banks)) or 'none'})",
-            )
+    def _check_loaded(self, model: HolderWoeModel) -> None:
+        self._check_width(model.binner.n_features_in_, "the WOE model")
 
-    def _job(self, call: CallInfo) -> _Job:
-        with self._lock:
-            job = self._jobs.get((call.caller, call.meta.job_id))
-        if job is None:
-            raise _failed(f"no open WOE job '{call.meta.job_id}' from {call.caller}")
-        return job
-
-    def open_jobs(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return sorted(self._jobs)
-
-    def _model_path(self, bank: str, job_id: str) -> Path | None:
-        if self.models_dir is None or not _SAFE_NAME.match(bank) or not _SAFE_NAME.match(job_id):
-            return None
-        return self.models_dir / bank / f"{job_id}.woe.json"
-
+    # -- the holder's own use of its tables ------------------------------------------------
     def woe_model(self, bank: str, job_id: str) -> HolderWoeModel:
         """This holder's WOE tables of a finished job (read back from ``models_dir`` if needed)."""
-        with self._lock:
-            found = self._models.get((bank, job_id))
-        if found is None:
-            path = self._model_path(bank, job_id)
-            if path is not None and path.exists():
-                found = HolderWoeModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
-                with self._lock:
-                    self._models[(bank, job_id)] = found
-        if found is None:
-            raise _failed(f"no finished WOE job '{job_id}' for {bank} at {self.node_id}")
-        return found
-
-    def load_model(self, bank: str, job_id: str, model: HolderWoeModel) -> None:
-        """Serve a saved WOE model (``HolderWoeModel.from_dict``), e.g. on a scoring node."""
-        if self.features is not None and model.binner.n_features_in_ != self.features.shape[1]:
-            raise BinningError(
-                f"holder '{self.node_id}': the WOE model was binned on "
-                f"{model.binner.n_features_in_} features, this node has {self.features.shape[1]}"
-            )
-        with self._lock:
-            self._models[(bank, job_id)] = model
+        return self.model(bank, job_id)
 
     def transform(
         self,
@@ -335,20 +163,14 @@ class WoeHolderServicer(BlobEndpoints):
         ``values`` (rows, features) if given; else the features of ``alignment_id`` (default:
         the job's) restricted to ``rows`` (a boolean mask or row indices; default all).
         """
-        model = self.woe_model(bank, job_id)
+        model = self.model(bank, job_id)
         if values is None:
-            values, _ = self._features(
+            values, _ = self.own_table(
                 bank, model.alignment_id if alignment_id is None else alignment_id
             )
             if rows is not None:
                 values = values[np.asarray(rows)]
         return model.transform(values)
-
-    def _mask(self, buf: bytes, n_rows: int, what: str) -> np.ndarray:
-        try:
-            return mask_from_bytes(buf, n_rows, what)
-        except MaskError as exc:
-            raise invalid(str(exc)) from None
 
     def _check_row_set(self, key: tuple[str, str], mask: np.ndarray, min_rows: int) -> None:
         """Two jobs whose row sets differ in a few rows would reveal those rows' bins."""
@@ -367,19 +189,12 @@ class WoeHolderServicer(BlobEndpoints):
                 )
 
     # -- 1. Start --------------------------------------------------------------------------
-    def Start(self, request: Any, call: CallInfo) -> Any:
-        key = (call.caller, call.meta.job_id)
-        if not call.meta.job_id:
-            raise invalid("Start: meta.job_id is required (it scopes all of the job's state)")
-        with self._lock:
-            if key in self._jobs or key in self._models:
-                raise _failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
-        features, names = self._features(call.caller, request.alignment_id)
-        selected = np.ones(features.shape[0], dtype=bool)
-        if request.rows:
-            selected = self._mask(request.rows, features.shape[0], "Start.rows")
-            features = features[selected]
-        n_rows = features.shape[0]
+    def Start(self, request: pb.WoeStart, call: CallInfo) -> pb.WoeStarted:
+        key = self.check_job_id(call)
+        if self.peek_job(call) is not None or self.has_model(key, stored=False):
+            raise failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
+        rows = self.training_rows(call, alignment_id=request.alignment_id, rows=request.rows)
+        n_rows = rows.values.shape[0]
         if request.n_rows != n_rows:
             raise invalid(f"the bank has {request.n_rows} rows, this holder has {n_rows}")
         min_bin = int(request.min_bin_samples)
@@ -396,15 +211,47 @@ class WoeHolderServicer(BlobEndpoints):
         except CryptoError as exc:
             raise invalid(f"Start: {exc}") from None
         row_key = (call.caller, request.alignment_id)
+        selected = rows.mask
         self._check_row_set(row_key, selected, min_bin)
-        binner = QuantileBinner(max_bin=int(request.max_bin))
+        binner, small_maps, sent, counts = self._bins(call, rows, int(request.max_bin), min_bin)
+        job = WoeJob(
+            alignment_id=request.alignment_id,
+            n_rows=n_rows,
+            params=params,
+            engine=PaillierEngine(params, workers=self.workers),
+            binner=binner,
+            names=rows.names,
+            small_maps=small_maps,
+            sent_bins=sent,
+            sent_n_bins=np.array([c.size for c in counts], dtype=np.int64),
+            counts=counts,
+            min_bin_samples=min_bin,
+        )
+        self.open_job(call, job)
+        with self._lock:
+            self._row_sets.setdefault(row_key, []).append(selected)
+        reply = pb.WoeStarted()
+        for j, name in enumerate(job.names):
+            hashed = name_hash(self.column_key, name) if self.column_key else ""
+            reply.features.add(feature=j, name_hash=hashed, n_bins=int(job.sent_n_bins[j]))
+        call.counts["features"] = len(job.names)
+        call.counts["rows"] = n_rows
+        return reply
+
+    def _bins(
+        self, call: CallInfo, rows: Rows, max_bin: int, min_bin: int
+    ) -> tuple[QuantileBinner, list[np.ndarray], np.ndarray, list[np.ndarray]]:
+        """Bin locally, then merge every bin under ``min_bin`` rows into a neighbour (a bin of
+        one row would hand that row's label to the bank). Returns the binner, per feature the
+        map binner bin → sent bin, the sent bins of every row and the rows per sent bin."""
+        binner = QuantileBinner(max_bin=max_bin)
         try:
-            bins = binner.fit_transform(features, feature_names=names)
+            bins = binner.fit_transform(rows.values, feature_names=rows.names)
         except BinningError as exc:
             log.error("%s: WOE job %s: %s", self.node_id, call.meta.job_id, exc)
             where = "a feature" if exc.index is None else f"feature #{exc.index}"
-            raise _failed(
-                f"{self.node_id} cannot bin {where} of {len(names)}: {exc.reason} "
+            raise failed(
+                f"{self.node_id} cannot bin {where} of {len(rows.names)}: {exc.reason} "
                 f"(the column name is in {self.node_id}'s log)"
             ) from None
         small_maps, counts = [], []
@@ -415,40 +262,14 @@ class WoeHolderServicer(BlobEndpoints):
             small_maps.append(small)
             sent[:, j] = small[bins[:, j]]
             counts.append(np.bincount(sent[:, j], minlength=int(small.max()) + 1))
-        sent_n_bins = np.array([c.size for c in counts], dtype=np.int64)
-        job = _Job(
-            alignment_id=request.alignment_id,
-            n_rows=n_rows,
-            params=params,
-            engine=PaillierEngine(params, workers=self.workers),
-            binner=binner,
-            names=names,
-            small_maps=small_maps,
-            sent_bins=sent,
-            sent_n_bins=sent_n_bins,
-            counts=counts,
-            min_bin_samples=min_bin,
-        )
-        with self._lock:
-            self._jobs[key] = job
-            self._row_sets.setdefault(row_key, []).append(selected)
-        reply = woe_pb2.WoeStarted()
-        for j, name in enumerate(names):
-            hashed = name_hash(self.column_key, name) if self.column_key else ""
-            reply.features.add(feature=j, name_hash=hashed, n_bins=int(sent_n_bins[j]))
-        call.counts["features"] = len(names)
-        call.counts["rows"] = n_rows
-        return reply
+        return binner, small_maps, sent, counts
 
-    # -- blobs -----------------------------------------------------------------------------
     # -- 2. BinSums ------------------------------------------------------------------------
-    def BinSums(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
+    def BinSums(self, request: pb.WoeBinSumsRequest, call: CallInfo) -> pb.WoeBinSums:
+        job = self.job(call)
         with job.lock:
             if job.sums_sent:
-                raise _failed(
-                    "BinSums was already answered for this job (one label vector per job)"
-                )
+                raise failed("BinSums was already answered for this job (one label vector per job)")
             if request.n_ciphertexts != job.n_rows:
                 raise invalid(
                     f"n_ciphertexts is {request.n_ciphertexts}, the job has {job.n_rows} rows"
@@ -475,7 +296,7 @@ class WoeHolderServicer(BlobEndpoints):
             packer = CiphertextPacker(slot_bits=slot_bits, key_bits=job.params.key_bits)
             packed = packer.pack(flat, job.params, engine=job.engine)
             fresh = job.engine.rerandomise(packed, obfuscation="textbook")
-            reply = woe_pb2.WoeBinSums(
+            reply = pb.WoeBinSums(
                 pack_slot_bits=slot_bits, ciphertexts=ciphertexts_to_bytes(fresh, job.params)
             )
             for f, counts in enumerate(job.counts):
@@ -486,7 +307,7 @@ class WoeHolderServicer(BlobEndpoints):
         return reply
 
     # -- 3. Finish -------------------------------------------------------------------------
-    def _result(self, job: _Job, item: Any) -> HolderFeatureWoe:
+    def _result(self, job: WoeJob, item: pb.WoeFeatureResult) -> HolderFeatureWoe:
         f = int(item.feature)
         bin_map = np.asarray(item.bin_map, dtype=np.int64)
         woe = np.asarray(item.woe, dtype=np.float64)
@@ -516,15 +337,14 @@ class WoeHolderServicer(BlobEndpoints):
             counts=counts,
         )
 
-    def Finish(self, request: Any, call: CallInfo) -> Any:
-        job = self._job(call)
-        key = (call.caller, call.meta.job_id)
+    def Finish(self, request: pb.WoeFinish, call: CallInfo) -> pb.WoeFinished:
+        job = self.job(call)
         with job.lock:
             if request.abort:
-                self._drop(key, job)
-                return woe_pb2.WoeFinished(n_features=0)
+                self.drop_job(call, job)
+                return pb.WoeFinished(n_features=0)
             if not job.sums_sent:
-                raise _failed("Finish before BinSums: there is nothing to keep")
+                raise failed("Finish before BinSums: there is nothing to keep")
             got = sorted(int(item.feature) for item in request.features)
             if got != list(range(len(job.names))):
                 raise invalid(f"Finish: need one result per feature 0..{len(job.names) - 1}")
@@ -537,19 +357,10 @@ class WoeHolderServicer(BlobEndpoints):
                 alignment_id=job.alignment_id,
                 min_bin_samples=job.min_bin_samples,
             )
-            path = self._model_path(*key)
-            if path is not None:
-                write_atomic(path, json.dumps(model.to_dict()).encode("utf-8"))
-            self._drop(key, job)
-            with self._lock:
-                self._models[key] = model
+            self.keep_model(call, model)
+            self.drop_job(call, job)
         call.counts["features"] = len(tables)
-        return woe_pb2.WoeFinished(n_features=len(tables))
-
-    def _drop(self, key: tuple[str, str], job: _Job) -> None:
-        job.engine.close()
-        with self._lock:
-            self._jobs.pop(key, None)
+        return pb.WoeFinished(n_features=len(tables))
 
 
 def local_woe_holders(
@@ -564,36 +375,24 @@ def local_woe_holders(
     column_key: bytes | None = None,
     models_dir: Path | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, WoeHolderServicer]]:
-    """``{holder: (features, column names)}`` → (peers for the bank, the holders' servicers),
-    in this process behind the real runtime (tests, notebooks); as SecureBoost's ``local``."""
-    from federation.transport.policy import PurposePolicy
+    """WOE holders in this process (``models.local.local_holders``); model files go under
+    ``models_dir/<holder>`` when given."""
 
-    peers: dict[str, InProcessPeer] = {}
-    servicers: dict[str, WoeHolderServicer] = {}
-    for name, (features, names) in tables.items():
-        servicer = WoeHolderServicer(
+    def make(
+        name: str, features: np.ndarray, names: list[str], blobs: BlobStore
+    ) -> WoeHolderServicer:
+        return WoeHolderServicer(
             node_id=name,
             features=features,
             feature_names=names,
             banks=[bank_id],
-            blobs=BlobStore(Path(workdir) / name / "blobs", max_bytes=max_blob_bytes),
+            blobs=blobs,
             min_bin_samples=min_bin_samples,
             workers=workers,
             column_key=column_key,
             models_dir=None if models_dir is None else Path(models_dir) / name,
         )
-        runtime = ServiceRuntime(servicer, node_id=name, audit=None, purposes=PurposePolicy())
-        servicers[name] = servicer
-        peers[name] = peer_class(runtime, self_id=bank_id, audit=None, deadline_s=600)
-    return peers, servicers
 
-
-__all__ = [
-    "SERVICE_NAME",
-    "HolderFeatureWoe",
-    "HolderWoeModel",
-    "WoeHolderServicer",
-    "label_slot_bits",
-    "local_woe_holders",
-    "name_hash",
-]
+    return local_holders(
+        make, tables, workdir, bank_id=bank_id, peer_class=peer_class, max_blob_bytes=max_blob_bytes
+    )

@@ -7,9 +7,7 @@ and whether enterprises it already lends to are getting riskier. Nothing here cr
 except the re-scoring itself, which is an ordinary ``Bank.ScoreBatch`` (every holder checks the
 enterprise's authorisation and purpose as for any score).
 
-- ``ScoreLog``: every served score (``Score`` and each scored enterprise of ``ScoreBatch``): time,
-  model name, version, USCC, probability of default, points, request kind (``one``/``batch``).
-  SQLAlchemy; SQLite ``NODE_DIR/scores.db`` by default, any database URL otherwise.
+- ``parties.bank.score_log.ScoreLog``: every served score (what the two checks below read).
 - ``write_training_population`` / ``read_training_population``: the training population's
   scores (every labelled aligned row, train and test split) that ``train_secureboost`` saves as
   ``NODE_DIR/models/<job>.population.json``: the "expected" side of the PSI.
@@ -26,56 +24,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
-import os
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from sqlalchemy import (
-    Column,
-    Double,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    insert,
-    select,
-)
-from sqlalchemy.exc import SQLAlchemyError
 
-from federation.audit import AuditLog, create_tables, open_engine, redacted, sqlite_url
-from federation.errors import XinyidaiError
+from federation.audit import AuditLog
 from federation.files import write_atomic
 from federation.transport.base import PeerBase, new_meta
 from models.metrics import MetricError, psi_table
 from models.scorecard import PdoScaling
+from parties.bank.score_log import MonitoringError, ScoreLog, iso_time, to_epoch
 from protos import bank_pb2
 
 if TYPE_CHECKING:
     from parties.bank.registry import TrackingConfig
     from parties.config import NodeConfig
 
-log = logging.getLogger(__name__)
-
-SCORE_LOG_URL_ENV = "XINYIDAI_SCORE_LOG_URL"
-"""Database URL of the score log when the node config names none (default NODE_DIR/scores.db)."""
-LOCAL_VERSION = "local"  # as parties.bank.scoring.LOCAL_VERSION (a job served without registry)
+LOCAL_VERSION = "local"  # as parties.bank.served.LOCAL_VERSION (a job served without registry)
 POPULATION_FORMAT = "xinyidai.population.v1"
 STABLE, WATCH = 0.1, 0.25
 ALERT_OPERATION = "monitor.alert"
-KINDS = ("one", "batch")
-
-
-class MonitoringError(XinyidaiError):
-    """A monitoring question cannot be answered (no population file, no served scores, ...)."""
 
 
 def psi_label(value: float) -> str:
@@ -83,200 +56,6 @@ def psi_label(value: float) -> str:
     if value < STABLE:
         return "stable"
     return "watch" if value <= WATCH else "shift"
-
-
-def to_epoch(value: float | dt.datetime | str | None) -> float | None:
-    """Seconds since the epoch from a number, a datetime or ISO 8601 text (naive = UTC)."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise MonitoringError(
-                f"time {value!r} is not ISO 8601 (e.g. 2024-05-01T00:00)"
-            ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
-
-
-# -------------------------------------------------------------------------------------------
-# the score log
-
-_metadata = MetaData()
-_scores = Table(
-    "served_scores",
-    _metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("ts", Double, nullable=False),
-    Column("model_name", String(128), nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("uscc", String(64), nullable=False),
-    Column("probability_default", Double, nullable=False),
-    Column("points", Double, nullable=False),
-    Column("kind", String(8), nullable=False),
-)
-_indexes = (
-    Index(
-        "ix_served_scores_version_ts", _scores.c.model_name, _scores.c.model_version, _scores.c.ts
-    ),
-    Index("ix_served_scores_uscc", _scores.c.model_name, _scores.c.uscc, _scores.c.ts),
-)
-
-
-@dataclass(frozen=True)
-class ServedScore:
-    """One served score as stored."""
-
-    ts: float
-    model_name: str
-    model_version: str
-    uscc: str
-    probability_default: float
-    points: float
-    kind: str
-
-
-class ScoreLog:
-    """The bank's log of served scores, in any SQLAlchemy database (SQLite file by default).
-
-    Safe to share between threads; the node process appends while a CLI process reads.
-    """
-
-    def __init__(self, url: str):
-        self._engine = open_engine(url, label="score log")
-        self.url = redacted(self._engine)
-        self._lock = threading.Lock()
-        self._create_schema()
-
-    @classmethod
-    def for_node_dir(cls, node_dir: Path) -> ScoreLog:
-        """The log at ``NODE_DIR/scores.db``."""
-        return cls(sqlite_url(Path(node_dir) / "scores.db"))
-
-    @classmethod
-    def for_config(cls, config: NodeConfig) -> ScoreLog:
-        """``score_log_url`` of the node config if it has one, else ``XINYIDAI_SCORE_LOG_URL``,
-        else ``NODE_DIR/scores.db``."""
-        url = getattr(config, "score_log_url", None) or os.environ.get(SCORE_LOG_URL_ENV)
-        return cls(url) if url else cls.for_node_dir(config.node_dir)
-
-    def __enter__(self) -> ScoreLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __repr__(self) -> str:
-        return f"ScoreLog({self.url!r})"
-
-    def _create_schema(self) -> None:
-        create_tables(self._engine, [_scores], _indexes, label="score log")
-
-    # -- writing -----------------------------------------------------------------------------
-    def record(
-        self,
-        *,
-        model_name: str,
-        model_version: str,
-        kind: str,
-        usccs: Sequence[str],
-        probability: Sequence[float],
-        points: Sequence[float],
-        ts: float | None = None,
-    ) -> int:
-        """Append one row per enterprise in one insert (one transaction); returns the count."""
-        if kind not in KINDS:
-            raise ValueError(f"score log kind must be one of {KINDS}, got {kind!r}")
-        if not (len(usccs) == len(probability) == len(points)):
-            raise ValueError("score log: usccs, probability and points differ in length")
-        if not usccs:
-            return 0
-        stamp = time.time() if ts is None else float(ts)
-        rows = [
-            {
-                "ts": stamp,
-                "model_name": model_name,
-                "model_version": model_version,
-                "uscc": str(code),
-                "probability_default": float(p),
-                "points": float(s),
-                "kind": kind,
-            }
-            for code, p, s in zip(usccs, probability, points, strict=True)
-        ]
-        with self._lock, self._engine.begin() as conn:
-            conn.execute(insert(_scores), rows)
-        return len(rows)
-
-    def record_reply(self, reply: Any, *, kind: str) -> int:
-        """Log what a ``ScoreReply`` (kind ``one``) or ``ScoreBatchReply`` (``batch``) served."""
-        if kind == "one":
-            if not reply.scored:
-                return 0
-            items = [(reply.uscc, reply.probability_default, reply.points)]
-        else:
-            items = [
-                (e.uscc, e.probability_default, e.points)
-                for e in reply.enterprises
-                if e.status == "ok"
-            ]
-        if not items:
-            return 0
-        codes, probs, pts = zip(*items, strict=True)
-        return self.record(
-            model_name=reply.model_name,
-            model_version=reply.model_version,
-            kind=kind,
-            usccs=list(codes),
-            probability=list(probs),
-            points=list(pts),
-        )
-
-    # -- reading -----------------------------------------------------------------------------
-    def query(
-        self,
-        model_name: str,
-        model_version: str | None = None,
-        *,
-        since: float | dt.datetime | str | None = None,
-        until: float | dt.datetime | str | None = None,
-        usccs: Iterable[str] | None = None,
-    ) -> pd.DataFrame:
-        """Served scores of ``model_name`` (one version or all), ``since <= ts < until``, oldest
-        first, as a DataFrame with the ``ServedScore`` fields as columns."""
-        stmt = select(_scores).where(_scores.c.model_name == model_name)
-        if model_version is not None:
-            stmt = stmt.where(_scores.c.model_version == model_version)
-        lo, hi = to_epoch(since), to_epoch(until)
-        if lo is not None:
-            stmt = stmt.where(_scores.c.ts >= lo)
-        if hi is not None:
-            stmt = stmt.where(_scores.c.ts < hi)
-        if usccs is not None:
-            stmt = stmt.where(_scores.c.uscc.in_(list(usccs)))
-        with self._engine.connect() as conn:
-            rows = conn.execute(stmt.order_by(_scores.c.ts, _scores.c.id)).mappings().all()
-        columns = [f.name for f in ServedScore.__dataclass_fields__.values()]
-        return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
-
-    def latest(
-        self, model_name: str, usccs: Iterable[str], *, before: float | None = None
-    ) -> dict[str, ServedScore]:
-        """Each enterprise's last served score of ``model_name`` (any version) before ``before``."""
-        frame = self.query(model_name, until=before, usccs=usccs)
-        last = frame.groupby("uscc", sort=False).tail(1)
-        return {str(r["uscc"]): ServedScore(**r) for r in last.to_dict("records")}
 
 
 # -------------------------------------------------------------------------------------------
@@ -412,7 +191,7 @@ def population_stability(
         if own:
             logbook.close()
     lo, hi = to_epoch(since), to_epoch(until)
-    window = f"{_iso(lo) or 'the beginning'} .. {_iso(hi) or 'now'}"
+    window = f"{iso_time(lo) or 'the beginning'} .. {iso_time(hi) or 'now'}"
     if served.empty:
         raise MonitoringError(f"model {model}: no served scores in the score log for {window}")
     actual = served.groupby("uscc", sort=False)["points"].last().to_numpy()
@@ -430,8 +209,8 @@ def population_stability(
         n_expected=int(expected.size),
         n_actual=int(actual.size),
         n_served=len(served),
-        since=_iso(lo),
-        until=_iso(hi),
+        since=iso_time(lo),
+        until=iso_time(hi),
         bins=[
             {k: (int(v) if k.endswith("count") or k == "bin" else float(v)) for k, v in row.items()}
             for row in table.to_dict("records")
@@ -548,7 +327,7 @@ def rescore_watchlist(
                 probability_default=float(e.probability_default) if ok else None,
                 previous_points=None if before is None else before.points,
                 previous_version=None if before is None else before.model_version,
-                previous_at=_iso(None if before is None else before.ts),
+                previous_at=iso_time(None if before is None else before.ts),
                 change=change,
                 alert=alert,
             )
@@ -584,18 +363,6 @@ def _audit_alert(audit: AuditLog, report: WatchReport, item: WatchItem) -> None:
     )
 
 
-def log_served(score_log: ScoreLog | None, reply: Any, *, kind: str, counts: Any) -> None:
-    """The scoring service's hook: log a reply's scores; a failing log never fails the score
-    (it is counted in the call's audit record as ``score_log_failed`` and logged)."""
-    if score_log is None:
-        return
-    try:
-        score_log.record_reply(reply, kind=kind)
-    except SQLAlchemyError as exc:
-        counts["score_log_failed"] = 1
-        log.warning("score log %s: could not record served scores: %s", score_log.url, exc)
-
-
 def read_watchlist(path: Path) -> list[str]:
     """One USCC per line; blank lines and ``#`` comments ignored."""
     try:
@@ -608,13 +375,9 @@ def read_watchlist(path: Path) -> list[str]:
 
 __all__ = [
     "ALERT_OPERATION",
-    "MonitoringError",
     "PsiReport",
-    "ScoreLog",
-    "ServedScore",
     "WatchItem",
     "WatchReport",
-    "log_served",
     "parse_model",
     "population_stability",
     "psi_label",

@@ -9,10 +9,7 @@ leaf per tree is left. Nothing is scored from partial data: a holder that refuse
 request fail (PERMISSION_DENIED naming the holder), one without data makes the reply say which
 source is missing and carry no score.
 
-- ``ModelCache``: resolves ``(name, version | alias)`` in the MLflow registry
-  (``parties.bank.registry.resolve``; aliases cached for ``alias_ttl_s``), or a local job id when
-  no registry is involved; loads the bank's part (checked against the version's recorded
-  sha256) and precomputes the bank's reach for every row of its table.
+- ``parties.bank.served.ModelCache``: the versions served (resolved, checked, compiled once).
 - ``BankScorer``: ``score`` (one enterprise), ``score_batch`` (a region prefix, an industry
   section or a list of codes: ranked whitelist above a points threshold) and ``verify``
   (a yes/no question proxied to one holder).
@@ -29,12 +26,8 @@ the reach masks it receives anyway.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import tempfile
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from federation.errors import PeerError, Refused, XinyidaiError
+from federation.errors import PeerError, Refused
 from federation.transport.base import (
     FAILED_PRECONDITION,
     UNAVAILABLE,
@@ -55,223 +48,22 @@ from federation.transport.base import (
     new_meta,
 )
 from models.scorecard import PdoScaling
-from models.secureboost.active import BANK
-from models.secureboost.estimator import SecureBoostClassifier
-from models.secureboost.passive import ReachProgram
-from models.secureboost.reference import SecureBoostError, sigmoid
+from models.secureboost.bank_state import BANK
+from models.secureboost.reference import sigmoid
+from parties.bank.served import ModelCache, ScoringError, ServedModel
 from parties.data import uscc as uscc_codes
+from parties.data.encoding import encode_table
 from parties.data.schema import PartySchema
-from parties.holder.alignment import encode_table
 from protos import bank_pb2, holder_pb2
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from parties.bank.registry import TrackingConfig
 
-LOCAL_VERSION = "local"
-"""``model_version`` of a model served from ``NODE_DIR/models/<job>.json`` without a registry."""
 BATCH_CHUNK = 4096
 """Enterprises per holder call in a batch (reach of 4096 x 800 leaves is 400 kB)."""
 MAX_REASONS = 4
-
-
-class ScoringError(XinyidaiError):
-    """A model version cannot be served (unknown, part missing or altered, parts disagree)."""
-
-
-def holder_part_tag(holder: str) -> str:
-    return f"xinyidai.part.{holder}.sha256"
-
-
-@dataclass
-class ServedModel:
-    """One model version ready to score: the bank's part, compiled, and what holders must hold."""
-
-    name: str
-    version: str
-    model_id: str  # audit records' model_id: "<name>/<version>" (registry) or the job id
-    job_id: str
-    clf: SecureBoostClassifier
-    owners: tuple[str, ...]  # holders whose splits the model uses (asked for every score)
-    digests: dict[str, str]  # holder -> sha256 of its part, as recorded on the version
-    bank_reach: np.ndarray  # bool (bank table rows, leaves): under the bank's own splits
-    weights: np.ndarray  # leaf weights, global leaf order
-    samples: np.ndarray  # training samples per leaf (the "typical" leaf's weighting)
-    tree_starts: np.ndarray
-    base_score: float
-
-
-class ModelCache:
-    """Served models by (name, version), loaded once; aliases re-resolved every ``alias_ttl_s``.
-
-    ``codes``/``features``: the bank's table (row order) encoded as in training. ``models_dir``:
-    ``NODE_DIR/models`` where training wrote the bank's parts. ``tracking``: the registry
-    (default: ``TrackingConfig.resolve()``, i.e. ``MLFLOW_TRACKING_URI`` or ``.xinyidai/mlflow``).
-    """
-
-    def __init__(
-        self,
-        *,
-        features: pd.DataFrame,
-        models_dir: Path,
-        tracking: TrackingConfig | None = None,
-        alias_ttl_s: float = 10.0,
-    ):
-        self.features = features
-        self.models_dir = Path(models_dir)
-        self._tracking = tracking
-        self.alias_ttl_s = alias_ttl_s
-        self._lock = threading.Lock()
-        self._served: dict[tuple[str, str], ServedModel] = {}
-        self._aliases: dict[tuple[str, str], tuple[float, str]] = {}
-
-    @property
-    def tracking(self) -> TrackingConfig:
-        if self._tracking is None:
-            from parties.bank.registry import TrackingConfig
-
-            self._tracking = TrackingConfig.resolve()
-        return self._tracking
-
-    def get(self, name: str, ref: str) -> ServedModel:
-        """The model ``name`` at version or alias ``ref``; empty ``ref``: the local job ``name``."""
-        name, ref = name.strip(), ref.strip()
-        if not name:
-            raise invalid("model_name is required (a registered model, e.g. credit-sbt)")
-        if not ref:
-            return self._cached((name, LOCAL_VERSION), lambda: self._load_local(name))
-        version = self._version(name, ref)
-        return self._cached((name, version), lambda: self._load_registered(name, version))
-
-    def _cached(self, key: tuple[str, str], load: Any) -> ServedModel:
-        with self._lock:
-            found = self._served.get(key)
-        if found is None:
-            found = load()
-            with self._lock:
-                self._served[key] = found
-        return found
-
-    def _version(self, name: str, ref: str) -> str:
-        from parties.bank.registry import TrackingError, resolve
-
-        digits = ref[1:] if ref[:1] in "vV" else ref
-        if digits.isdigit():
-            return str(int(digits))
-        now = time.monotonic()
-        with self._lock:
-            hit = self._aliases.get((name, ref))
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            version = resolve(name, ref, tracking=self.tracking).version
-        except TrackingError as exc:
-            raise ScoringError(str(exc)) from None
-        with self._lock:
-            self._aliases[(name, ref)] = (now + self.alias_ttl_s, version)
-        return version
-
-    def _load_local(self, job_id: str) -> ServedModel:
-        path = self.models_dir / f"{job_id}.json"
-        if not path.is_file():
-            raise ScoringError(f"no local model '{job_id}' at the bank (nor a version was named)")
-        return self._compile(job_id, LOCAL_VERSION, job_id, job_id, path.read_text("utf-8"), {})
-
-    def _load_registered(self, name: str, version: str) -> ServedModel:
-        from parties.bank.registry import (
-            BANK_MODEL_ARTIFACT,
-            TAG_BANK_PART,
-            TAG_JOB_ID,
-            TrackingError,
-            mlflow_client,
-            model_id,
-            resolve,
-        )
-
-        try:
-            resolved = resolve(name, version, tracking=self.tracking)
-        except TrackingError as exc:
-            raise ScoringError(str(exc)) from None
-        tags = resolved.tags
-        job_id = tags.get(TAG_JOB_ID, "")
-        expected = tags.get(TAG_BANK_PART, "")
-        if not job_id or not expected:
-            raise ScoringError(f"model {name}/{version} has no recorded job id or bank part digest")
-        path = self.models_dir / f"{job_id}.json"
-        text = path.read_text("utf-8") if path.is_file() else ""
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
-            # Not (or not this) part on the node: the registered artifact is the reference.
-            with tempfile.TemporaryDirectory(prefix="xinyidai-score-") as tmp:
-                try:
-                    local = mlflow_client(self.tracking).download_artifacts(
-                        resolved.run_id, BANK_MODEL_ARTIFACT, tmp
-                    )
-                    text = Path(local).read_text("utf-8")
-                except Exception as exc:  # MLflow raises many kinds; all mean "not there"
-                    raise ScoringError(
-                        f"model {name}/{version}: the bank's part of job '{job_id}' is not at "
-                        f"{path} and its artifact could not be read ({type(exc).__name__})"
-                    ) from None
-            if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:
-                raise ScoringError(
-                    f"model {name}/{version}: the bank's part differs from the sha256 recorded "
-                    "on the version"
-                )
-        digests = {
-            key[len("xinyidai.part.") : -len(".sha256")]: value
-            for key, value in tags.items()
-            if key.startswith("xinyidai.part.") and key.endswith(".sha256") and key != TAG_BANK_PART
-        }
-        return self._compile(name, version, model_id(name, version), job_id, text, digests)
-
-    def _compile(
-        self,
-        name: str,
-        version: str,
-        model_id: str,
-        job_id: str,
-        text: str,
-        digests: dict[str, str],
-    ) -> ServedModel:
-        try:
-            clf = SecureBoostClassifier.from_json(text)
-            bins = clf._bank_bins(self.features)
-        except SecureBoostError as exc:
-            raise ScoringError(f"model {name}/{version}: {exc}") from None
-        trees = clf.trees_
-        owned = [
-            (t, i)
-            for t, tree in enumerate(trees)
-            for i, node in tree.nodes.items()
-            if not node.is_leaf and node.owner == BANK
-        ]
-        program = ReachProgram.compile([tree.leaves() for tree in trees], owned)
-        go_left = np.empty((bins.shape[0], len(program.splits)), dtype=bool)
-        for j, (t, i) in enumerate(program.splits):
-            node = trees[t].nodes[i]
-            go_left[:, j] = bins[:, node.feature] <= node.threshold
-        owners = tuple(sorted(clf.model_.split_owners() - {BANK}))
-        if digests:
-            missing = [h for h in owners if h not in digests]
-            if missing:
-                raise ScoringError(
-                    f"model {name}/{version} records no part digest for holder(s) {missing}; "
-                    "holders serve only a part whose digest the version names"
-                )
-        leaves = [tree.nodes[i] for tree in trees for i in tree.leaves()]
-        return ServedModel(
-            name=name,
-            version=version,
-            model_id=model_id,
-            job_id=job_id,
-            clf=clf,
-            owners=owners,
-            digests=digests,
-            bank_reach=program.reach(go_left),
-            weights=np.array([leaf.weight for leaf in leaves], dtype=np.float64),
-            samples=np.array([max(leaf.n_samples, 1) for leaf in leaves], dtype=np.float64),
-            tree_starts=program.tree_starts,
-            base_score=float(clf.base_score_),
-        )
 
 
 @dataclass
@@ -326,6 +118,61 @@ class HolderAnswer:
     statuses: list[str]
     reach: np.ndarray  # bool (n_ok, leaves)
     categories: list[str]
+
+
+@dataclass
+class _Batch:
+    """What every source said about a batch of codes (before combining)."""
+
+    status: np.ndarray  # object: "ok" or "<source>:<reason>" per code
+    rows: np.ndarray  # the bank's table row per code (-1: none)
+    reach: dict[str, np.ndarray]  # holder -> bool (codes, leaves)
+    categories: dict[str, Sequence[str]]  # party -> data categories (reason categories)
+
+
+def _list_every_code(
+    reply: bank_pb2.ScoreBatchReply,
+    codes: list[str],
+    batch: _Batch,
+    good: np.ndarray,
+    scores: Scores,
+) -> None:
+    """Every code in the given order, with its status and (if scored) its score."""
+    position = {int(g): k for k, g in enumerate(good)}
+    for at, code in enumerate(codes):
+        k = position.get(at)
+        item = reply.enterprises.add(uscc=code, status=str(batch.status[at]))
+        if k is not None:
+            item.probability_default = float(scores.probability[k])
+            item.points = float(scores.points[k])
+            item.reason_categories.extend(reason_list(scores.contributions, k, batch.categories)[1])
+
+
+def _list_above(
+    reply: bank_pb2.ScoreBatchReply,
+    codes: list[str],
+    batch: _Batch,
+    good: np.ndarray,
+    scores: Scores,
+    *,
+    threshold: float,
+    limit: int,
+) -> None:
+    """The whitelist: scored codes with points >= ``threshold``, highest first, at most
+    ``limit`` (0: all)."""
+    keep = np.flatnonzero(scores.points >= threshold) if math.isfinite(threshold) else None
+    order = np.arange(good.size) if keep is None else keep
+    order = order[np.argsort(-scores.points[order], kind="stable")]
+    if limit:
+        order = order[:limit]
+    for j in order:
+        reply.enterprises.add(
+            uscc=codes[good[j]],
+            status="ok",
+            probability_default=float(scores.probability[j]),
+            points=float(scores.points[j]),
+            reason_categories=reason_list(scores.contributions, int(j), batch.categories)[1],
+        )
 
 
 class BankScorer:
@@ -415,7 +262,7 @@ class BankScorer:
         raise exc
 
     # -- one enterprise ----------------------------------------------------------------------
-    def score(self, code: str, *, served: ServedModel, purpose: str) -> Any:
+    def score(self, code: str, *, served: ServedModel, purpose: str) -> bank_pb2.ScoreReply:
         """``bank_pb2.ScoreReply``; raises ``Refused`` when a holder refuses.
 
         ``served``: ``self.models.get(name, version_or_alias)``."""
@@ -484,7 +331,7 @@ class BankScorer:
         usccs: Sequence[str] = (),
         threshold: float = 0.0,
         limit: int = 0,
-    ) -> Any:
+    ) -> bank_pb2.ScoreBatchReply:
         """``bank_pb2.ScoreBatchReply``. Region/industry: the whitelist (points >= threshold,
         highest first, at most ``limit``). ``usccs``: every code, in the given order, with its
         status and (if scored) its score; the threshold is not applied."""
@@ -495,6 +342,33 @@ class BankScorer:
             codes = [uscc_codes.normalise(str(c)) for c in usccs]
         else:
             codes = self.candidates(region=region, industry=industry)
+        batch = self._batch_reach(served, purpose, codes)
+        good = np.flatnonzero(batch.status == "ok")
+        reply = bank_pb2.ScoreBatchReply(
+            model_name=served.name,
+            model_version=served.version,
+            candidates=len(codes),
+            scored=good.size,
+        )
+        reasons = {str(s) for s in batch.status if s != "ok"}
+        for r in sorted(reasons):
+            reply.excluded[r] = int((batch.status == r).sum())
+        scores = combine(
+            served,
+            {
+                BANK: served.bank_reach[batch.rows[good]],
+                **{h: m[good] for h, m in batch.reach.items()},
+            },
+        )
+        if listed:
+            _list_every_code(reply, codes, batch, good, scores)
+        else:
+            _list_above(reply, codes, batch, good, scores, threshold=threshold, limit=limit)
+        return reply
+
+    def _batch_reach(self, served: ServedModel, purpose: str, codes: list[str]) -> _Batch:
+        """Every holder's reach for ``codes`` it admits, in chunks of ``BATCH_CHUNK``; a code
+        any source cannot score gets ``<source>:<reason>`` as its status."""
         n = len(codes)
         status = np.full(n, "ok", dtype=object)
         rows = np.array([self.row_of.get(c, -1) for c in codes], dtype=np.int64)
@@ -524,46 +398,12 @@ class BankScorer:
                 for i, s in zip(chunk[~ok], got[~ok], strict=True):
                     if status[i] == "ok":
                         status[i] = f"{holder}:{s}"
-        good = np.flatnonzero(status == "ok")
-        reply = bank_pb2.ScoreBatchReply(
-            model_name=served.name, model_version=served.version, candidates=n, scored=good.size
-        )
-        reasons = {str(s) for s in status if s != "ok"}
-        for r in sorted(reasons):
-            reply.excluded[r] = int((status == r).sum())
-        scores = combine(
-            served,
-            {BANK: served.bank_reach[rows[good]], **{h: m[good] for h, m in reach.items()}},
-        )
-        if listed:
-            position = {int(g): k for k, g in enumerate(good)}
-            for at, code in enumerate(codes):
-                k = position.get(at)
-                item = reply.enterprises.add(uscc=code, status=str(status[at]))
-                if k is not None:
-                    item.probability_default = float(scores.probability[k])
-                    item.points = float(scores.points[k])
-                    item.reason_categories.extend(
-                        reason_list(scores.contributions, k, categories)[1]
-                    )
-            return reply
-        keep = np.flatnonzero(scores.points >= threshold) if math.isfinite(threshold) else None
-        order = np.arange(good.size) if keep is None else keep
-        order = order[np.argsort(-scores.points[order], kind="stable")]
-        if limit:
-            order = order[:limit]
-        for j in order:
-            reply.enterprises.add(
-                uscc=codes[good[j]],
-                status="ok",
-                probability_default=float(scores.probability[j]),
-                points=float(scores.points[j]),
-                reason_categories=reason_list(scores.contributions, int(j), categories)[1],
-            )
-        return reply
+        return _Batch(status=status, rows=rows, reach=reach, categories=categories)
 
     # -- verification (proxied) --------------------------------------------------------------
-    def verify(self, *, holder: str, code: str, predicate_json: str, purpose: str) -> Any:
+    def verify(
+        self, *, holder: str, code: str, predicate_json: str, purpose: str
+    ) -> bank_pb2.BankVerifyReply:
         peer = self.holders.get(holder)
         if peer is None:
             raise invalid(
@@ -635,7 +475,7 @@ def score_codes(
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
 
-def reply_dict(reply: Any) -> dict[str, Any]:
+def reply_dict(reply: Message) -> dict[str, Any]:
     """A reply as plain JSON-able data (CLI output)."""
     from google.protobuf.json_format import MessageToDict
 

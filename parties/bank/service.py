@@ -13,27 +13,28 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pandas as pd
 
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
-from parties.bank.monitoring import ScoreLog, log_served
-from parties.bank.scoring import BankScorer, ServedModel
+from parties.bank.score_log import ScoreLog, log_served
+from parties.bank.scoring import BankScorer
+from parties.bank.served import ServedModel
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
-from parties.holder.service import PROTOCOL_VERSION, data_categories, hello_reply
-from parties.summary import table_summary
+from parties.summary import PROTOCOL_VERSION, data_categories, hello_reply, table_summary
 from protos import bank_pb2, common_pb2
 
 OPERATOR_METHODS = {"Greet", "Score", "ScoreBatch", "Verify"}
 
 
-def greet_holders(holders: dict[str, PeerBase], *, purpose: str, job_id: str = "") -> list[Any]:
+def greet_holders(
+    holders: dict[str, PeerBase], *, purpose: str, job_id: str = ""
+) -> list[bank_pb2.PeerGreeting]:
     """Call ``Hello`` on every holder at once; one ``PeerGreeting`` per holder, failures included."""
 
-    def greet(node_id: str, peer: PeerBase) -> Any:
+    def greet(node_id: str, peer: PeerBase) -> bank_pb2.PeerGreeting:
         started = time.perf_counter()
         greeting = bank_pb2.PeerGreeting(node_id=node_id, address=getattr(peer, "address", ""))
         try:
@@ -97,10 +98,10 @@ class BankServicer:
                 "caller", f"'{caller}' may not call {method} on bank '{self.config.node_id}'"
             )
 
-    def Hello(self, request: Any, call: CallInfo) -> Any:
+    def Hello(self, request: common_pb2.HelloRequest, call: CallInfo) -> common_pb2.HelloReply:
         return hello_reply(self.config, call.caller, self.categories, self._summary)
 
-    def Greet(self, request: Any, call: CallInfo) -> Any:
+    def Greet(self, request: bank_pb2.GreetRequest, call: CallInfo) -> bank_pb2.GreetReply:
         greetings = greet_holders(
             self.holders, purpose=request.meta.purpose, job_id=request.meta.job_id
         )
@@ -109,20 +110,24 @@ class BankServicer:
         return bank_pb2.GreetReply(peers=greetings)
 
     # -- scoring (docs/scoring.md) -----------------------------------------------------------
-    def _model(self, request: Any, call: CallInfo) -> ServedModel:
+    def _model(
+        self, request: bank_pb2.ScoreRequest | bank_pb2.ScoreBatchRequest, call: CallInfo
+    ) -> ServedModel:
         """Resolve the version first, so that even a refusal's audit record names it."""
         served = self.scorer.models.get(request.model_name, request.model_ref)
         call.meta.model_id = served.model_id
         return served
 
-    def Score(self, request: Any, call: CallInfo) -> Any:
+    def Score(self, request: bank_pb2.ScoreRequest, call: CallInfo) -> bank_pb2.ScoreReply:
         served = self._model(request, call)
         reply = self.scorer.score(request.uscc, served=served, purpose=call.meta.purpose)
         call.counts["scored"] = int(reply.scored)
         log_served(self.score_log, reply, kind="one", counts=call.counts)
         return reply
 
-    def ScoreBatch(self, request: Any, call: CallInfo) -> Any:
+    def ScoreBatch(
+        self, request: bank_pb2.ScoreBatchRequest, call: CallInfo
+    ) -> bank_pb2.ScoreBatchReply:
         served = self._model(request, call)
         reply = self.scorer.score_batch(
             served=served,
@@ -139,7 +144,9 @@ class BankServicer:
         log_served(self.score_log, reply, kind="batch", counts=call.counts)
         return reply
 
-    def Verify(self, request: Any, call: CallInfo) -> Any:
+    def Verify(
+        self, request: bank_pb2.BankVerifyRequest, call: CallInfo
+    ) -> bank_pb2.BankVerifyReply:
         return self.scorer.verify(
             holder=request.holder,
             code=request.uscc,

@@ -345,43 +345,11 @@ def _validate(path: Path, schema: PartySchema) -> _Outcome:
     keys: np.ndarray | None = None
     n_invalid = n_dupes = 0
 
-    # The key: normalise, then validate every code at once.
     if schema.key in present:
-        k_order = order[schema.key]
-        text, missing = cells[schema.key].text
-        if schema.key_kind == "uscc":
-            norm = (
-                _nfkc(text.where(~missing, ""))
-                .str.replace(r"\s+", "", regex=True)
-                .str.upper()
-                .to_numpy(dtype=object, na_value="")
-            )
-            reasons = uscc_mod.problems(np.where(missing, "0" * 18, norm).astype(str))
-        else:  # plain keys (benchmark row ids): each mapped to its own valid USCC
-            plain = text.where(~missing, "").str.strip().to_numpy(dtype=object, na_value="")
-            norm = np.full(n, "", dtype=object)
-            present_ids = ~missing & (plain != "")
-            if present_ids.any():
-                norm[present_ids] = uscc_mod.from_plain_id(plain[present_ids])
-            missing = missing | ~present_ids
-            reasons = np.full(n, None, dtype=object)
-        missing_counts[schema.key] = int(missing.sum())
-        probs.rows(missing, k_order, schema.key, lambda i: "missing enterprise code")
-        invalid = ~missing & pd.notna(reasons)
-        n_invalid = int(invalid.sum())
-        probs.rows(invalid, k_order, schema.key, lambda i: str(reasons[i]))
-        valid = ~missing & ~invalid & ~blank
-        dup = pd.Series(np.where(valid, norm, None)).duplicated(keep="first").to_numpy() & valid
-        n_dupes = int(dup.sum())
-        if n_dupes:
-            first_at = pd.Series(np.arange(n)).groupby(norm).transform("min").to_numpy()
-            probs.rows(
-                dup,
-                k_order,
-                schema.key,
-                lambda i: f"duplicate code {norm[i]}, first seen at {row_label(int(first_at[i]))}",
-            )
-        keys = norm
+        keys, key_missing, n_invalid, n_dupes = _check_keys(
+            cells[schema.key], schema, order[schema.key], probs, blank, row_label
+        )
+        missing_counts[schema.key] = key_missing
 
     for c in schema.columns:
         if c.name == schema.key or c.name not in present:
@@ -395,6 +363,60 @@ def _validate(path: Path, schema: PartySchema) -> _Outcome:
     if probs.total or keys is None:
         return _Outcome(None, listing, probs.total, n, columns, n_dupes, n_invalid, missing_counts)
 
+    frame = _typed_frame(schema, typed, keys, n)
+    return _Outcome(frame, [], 0, n, columns, 0, 0, missing_counts)
+
+
+def _check_keys(
+    cell: _Cell,
+    schema: PartySchema,
+    k_order: int,
+    probs: _Problems,
+    blank: np.ndarray,
+    row_label: Callable[[int], str],
+) -> tuple[np.ndarray, int, int, int]:
+    """The key: normalise, then validate every code at once (missing, invalid, duplicate).
+
+    Returns the normalised codes and the counts of missing, invalid and duplicate ones."""
+    text, missing = cell.text
+    n = len(missing)
+    if schema.key_kind == "uscc":
+        norm = (
+            _nfkc(text.where(~missing, ""))
+            .str.replace(r"\s+", "", regex=True)
+            .str.upper()
+            .to_numpy(dtype=object, na_value="")
+        )
+        reasons = uscc_mod.problems(np.where(missing, "0" * 18, norm).astype(str))
+    else:  # plain keys (benchmark row ids): each mapped to its own valid USCC
+        plain = text.where(~missing, "").str.strip().to_numpy(dtype=object, na_value="")
+        norm = np.full(n, "", dtype=object)
+        present_ids = ~missing & (plain != "")
+        if present_ids.any():
+            norm[present_ids] = uscc_mod.from_plain_id(plain[present_ids])
+        missing = missing | ~present_ids
+        reasons = np.full(n, None, dtype=object)
+    probs.rows(missing, k_order, schema.key, lambda i: "missing enterprise code")
+    invalid = ~missing & pd.notna(reasons)
+    probs.rows(invalid, k_order, schema.key, lambda i: str(reasons[i]))
+    valid = ~missing & ~invalid & ~blank
+    dup = pd.Series(np.where(valid, norm, None)).duplicated(keep="first").to_numpy() & valid
+    n_dupes = int(dup.sum())
+    if n_dupes:
+        first_at = pd.Series(np.arange(n)).groupby(norm).transform("min").to_numpy()
+        probs.rows(
+            dup,
+            k_order,
+            schema.key,
+            lambda i: f"duplicate code {norm[i]}, first seen at {row_label(int(first_at[i]))}",
+        )
+    return norm, int(missing.sum()), int(invalid.sum()), n_dupes
+
+
+def _typed_frame(
+    schema: PartySchema, typed: dict[str, np.ndarray], keys: np.ndarray, n: int
+) -> pd.DataFrame:
+    """The validated table: every schema column (absent optional ones empty), indexed by key."""
     data: dict[str, object] = {}
     for c in schema.columns:
         if c.name == schema.key:
@@ -412,7 +434,7 @@ def _validate(path: Path, schema: PartySchema) -> _Outcome:
             frame[c.name] = pd.Series(
                 np.asarray(data[c.name], dtype=object), index=index, dtype="str"
             )
-    return _Outcome(frame, [], 0, n, columns, 0, 0, missing_counts)
+    return frame
 
 
 def _check_column(

@@ -50,6 +50,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,30 +103,25 @@ def _lookup(table: dict[str, float], keys: np.ndarray, default: float) -> np.nda
     return pd.Series(keys).map(table).fillna(default).to_numpy(dtype=np.float64)
 
 
-def synthesize_city(
-    *,
-    n_enterprises: int,
-    seed: int,
-    region_codes: Sequence[str] = uscc.CHENGDU_REGIONS,
-    as_of: str = DEFAULT_AS_OF,
-) -> dict[str, pd.DataFrame]:
-    """Generate the bank, tax and utility tables of one city (each with a ``uscc`` column).
+@dataclass(frozen=True)
+class _City:
+    """The latent state every table of the city is drawn from (never written anywhere)."""
 
-    Deterministic for a given ``seed``; rows of each table are in an independent random order,
-    so row position says nothing about who is in which table.
-    """
-    if n_enterprises < 10:
-        raise ConfigError(f"n_enterprises must be at least 10, got {n_enterprises}")
-    n = int(n_enterprises)
-    rng = np.random.default_rng(seed)
-    as_of_ts = pd.Timestamp(as_of)
+    codes: np.ndarray
+    industry: np.ndarray
+    size: np.ndarray  # standardised firm size
+    age: np.ndarray  # months since registration
+    h: np.ndarray  # standardised financial health
+    z: np.ndarray  # short-term shock (what recent behaviour reflects)
+    default: np.ndarray  # bool: defaults within 12 months
+    revenue: np.ndarray
 
+
+def _latent(rng: np.random.Generator, n: int, region_codes: Sequence[str]) -> _City:
     codes = uscc.generate(rng, n, region_codes)
     sections = np.array(list(INDUSTRY_MIX))
     probs = np.array(list(INDUSTRY_MIX.values()))
     industry = sections[rng.choice(len(sections), size=n, p=probs / probs.sum())]
-
-    # --- latent state ------------------------------------------------------------------------
     size = rng.standard_normal(n)
     age = np.clip(np.round(np.exp(rng.normal(np.log(60), 0.9, n))), 1, 420)  # <= 35 years
     raw_h = (
@@ -138,8 +134,12 @@ def synthesize_city(
     z = rng.standard_normal(n)
     default = rng.random(n) < _sigmoid(-3.2 - 1.1 * h - 1.0 * z)
     revenue = np.exp(13.8 + 1.1 * size + _lookup(_REVENUE_EFFECT, industry, 0.0))
+    return _City(codes, industry, size, age, h, z, default, revenue)
 
-    # --- bank --------------------------------------------------------------------------------
+
+def _bank_table(rng: np.random.Generator, city: _City) -> pd.DataFrame:
+    n, age, size, h, z = city.codes.size, city.age, city.size, city.h, city.z
+    revenue = city.revenue
     account_age = np.minimum(age, np.round(age * rng.uniform(0.3, 1.0, n)) + 1)
     existing_loans = rng.poisson(np.exp(-0.4 + 0.35 * size))
     loan_balance = np.where(
@@ -149,20 +149,22 @@ def synthesize_city(
     )
     overdue = rng.poisson(np.exp(-0.8 - 0.9 * h + rng.normal(0, 0.4, n)))
     requested = revenue * 0.25 * np.exp(0.10 * -z + rng.normal(0, 0.5, n))
-    bank_all = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "uscc": codes,
+            "uscc": city.codes,
             "account_age_months": account_age.astype(np.int64),
             "existing_loans": existing_loans.astype(np.int64),
             "existing_loan_balance": np.round(loan_balance, 2),
             "overdue_count_24m": overdue.astype(np.int64),
             "requested_amount": np.round(requested / 1000) * 1000,
-            "industry": industry,
-            "default_12m": default.astype(np.int64),
+            "industry": city.industry,
+            "default_12m": city.default.astype(np.int64),
         }
     )
 
-    # --- tax ---------------------------------------------------------------------------------
+
+def _tax_table(rng: np.random.Generator, city: _City, as_of_ts: pd.Timestamp) -> pd.DataFrame:
+    n, age, h, z, revenue = city.codes.size, city.age, city.h, city.z, city.revenue
     stress = h + z  # what payment behaviour reflects
     score = 0.8 * h + 0.6 * z + rng.normal(0, 0.55, n)
     grade = np.select(
@@ -193,10 +195,10 @@ def synthesize_city(
     last_paid = as_of_ts - pd.to_timedelta(gap_months * 30 + rng.integers(0, 28, n), unit="D")
     last_paid = pd.Series(last_paid).dt.normalize().to_numpy().copy()
     last_paid[never_paid] = np.datetime64("NaT")
-    tax_all = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "uscc": codes,
-            "industry": industry,
+            "uscc": city.codes,
+            "industry": city.industry,
             "tax_credit_grade": grade,
             "abnormal_taxpayer": abnormal,
             "in_tax_arrears": arrears,
@@ -210,7 +212,10 @@ def synthesize_city(
         }
     )
 
-    # --- utilities ---------------------------------------------------------------------------
+
+def _utility_table(rng: np.random.Generator, city: _City) -> pd.DataFrame:
+    n, age, h, z, revenue = city.codes.size, city.age, city.h, city.z, city.revenue
+    industry = city.industry
     intensity = _lookup(_ELEC_INTENSITY, industry, 0.004)
     e12 = revenue * intensity / 12 * rng.lognormal(0, 0.3, n)
     trend = 0.30 * z + 0.08 * h + rng.normal(0, 0.10, n)
@@ -237,9 +242,9 @@ def synthesize_city(
     gas_arrears = np.where(
         gas_on, (rng.random(n) < _sigmoid(-4.0 - 0.8 * z - 0.3 * h)).astype(float), np.nan
     )
-    utility_all = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "uscc": codes,
+            "uscc": city.codes,
             "elec_avg_amount_3m": np.round(e3, 2),
             "elec_avg_amount_6m": np.round(e6, 2),
             "elec_avg_amount_12m": np.round(e12, 2),
@@ -252,6 +257,30 @@ def synthesize_city(
             "gas_in_arrears": pd.array(gas_arrears, dtype="Float64").astype("boolean"),
         }
     )
+
+
+def synthesize_city(
+    *,
+    n_enterprises: int,
+    seed: int,
+    region_codes: Sequence[str] = uscc.CHENGDU_REGIONS,
+    as_of: str = DEFAULT_AS_OF,
+) -> dict[str, pd.DataFrame]:
+    """Generate the bank, tax and utility tables of one city (each with a ``uscc`` column).
+
+    Deterministic for a given ``seed``; rows of each table are in an independent random order,
+    so row position says nothing about who is in which table.
+    """
+    if n_enterprises < 10:
+        raise ConfigError(f"n_enterprises must be at least 10, got {n_enterprises}")
+    n = int(n_enterprises)
+    rng = np.random.default_rng(seed)
+    # One generator, drawn in a fixed order (latent, bank, tax, utilities, membership): the same
+    # seed gives the same city.
+    city = _latent(rng, n, region_codes)
+    bank_all = _bank_table(rng, city)
+    tax_all = _tax_table(rng, city, pd.Timestamp(as_of))
+    utility_all = _utility_table(rng, city)
 
     # --- membership: independent draws, so each pair overlaps partially -----------------------
     out: dict[str, pd.DataFrame] = {}

@@ -1,33 +1,11 @@
-"""Yes/no verification (数据核验) at a data holder: a closed set of declarative predicates.
+"""Yes/no verification (数据核验) at a data holder: one bit about one authorised enterprise.
 
-Why a closed set: a bank may ask a holder one question about one authorised enterprise ("did it
-pay at least 100,000 yuan of VAT last year?") and learn one bit - never the value. Arbitrary
-expressions could compute anything from the row (or be bisected into the value in a few
-questions), so only the predicate kinds below exist, each validated with pydantic (errors name
-the field) and evaluated by code written here; nothing is ever ``eval``-ed.
-
-Catalogue (columns as in ``parties/data/schema.py``):
-
-==========================  ==================================================================
-``threshold``               ``{"kind": "threshold", "column": "vat_paid_12m", "op": ">=",
-                            "value": 100000}`` - a number column compared with a constant
-                            (``>=``, ``>``, ``<=``, ``<``); missing value: no data
-``tax_grade_at_least``      ``{"kind": "tax_grade_at_least", "grade": "B"}`` - 纳税信用等级 at
-                            least B in the order A > B > M > C > D
-``normal_taxpayer``         ``{"kind": "normal_taxpayer"}`` - not listed as 非正常户
-``no_arrears``              ``{"kind": "no_arrears", "category": "electricity"}`` - no current
-                            arrears of tax / electricity / water / gas; missing flag: no data
-``paid_at_least``           ``{"kind": "paid_at_least", "tax": "vat", "ratio": 0.95}`` - paid
-                            at least ``ratio`` of the tax payable over 12 months (VAT or CIT)
-``supplied_for_months``     ``{"kind": "supplied_for_months", "utility": "electricity",
-                            "months": 12}`` - a metered supply with consumption over the last
-                            3/6/12 months (water and gas: 3/6); no average on record: no
-==========================  ==================================================================
-
-Answers (``Answer``): ``yes``, ``no``, ``no-data`` (the holder has no row for the enterprise, or
-the value the predicate needs is missing) and ``disputed`` (the enterprise has an open dispute
-covering a category the predicate reads - see ``parties.subject``). A predicate may only read
-columns of categories the enterprise authorised for the asking bank; anything else is refused.
+The questions are the closed catalogue of ``parties.holder.predicates``; this module answers
+them. Answers (``Answer``): ``yes``, ``no``, ``no-data`` (the holder has no row for the
+enterprise, or the value the predicate needs is missing) and ``disputed`` (the enterprise has an
+open dispute covering a category the predicate reads - see ``parties.disputes``). A predicate may
+only read columns of categories the enterprise authorised for the asking bank; anything else is
+refused.
 
 Leakage of repeated thresholds: each answer is one bit, but a bank asking ``value >= t`` for
 ever different ``t`` bisects the value (about 17 questions pin a 100,000-yuan amount to the
@@ -38,16 +16,14 @@ reveals nothing new. See ``docs/subject.md``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from sqlalchemy import (
     Column,
     Double,
@@ -61,7 +37,8 @@ from sqlalchemy import (
     select,
 )
 
-from federation.audit import (
+from federation.errors import ConfigError, Refused
+from federation.store import (
     create_tables,
     immediate,
     open_engine,
@@ -69,33 +46,23 @@ from federation.audit import (
     single_read,
     sqlite_url,
 )
-from federation.errors import ConfigError, Refused, XinyidaiError
 from parties.config import NodeConfig
 from parties.data import uscc as uscc_codes
 from parties.data.schema import TAX_CREDIT_GRADES, PartySchema
-from parties.subject import DisputeRegistry
+from parties.disputes import DisputeRegistry
+from parties.holder.predicates import (
+    NoArrears,
+    NormalTaxpayer,
+    PaidAtLeast,
+    PredicateBase,
+    PredicateError,
+    SuppliedForMonths,
+    TaxGradeAtLeast,
+    Threshold,
+    parse_predicate,
+)
 
-__all__ = [
-    "PREDICATE_KINDS",
-    "Answer",
-    "NoArrears",
-    "NormalTaxpayer",
-    "PaidAtLeast",
-    "Predicate",
-    "PredicateBase",
-    "PredicateError",
-    "SuppliedForMonths",
-    "TaxGradeAtLeast",
-    "Threshold",
-    "ThresholdBudget",
-    "Verifier",
-    "parse_predicate",
-    "predicate_json",
-]
-
-
-class PredicateError(XinyidaiError):
-    """A predicate is malformed, or names a column this holder cannot verify; nothing was read."""
+__all__ = ["Answer", "ThresholdBudget", "Verifier"]
 
 
 class Answer(StrEnum):
@@ -105,187 +72,6 @@ class Answer(StrEnum):
     NO = "no"
     NO_DATA = "no-data"
     DISPUTED = "disputed"
-
-
-# ------------------------------------------------------------------------------------------------
-# The predicate catalogue
-
-
-class PredicateBase(BaseModel):
-    """What every predicate kind offers; instances are immutable and validated strictly."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    kind: str  # each kind narrows it to its own literal tag
-
-    def columns(self) -> tuple[str, ...]:
-        """The columns the predicate reads (their categories need the enterprise's consent)."""
-        raise NotImplementedError
-
-    def budget_key(self) -> tuple[str, str] | None:
-        """(topic, parameter) counted by ``ThresholdBudget``; None for a fixed question."""
-        return None
-
-    def describe(self) -> str:
-        """A short human description (for audit reasons and logs: no data values)."""
-        raise NotImplementedError
-
-
-class Threshold(PredicateBase):
-    kind: Literal["threshold"]
-    column: str = Field(min_length=1, max_length=128)
-    op: Literal[">=", ">", "<=", "<"]
-    value: float = Field(allow_inf_nan=False)
-
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    def budget_key(self) -> tuple[str, str]:
-        # The op does not matter: ">= t" and "< t" are the same bit.
-        return (self.column, repr(float(self.value)))
-
-    def describe(self) -> str:
-        return f"{self.column} {self.op} {self.value:g}"
-
-
-class TaxGradeAtLeast(PredicateBase):
-    kind: Literal["tax_grade_at_least"]
-    grade: Literal["A", "B", "M", "C", "D"]
-
-    def columns(self) -> tuple[str, ...]:
-        return ("tax_credit_grade",)
-
-    def budget_key(self) -> tuple[str, str]:
-        return ("tax_credit_grade", self.grade)
-
-    def describe(self) -> str:
-        return f"tax credit grade at least {self.grade}"
-
-
-class NormalTaxpayer(PredicateBase):
-    kind: Literal["normal_taxpayer"]
-
-    def columns(self) -> tuple[str, ...]:
-        return ("abnormal_taxpayer",)
-
-    def describe(self) -> str:
-        return "not an abnormal taxpayer"
-
-
-_ARREARS = {
-    "tax": "in_tax_arrears",
-    "electricity": "elec_in_arrears",
-    "water": "water_in_arrears",
-    "gas": "gas_in_arrears",
-}
-
-
-class NoArrears(PredicateBase):
-    kind: Literal["no_arrears"]
-    category: Literal["tax", "electricity", "water", "gas"]
-
-    def columns(self) -> tuple[str, ...]:
-        return (_ARREARS[self.category],)
-
-    def describe(self) -> str:
-        return f"no {self.category} arrears"
-
-
-class PaidAtLeast(PredicateBase):
-    kind: Literal["paid_at_least"]
-    tax: Literal["vat", "cit"]
-    ratio: float = Field(gt=0, le=1, allow_inf_nan=False)
-
-    def columns(self) -> tuple[str, ...]:
-        return (f"{self.tax}_paid_12m", f"{self.tax}_payable_12m")
-
-    def budget_key(self) -> tuple[str, str]:
-        return (f"{self.tax}_paid_ratio", repr(float(self.ratio)))
-
-    def describe(self) -> str:
-        return f"paid at least {self.ratio:.0%} of {self.tax.upper()} payable over 12 months"
-
-
-_SUPPLY = {
-    "electricity": ("elec_avg_amount_{}m", (3, 6, 12)),
-    "water": ("water_avg_volume_{}m", (3, 6)),
-    "gas": ("gas_avg_volume_{}m", (3, 6)),
-}
-
-
-class SuppliedForMonths(PredicateBase):
-    kind: Literal["supplied_for_months"]
-    utility: Literal["electricity", "water", "gas"]
-    months: Literal[3, 6, 12]
-
-    @model_validator(mode="after")
-    def _months_on_record(self) -> SuppliedForMonths:
-        allowed = _SUPPLY[self.utility][1]
-        if self.months not in allowed:
-            raise ValueError(
-                f"months {self.months} is not on record for {self.utility} "
-                f"(allowed: {', '.join(map(str, allowed))})"
-            )
-        return self
-
-    def columns(self) -> tuple[str, ...]:
-        return (_SUPPLY[self.utility][0].format(self.months),)
-
-    def budget_key(self) -> tuple[str, str]:
-        return (f"{self.utility}_supply_months", str(self.months))
-
-    def describe(self) -> str:
-        return f"{self.utility} supplied for the last {self.months} months"
-
-
-Predicate = Annotated[
-    Threshold | TaxGradeAtLeast | NormalTaxpayer | NoArrears | PaidAtLeast | SuppliedForMonths,
-    Field(discriminator="kind"),
-]
-_PREDICATE: TypeAdapter[Any] = TypeAdapter(Predicate)
-PREDICATE_KINDS: tuple[str, ...] = (
-    "threshold",
-    "tax_grade_at_least",
-    "normal_taxpayer",
-    "no_arrears",
-    "paid_at_least",
-    "supplied_for_months",
-)
-
-
-def _problems(exc: ValidationError) -> str:
-    out = []
-    for err in exc.errors():
-        loc = [str(x) for x in err["loc"]]
-        if loc and loc[0] in PREDICATE_KINDS:  # the union's tag, not a field
-            loc = loc[1:]
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            out.append(f"field 'kind' must be one of {', '.join(PREDICATE_KINDS)}")
-        elif err["type"] == "missing":
-            out.append(f"field '{'.'.join(loc)}' is missing")
-        elif err["type"] == "extra_forbidden":
-            out.append(f"field '{'.'.join(loc)}' is not part of this kind of predicate")
-        elif loc:
-            out.append(f"field '{'.'.join(loc)}': {err['msg']}")
-        else:
-            out.append(err["msg"].removeprefix("Value error, "))
-    return "; ".join(out)
-
-
-def parse_predicate(data: Mapping[str, Any] | str | bytes | PredicateBase) -> PredicateBase:
-    """A predicate from a mapping or its JSON text; ``PredicateError`` naming each bad field."""
-    if isinstance(data, PredicateBase):
-        return data
-    try:
-        if isinstance(data, str | bytes):
-            parsed = _PREDICATE.validate_json(data)
-        else:
-            parsed = _PREDICATE.validate_python(data)
-    except ValidationError as exc:
-        raise PredicateError(f"invalid predicate: {_problems(exc)}") from None
-    if not isinstance(parsed, PredicateBase):  # pragma: no cover - the union only holds these
-        raise PredicateError("invalid predicate")
-    return parsed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -559,8 +345,3 @@ class Verifier:
         else:  # pragma: no cover - every kind is handled above
             raise PredicateError(f"no evaluation for predicate kind {p.kind!r}")
         return Answer.YES if ok else Answer.NO
-
-
-def predicate_json(predicate: PredicateBase) -> str:
-    """Canonical JSON of a predicate (for logs and wire messages)."""
-    return json.dumps(predicate.model_dump(), sort_keys=True, separators=(",", ":"))

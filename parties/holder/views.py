@@ -1,4 +1,7 @@
-"""A holder's feature views: which of its own values a linear job trains on.
+"""A holder's views of its own table: what each training job reads, never leaving the holder.
+
+``TrainingView.features_for``: the encoded table restricted to and reordered by one stored
+alignment (``models.psi.store.AlignmentStore``) — what SecureBoost and WOE jobs train on.
 
 A vertical LR job names a view in ``LinearStart.feature_view``; the holder resolves it here,
 locally, so the values never leave it:
@@ -17,13 +20,44 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from federation.errors import XinyidaiError
+from federation.ids import NAME_PATTERN
+from models.psi.store import AlignmentError, AlignmentStore
+from parties.data.encoding import encode_table
+from parties.data.schema import PartySchema
 
-_VIEW = re.compile(r"^woe:([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?::([0-9]{1,4}(?:,[0-9]{1,4})*))?$")
+_VIEW = re.compile(rf"^woe:({NAME_PATTERN.pattern})(?::([0-9]{{1,4}}(?:,[0-9]{{1,4}})*))?$")
+
+
+class TrainingView:
+    """The holder's encoded table, served per alignment (``features_for`` of the servicers).
+
+    Encoded once at start: every job of every bank reads the same numbers, restricted to and
+    ordered by the rows its alignment stored.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        schema: PartySchema,
+        store: AlignmentStore,
+        *,
+        as_of: date | None = None,
+    ):
+        self.store = store
+        self.values, self.names = encode_table(table, schema, as_of=as_of)
+
+    def features_for(self, bank: str, alignment_id: str) -> tuple[np.ndarray, list[str]]:
+        if not alignment_id:
+            raise AlignmentError("a training job must name its alignment (a PSI job id)")
+        rows = self.store.load(bank, alignment_id)
+        return self.values[rows], self.names
 
 
 class FeatureViewError(XinyidaiError):
@@ -137,4 +171,11 @@ def feature_views(
     return FeatureViews(training_view, woe_servicer, categories=categories)
 
 
-__all__ = ["FeatureViewError", "FeatureViews", "feature_views", "parse_view", "woe_view"]
+__all__ = [
+    "FeatureViewError",
+    "FeatureViews",
+    "TrainingView",
+    "feature_views",
+    "parse_view",
+    "woe_view",
+]

@@ -20,6 +20,8 @@ import yaml
 from federation.errors import ConfigError
 from xinyidai.experiment import load_experiment, run_experiment
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

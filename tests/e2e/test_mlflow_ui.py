@@ -24,8 +24,8 @@ import pytest
 
 from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
 from models.secureboost import SecureBoostClassifier
-from models.secureboost.local import local_holders
-from parties.bank.federation import TrainingReport
+from models.secureboost.passive import local_holders
+from parties.bank.reports import TrainingReport
 from xinyidai.launcher import free_ports
 from xinyidai.tracking import (
     PartyDataset,
@@ -34,6 +34,8 @@ from xinyidai.tracking import (
     mlflow_client,
     secureboost_record,
 )
+
+pytestmark = pytest.mark.e2e
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -36,67 +36,63 @@ V2 = dict(n_trees=3, max_depth=2, learning_rate=0.8, max_bin=8, random_state=1)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    from parties.bank.federation import align, holder_peers, train_secureboost
-    from xinyidai.demo import build_federation
-    from xinyidai.launcher import start_nodes, stop_nodes
+def world(start_federation, tmp_path_factory: pytest.TempPathFactory):
+    from parties.bank.alignment import align
+    from parties.bank.secureboost import train_secureboost
+    from parties.node import holder_peers
     from xinyidai.tracking import TrackingConfig, log_training, promote, secureboost_record
 
     workdir = tmp_path_factory.mktemp("monitoring")
     tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)  # the bank node's registry
-        fed, examples = build_federation(
+        fed, examples = start_federation(
             workdir, enterprises=600, seed=23, deadline_s=60.0, workers=1
         )
-        try:
-            start_nodes(fed)
-            bank = load_node_config(fed.configs["bank"])
-            audit = AuditLog(bank.resolved_audit_url, "bank")
-            with holder_peers(bank, audit=audit) as peers:
-                alignment = align(
-                    bank, peers, job_id="mon-align", salt=SALT, min_overlap=0.2, audit=audit
-                )
-            models = {}
-            for version, (job, params) in enumerate((("mon-v1", V1), ("mon-v2", V2)), 1):
-                with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
-                    clf, report = train_secureboost(
-                        bank,
-                        alignment,
-                        holders=peers,
-                        params={**params, "key_bits": 2048, "workers": 1},
-                        job_id=job,
-                        audit=audit,
-                    )
-                parts = {
-                    h: hashlib.sha256(
-                        (fed.node_dir(h) / "models" / "bank" / f"{job}.json").read_bytes()
-                    ).hexdigest()
-                    for h in ("tax", "utility")
-                }
-                record = secureboost_record(
-                    clf,
-                    report,
-                    parties=["bank", "tax", "utility"],
-                    model_name=MODEL,
-                    holder_parts=parts,
-                )
-                tracked = log_training(record, tracking=tracking)
-                assert tracked.version == str(version)
-                models[str(version)] = SimpleNamespace(clf=clf, report=report, job=job)
-            promote(MODEL, "1", by="alice", reason="e2e", tracking=tracking)
-            yield SimpleNamespace(
-                fed=fed,
-                bank=bank,
-                audit=audit,
-                alignment=alignment,
-                models=models,
-                tracking=tracking,
-                examples=examples,
+        bank = load_node_config(fed.configs["bank"])
+        audit = AuditLog(bank.resolved_audit_url, "bank")
+        with holder_peers(bank, audit=audit) as peers:
+            alignment = align(
+                bank, peers, job_id="mon-align", salt=SALT, min_overlap=0.2, audit=audit
             )
-            audit.close()
-        finally:
-            stop_nodes(fed)
+        models = {}
+        for version, (job, params) in enumerate((("mon-v1", V1), ("mon-v2", V2)), 1):
+            with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
+                clf, report = train_secureboost(
+                    bank,
+                    alignment,
+                    holders=peers,
+                    params={**params, "key_bits": 2048, "workers": 1},
+                    job_id=job,
+                    audit=audit,
+                )
+            parts = {
+                h: hashlib.sha256(
+                    (fed.node_dir(h) / "models" / "bank" / f"{job}.json").read_bytes()
+                ).hexdigest()
+                for h in ("tax", "utility")
+            }
+            record = secureboost_record(
+                clf,
+                report,
+                parties=["bank", "tax", "utility"],
+                model_name=MODEL,
+                holder_parts=parts,
+            )
+            tracked = log_training(record, tracking=tracking)
+            assert tracked.version == str(version)
+            models[str(version)] = SimpleNamespace(clf=clf, report=report, job=job)
+        promote(MODEL, "1", by="alice", reason="e2e", tracking=tracking)
+        yield SimpleNamespace(
+            fed=fed,
+            bank=bank,
+            audit=audit,
+            alignment=alignment,
+            models=models,
+            tracking=tracking,
+            examples=examples,
+        )
+        audit.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -126,7 +122,7 @@ def _active(world, holder: str) -> set[str]:
 
 
 def _aligned_codes(world) -> list[str]:
-    from parties.bank.federation import BankTable
+    from parties.bank.table import BankTable
 
     table = BankTable.load(world.bank)
     return [table.codes[i] for i in world.alignment.bank_rows]
@@ -138,7 +134,7 @@ def _authorised(world) -> list[str]:
 
 
 def _score_log(world):
-    from parties.bank.monitoring import ScoreLog
+    from parties.bank.score_log import ScoreLog
 
     return ScoreLog.for_config(world.bank)
 
@@ -149,7 +145,8 @@ def _iso(ts: float) -> str:
 
 def _independent_points(world, version: str, codes: list[str]) -> dict[str, float]:
     """Points by the training-time prediction path (no scoring service, no score log)."""
-    from parties.bank.federation import BankTable, holder_peers
+    from parties.bank.table import BankTable
+    from parties.node import holder_peers
 
     aligned = _aligned_codes(world)
     table = BankTable.load(world.bank)
@@ -305,7 +302,7 @@ def test_watch_list_alerts_on_drops_and_on_revoked_consent(world, tmp_path):
 def test_a_failing_score_log_does_not_fail_the_score():
     from sqlalchemy.exc import OperationalError
 
-    from parties.bank.monitoring import log_served
+    from parties.bank.score_log import log_served
 
     class Broken:
         url = "sqlite:///broken"

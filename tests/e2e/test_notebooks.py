@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+nbformat = pytest.importorskip("nbformat", reason="nbformat (dev dependency) is not installed")
+nbclient = pytest.importorskip("nbclient", reason="nbclient (dev dependency) is not installed")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
+    nbclient.NotebookClient(
         notebook,
         timeout=300,
         kernel_name="python3",

@@ -41,14 +41,14 @@ from federation.audit import AuditLog, record_hash
 from federation.errors import AuditChainError
 from federation.pki import init_pki, load_platform_public_key, load_platform_signing_key
 from federation.transport.base import PeerRefused, new_meta
-from parties.config import load_node_config
-from parties.consent import (
+from parties.authorisation import (
     Authorisation,
     ConsentError,
-    ConsentRegistry,
     PlatformSigner,
     SignedAuthorisation,
 )
+from parties.config import load_node_config
+from parties.consent import ConsentRegistry
 from parties.data import uscc as uscc_codes
 from parties.node import Node, connect
 from protos import holder_pb2

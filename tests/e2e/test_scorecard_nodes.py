@@ -4,7 +4,7 @@ types ``scorecard`` and ``logistic``.
 Real processes, real mTLS gRPC, 2048-bit Paillier (nodes run without the test switch), a small
 synthetic three-party table keyed by plain ids (bank + tax + utility) so each run stays short.
 Needs the holder node to host ``LinearHolder`` (features from ``parties.holder.views``) and
-``ScorecardHolder`` (see docs/scorecard.md, "Wiring into a node").
+``ScorecardHolder`` (see docs/scorecard.md, "Wiring the holder service into a node").
 """
 
 from __future__ import annotations
@@ -19,14 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from parties.node import SERVICES
 from xinyidai.experiment import load_experiment, run_experiment
 
-pytestmark = pytest.mark.skipif(
-    not {"LinearHolder", "ScorecardHolder"} <= set(SERVICES),
-    reason="parties/node.py does not host LinearHolder and ScorecardHolder yet "
-    "(wiring: docs/scorecard.md)",
-)
+pytestmark = pytest.mark.e2e
 
 
 def _tables(directory: Path, n: int = 1000, seed: int = 7) -> dict[str, Path]:

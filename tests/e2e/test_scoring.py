@@ -31,10 +31,10 @@ MODEL = "credit-sbt"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    from parties.bank.federation import align, holder_peers, train_secureboost
-    from xinyidai.demo import build_federation
-    from xinyidai.launcher import start_nodes, stop_nodes
+def world(start_federation, tmp_path_factory: pytest.TempPathFactory):
+    from parties.bank.alignment import align
+    from parties.bank.secureboost import train_secureboost
+    from parties.node import holder_peers
     from xinyidai.tracking import (
         TrackingConfig,
         log_training,
@@ -46,56 +46,52 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)  # the bank node's registry
-        fed, examples = build_federation(
+        fed, examples = start_federation(
             workdir, enterprises=700, seed=11, deadline_s=60.0, workers=1
         )
-        try:
-            start_nodes(fed)
-            bank = load_node_config(fed.configs["bank"])
-            audit = AuditLog(bank.resolved_audit_url, "bank")
-            with holder_peers(bank, audit=audit) as peers:
-                alignment = align(
-                    bank, peers, job_id="score-align", salt=SALT, min_overlap=0.2, audit=audit
-                )
-            with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
-                clf, report = train_secureboost(
-                    bank,
-                    alignment,
-                    holders=peers,
-                    params={**PARAMS, "key_bits": 2048, "workers": 1},
-                    audit=audit,
-                )
-            parts = {
-                h: hashlib.sha256(
-                    (fed.node_dir(h) / "models" / "bank" / f"{report.job_id}.json").read_bytes()
-                ).hexdigest()
-                for h in ("tax", "utility")
-            }
-            record = secureboost_record(
-                clf,
-                report,
-                parties=["bank", "tax", "utility"],
-                model_name=MODEL,
-                holder_parts=parts,
-                scoring_endpoint={"node_config": str(fed.configs["bank"])},
+        bank = load_node_config(fed.configs["bank"])
+        audit = AuditLog(bank.resolved_audit_url, "bank")
+        with holder_peers(bank, audit=audit) as peers:
+            alignment = align(
+                bank, peers, job_id="score-align", salt=SALT, min_overlap=0.2, audit=audit
             )
-            tracked = log_training(record, tracking=tracking)
-            promote(MODEL, tracked.version, by="alice", reason="e2e", tracking=tracking)
-            yield SimpleNamespace(
-                fed=fed,
-                bank=bank,
+        with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
+            clf, report = train_secureboost(
+                bank,
+                alignment,
+                holders=peers,
+                params={**PARAMS, "key_bits": 2048, "workers": 1},
                 audit=audit,
-                alignment=alignment,
-                clf=clf,
-                report=report,
-                examples=examples,
-                tracking=tracking,
-                version=tracked.version,
-                parts=parts,
             )
-            audit.close()
-        finally:
-            stop_nodes(fed)
+        parts = {
+            h: hashlib.sha256(
+                (fed.node_dir(h) / "models" / "bank" / f"{report.job_id}.json").read_bytes()
+            ).hexdigest()
+            for h in ("tax", "utility")
+        }
+        record = secureboost_record(
+            clf,
+            report,
+            parties=["bank", "tax", "utility"],
+            model_name=MODEL,
+            holder_parts=parts,
+            scoring_endpoint={"node_config": str(fed.configs["bank"])},
+        )
+        tracked = log_training(record, tracking=tracking)
+        promote(MODEL, tracked.version, by="alice", reason="e2e", tracking=tracking)
+        yield SimpleNamespace(
+            fed=fed,
+            bank=bank,
+            audit=audit,
+            alignment=alignment,
+            clf=clf,
+            report=report,
+            examples=examples,
+            tracking=tracking,
+            version=tracked.version,
+            parts=parts,
+        )
+        audit.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -133,7 +129,7 @@ def _codes_with(world, holder: str, status: str) -> set[str]:
 
 
 def _aligned_codes(world) -> list[str]:
-    from parties.bank.federation import BankTable
+    from parties.bank.table import BankTable
 
     table = BankTable.load(world.bank)
     return [table.codes[i] for i in world.alignment.bank_rows]
@@ -157,7 +153,8 @@ def _refusal(excinfo) -> tuple[str, str]:
 
 # -- scoring ------------------------------------------------------------------------------------
 def test_score_equals_predict_proba_computed_through_the_alignment_rows(world):
-    from parties.bank.federation import BankTable, holder_peers
+    from parties.bank.table import BankTable
+    from parties.node import holder_peers
 
     assert _owners(world), "no holder won a split: nothing federated to score"
     codes = _authorised(world)[:3]
@@ -230,7 +227,7 @@ def test_score_by_pyfunc_reports_each_code(world):
 
 
 def test_batch_by_region_and_industry_ranks_only_authorised_enterprises(world):
-    from parties.bank.federation import BankTable
+    from parties.bank.table import BankTable
 
     code = _authorised(world)[0]
     single = _score(world, code)
@@ -331,7 +328,7 @@ def test_wrong_purpose_is_refused_by_the_bank_and_by_each_holder(world):
 
 
 def test_disputed_enterprise_is_refused_until_the_dispute_is_resolved(world):
-    from parties.subject import DisputeRegistry
+    from parties.disputes import DisputeRegistry
 
     code = _authorised(world)[1]
     holder = _owners(world)[0]
@@ -401,7 +398,7 @@ def test_wrong_or_missing_model_version_and_mismatched_part_digest_are_refused(w
 
 
 def test_a_holder_without_data_is_named_and_no_score_is_given(world):
-    from parties.consent import PlatformSigner
+    from parties.authorisation import PlatformSigner
     from parties.data.loader import load_table
     from parties.data.schema import schema_for
 
@@ -411,7 +408,7 @@ def test_a_holder_without_data_is_named_and_no_score_is_given(world):
                           schema_for(lacking)).index)  # fmt: skip
     others = [h for h in owners if h != lacking]
     ok_elsewhere = set.intersection(*[_active(world, h) for h in others]) if others else None
-    from parties.bank.federation import BankTable
+    from parties.bank.table import BankTable
 
     bank_codes = BankTable.load(world.bank).codes
     code = next(

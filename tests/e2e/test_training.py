@@ -12,17 +12,15 @@ import pytest
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import PeerError
 from models.binning import QuantileBinner
+from models.psi.store import AlignmentError
 from models.secureboost.reference import BoostParams, PartyBins, PlaintextSecureBoost
-from parties.bank.federation import (
-    AlignmentError,
-    align,
-    holder_peers,
-    train_secureboost,
-)
+from parties.bank.alignment import align
+from parties.bank.secureboost import train_secureboost
 from parties.config import load_node_config
+from parties.data.encoding import encode_table
 from parties.data.loader import load_table
 from parties.data.schema import schema_for
-from parties.holder.alignment import encode_table
+from parties.node import holder_peers
 
 pytestmark = pytest.mark.e2e
 
@@ -32,34 +30,25 @@ HOLDERS = ("tax", "utility")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    from xinyidai.demo import build_federation
-    from xinyidai.launcher import start_nodes, stop_nodes
-
+def trained(start_federation, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("training")
-    fed, _ = build_federation(workdir, enterprises=1200, seed=11, deadline_s=60.0, workers=1)
-    try:
-        start_nodes(fed)
-        bank = load_node_config(fed.configs["bank"])
-        audit = AuditLog(bank.resolved_audit_url, "bank")
-        with holder_peers(bank, audit=audit) as peers:
-            alignment = align(
-                bank, peers, job_id="e2e-align", salt=SALT, min_overlap=0.2, audit=audit
-            )
-        with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
-            clf, report = train_secureboost(
-                bank,
-                alignment,
-                holders=peers,
-                params={**PARAMS, "key_bits": 2048, "workers": 1},
-                audit=audit,
-            )
-        yield SimpleNamespace(
-            fed=fed, bank=bank, audit=audit, alignment=alignment, clf=clf, report=report
+    fed, _ = start_federation(workdir, enterprises=1200, seed=11, deadline_s=60.0, workers=1)
+    bank = load_node_config(fed.configs["bank"])
+    audit = AuditLog(bank.resolved_audit_url, "bank")
+    with holder_peers(bank, audit=audit) as peers:
+        alignment = align(bank, peers, job_id="e2e-align", salt=SALT, min_overlap=0.2, audit=audit)
+    with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
+        clf, report = train_secureboost(
+            bank,
+            alignment,
+            holders=peers,
+            params={**PARAMS, "key_bits": 2048, "workers": 1},
+            audit=audit,
         )
-        audit.close()
-    finally:
-        stop_nodes(fed)
+    yield SimpleNamespace(
+        fed=fed, bank=bank, audit=audit, alignment=alignment, clf=clf, report=report
+    )
+    audit.close()
 
 
 def _encoded(fed, node_id: str):

@@ -16,18 +16,16 @@ from federation.psi import PsiBank
 from federation.transport.base import PeerRefused, ServiceRuntime, new_meta
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
-from parties.bank.federation import align_codes, stratified_split
+from models.psi.active import align_codes
+from models.psi.store import AlignmentError, AlignmentStore
+from parties.bank.table import stratified_split
 from parties.config import NodeConfig, PeerConfig, TableConfig, TlsConfig
+from parties.data.encoding import encode_table
 from parties.data.loader import load_table
 from parties.data.schema import schema_for
 from parties.data.synth import synthesize_city
-from parties.holder.alignment import (
-    AlignmentError,
-    AlignmentStore,
-    TrainingView,
-    encode_table,
-)
 from parties.holder.service import HolderServicer
+from parties.holder.views import TrainingView
 from protos import holder_pb2
 
 SALT = b"unit-salt"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from federation.audit import GENESIS_HASH, AuditLog, record_hash, sqlite_url
+from federation.audit import GENESIS_HASH, AuditLog, ChainHead, record_hash, sqlite_url
 from federation.errors import AuditChainError, ConfigError
 from xinyidai.cli.main import app
 
@@ -285,6 +285,20 @@ def test_truncation_with_a_rewritten_head_needs_an_anchor(db: Path) -> None:
         assert problem.seq == N
         good = (N - 1, prev["hash"])
         assert log.verify(anchor=good).ok
+
+
+def test_head_round_trips_through_its_seq_hash_text(db: Path) -> None:
+    """An operator copies ``str(log.head())`` somewhere safe and passes it back as an anchor."""
+    with AuditLog(sqlite_url(db), "tax") as log:
+        head = log.head()
+        assert head is not None and head == (N, _rows(db)[-1]["hash"])
+        text = str(head)
+        assert text == f"{N}:{head.hash}"
+        assert ChainHead.parse(f" {text}\n") == head
+        assert log.verify(anchor=ChainHead.parse(text)).ok
+    for bad in ("", "12", "x:" + "0" * 64, "3:" + "0" * 63, "3:" + "A" * 64, "-1:" + "0" * 64):
+        with pytest.raises(ValueError, match="SEQ:HASH"):
+            ChainHead.parse(bad)
 
 
 def test_forged_record_appended_after_the_head_is_named(db: Path) -> None:

@@ -17,14 +17,14 @@ from federation.audit import AuditLog, sqlite_url
 from federation.errors import Refused
 from federation.pki import PkiLayout, init_pki, load_platform_public_key
 from federation.transport.policy import PurposePolicy
-from parties.consent import (
+from parties.authorisation import (
     Authorisation,
     ConsentError,
-    ConsentRegistry,
     InvalidAuthorisation,
     PlatformSigner,
     SignedAuthorisation,
 )
+from parties.consent import ConsentRegistry
 from parties.data import uscc
 from xinyidai.cli.main import app
 

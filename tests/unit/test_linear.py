@@ -55,8 +55,8 @@ from models.linear.backends import (
     encode_contribution,
     new_x25519,
 )
-from models.linear.reference import rows_to_bytes
 from models.metrics import roc_auc
+from models.rows import mask_to_bytes as rows_to_bytes
 from protos import common_pb2
 from protos import linear_pb2 as pb
 
@@ -76,7 +76,7 @@ def spy_on_forward(servicers) -> dict[str, dict[str, np.ndarray]]:
         original = servicer.Forward
 
         def forward(request, call, _s=servicer, _orig=original, _log=truth[name]):
-            job = _s._job(call)
+            job = _s.job(call)
             mask = np.unpackbits(np.frombuffer(request.rows, np.uint8))[: job.n_rows]
             _log[request.tag] = job.features[np.flatnonzero(mask)] @ job.weights
             return _orig(request, call)

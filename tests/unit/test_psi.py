@@ -17,6 +17,7 @@ from nacl.bindings import (
 
 from federation import psi
 from federation.errors import ConfigError, Refused, XinyidaiError
+from federation.psi import cache, curve
 
 SALT = b"unit-test-salt"
 CHARSET = np.frombuffer(psi.USCC_CHARSET.encode(), dtype=np.uint8)
@@ -140,8 +141,8 @@ def test_alignment_min_overlap_applies_to_the_common_set():
 def test_unblinding_scalar_inverts_blinding_and_curve_check_agrees_with_libsodium():
     """X25519(c, X25519(a, P)) = P exactly for curve points; never for twist points."""
     rng = np.random.default_rng(7)
-    a, c = psi._bank_scalars()
-    b = psi._holder_scalar()
+    a, c = curve.bank_scalars()
+    b = curve.holder_scalar()
     on = 0
     for i in range(60):
         raw = rng.bytes(32)
@@ -150,20 +151,20 @@ def test_unblinding_scalar_inverts_blinding_and_curve_check_agrees_with_libsodiu
             continue
         via_bank = crypto_scalarmult(c, crypto_scalarmult(b, crypto_scalarmult(a, u)))
         roundtrip = via_bank == crypto_scalarmult(b, u)
-        assert psi._on_curve(psi._mpz_le(u, "little")) == roundtrip, i
+        assert curve.on_curve(curve.mpz_le(u, "little")) == roundtrip, i
         on += roundtrip
     assert 15 < on < 45  # about half of all x-coordinates are on the curve
     # Points libsodium itself maps onto the curve pass the check.
     for i in range(10):
         p = crypto_sign_ed25519_pk_to_curve25519(crypto_core_ed25519_from_uniform(rng.bytes(32)))
-        assert psi._check_point(p) is None
+        assert curve.check_point(p) is None
 
 
 def test_hash_blind_matches_public_libsodium_binding():
     code = rand_codes(np.random.default_rng(8), 1)[0]
-    b = psi._holder_scalar()
+    b = curve.holder_scalar()
     h = psi.hash_code_point(code, salt=SALT)
-    raw = psi._hash_blind_chunk(code.encode(), psi._hash_prefix(SALT), b)
+    raw = curve.hash_blind_chunk(code.encode(), curve.hash_prefix(SALT), b)
     assert raw == crypto_scalarmult(b, h)
     assert psi.hash_code_point(code, salt=SALT + b"x") != h  # the salt separates domains
 
@@ -260,7 +261,7 @@ def _twist_point() -> bytes:
     """A canonical x-coordinate of the quadratic twist (libsodium's X25519 accepts it)."""
     for u in range(2, 100):
         p = u.to_bytes(32, "little")
-        if not psi._on_curve(psi._mpz_le(p, "little")):
+        if not curve.on_curve(curve.mpz_le(p, "little")):
             return p
     raise AssertionError("no twist point below 100: the curve check is broken")
 
@@ -358,7 +359,7 @@ def test_expired_cache_rotates_the_scalar(tmp_path, monkeypatch):
     first = psi.PsiHolder(codes, salt=SALT, cache_dir=tmp_path, workers=1, cache_max_age=3600)
     sent = first.blinded_set()
     later = time.time() + 7200
-    monkeypatch.setattr(psi.time, "time", lambda: later)
+    monkeypatch.setattr(cache.time, "time", lambda: later)
     second = psi.PsiHolder(codes, salt=SALT, cache_dir=tmp_path, workers=1, cache_max_age=3600)
     assert second.blinded_set() != sent and second.stats.own_blinded == 30
     third = psi.PsiHolder(codes, salt=SALT, cache_dir=tmp_path, workers=1, cache_max_age=3600)

@@ -35,14 +35,12 @@ from federation.transport.base import ServiceRuntime
 from federation.transport.policy import PurposePolicy
 from models.linear import LinearHolderServicer
 from models.linear.backends import encode_contribution
-from models.linear.points import ScorecardHolderServicer, holder_category_points
 from models.metrics import ks_statistic, roc_auc
+from models.scorecard.active import holder_category_points
+from models.scorecard.passive import ScorecardHolderServicer
 from models.woe import WoeHolderServicer, WoeWarning
-from parties.bank.scorecard import (
-    FederatedScorecard,
-    ScorecardParams,
-    centralised_scorecard,
-)
+from parties.bank.scorecard_model import FederatedScorecard, ScorecardParams
+from parties.bank.scorecard_reference import centralised_scorecard
 from parties.holder.views import FeatureViewError, feature_views, parse_view, woe_view
 from protos import linear_pb2 as pb
 from protos import scorecard_pb2 as spb

@@ -37,6 +37,7 @@ from federation.transport.base import PeerRefused, message_class, new_meta
 from federation.transport.inproc import InProcessPeer
 from models.binning import ConstantFeatureError, QuantileBinner
 from models.metrics import MetricError, ks_statistic, roc_auc
+from models.rows import mask_to_bytes
 from models.secureboost import (
     FederatedTrainingError,
     HolderModel,
@@ -47,10 +48,9 @@ from models.secureboost import (
     SecureBoostClassifier,
     SecureBoostParamError,
 )
-from models.secureboost.local import local_holders
+from models.secureboost.passive import local_holders
 from models.secureboost.reference import (
     BoostParams,
-    mask_to_bytes,
     party_candidates,
     quantize,
     to_real,

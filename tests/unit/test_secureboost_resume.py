@@ -19,8 +19,7 @@ from federation.transport.base import CallFailed, ServiceRuntime
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
 from models.secureboost import FederatedTrainingError, SecureBoostClassifier
-from models.secureboost.local import local_holders
-from models.secureboost.passive import SecureBoostHolderServicer
+from models.secureboost.passive import SecureBoostHolderServicer, local_holders
 from models.secureboost.reference import SecureBoostError
 
 PARAMS = dict(n_trees=4, max_depth=3, subsample=0.9, random_state=5, min_holder_node_samples=30)

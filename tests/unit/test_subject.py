@@ -17,19 +17,16 @@ from typer.testing import CliRunner
 
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import AuditChainError, ConfigError
+from models.psi.store import AlignmentStore
+from parties.authorisation import PlatformSigner
 from parties.config import NodeConfig, PeerConfig, TableConfig, TlsConfig
-from parties.consent import ConsentRegistry, PlatformSigner
+from parties.consent import ConsentRegistry
 from parties.data import uscc
 from parties.data.loader import load_table
 from parties.data.schema import TAX
 from parties.data.synth import synthesize_city
-from parties.holder.alignment import AlignmentStore
-from parties.subject import (
-    DisputeError,
-    DisputeRegistry,
-    SubjectReport,
-    subject_report,
-)
+from parties.disputes import DisputeError, DisputeRegistry
+from parties.subject import SubjectReport, subject_report
 from xinyidai.cli.subject import app
 
 DAY = 86400.0

@@ -307,7 +307,7 @@ def test_failed_registration_leaves_a_failed_run_and_no_version(
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tracking, "_log_pyfunc", broken)
+    monkeypatch.setattr(tracking.registry, "log_pyfunc", broken)
     client = mlflow_client(store)
     with pytest.raises(RuntimeError, match="disk full"):
         log_training(_record(model_name="credit-broken", job_id="job-b"), tracking=store)

@@ -12,11 +12,19 @@ from federation.audit import AuditLog
 from federation.blobs import BlobStore
 from federation.errors import PeerError
 from federation.pki import init_pki
-from federation.transport.base import CallFailed, PeerRefused, ServiceRuntime, new_meta, rechunk
+from federation.transport.base import (
+    CallFailed,
+    PeerBase,
+    PeerRefused,
+    ServiceRuntime,
+    new_meta,
+    rechunk,
+)
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
+from parties.authorisation import PlatformSigner
 from parties.config import NodeConfig, PeerConfig, TlsConfig
-from parties.consent import ConsentRegistry, PlatformSigner
+from parties.consent import ConsentRegistry
 from parties.data.schema import schema_for
 from parties.data.synth import synthesize_city
 from parties.holder.service import HolderServicer
@@ -88,6 +96,13 @@ def test_hello_names_the_authenticated_caller_and_hides_column_names(holder):
     [m] = made.query(operation="Hello")
     assert (s.direction, s.peer, s.job_id, s.decision) == ("served", "bank", "j1", "allow")
     assert (m.direction, m.peer, m.job_id) == ("made", "tax", "j1")
+
+
+def test_in_process_peer_is_serving_through_the_common_contract(holder):
+    peer, *_ = holder
+    client: PeerBase = peer()
+    assert client.health() == "SERVING"
+    assert client.health(timeout=0.1, wait_for_ready=True) == "SERVING"
 
 
 def test_refusals_carry_a_reason_and_are_audited(holder):

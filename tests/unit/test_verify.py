@@ -15,16 +15,9 @@ from parties.data import uscc
 from parties.data.loader import load_table
 from parties.data.schema import TAX, UTILITY
 from parties.data.synth import synthesize_city
-from parties.holder.verify import (
-    Answer,
-    PredicateError,
-    Threshold,
-    ThresholdBudget,
-    Verifier,
-    parse_predicate,
-    predicate_json,
-)
-from parties.subject import DisputeRegistry
+from parties.disputes import DisputeRegistry
+from parties.holder.predicates import PredicateError, Threshold, parse_predicate, predicate_json
+from parties.holder.verify import Answer, ThresholdBudget, Verifier
 
 ALL = ("tax", "electricity", "water", "gas")
 

@@ -46,7 +46,7 @@ from federation.transport.base import (
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
 from models.binning import QuantileBinner
-from models.secureboost.reference import mask_to_bytes
+from models.rows import mask_to_bytes
 from models.woe import (
     FeatureWoe,
     FederatedWoe,

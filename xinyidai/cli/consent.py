@@ -24,7 +24,8 @@ from rich.table import Table
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import ConfigError, XinyidaiError
 from federation.pki import load_platform_public_key
-from parties.consent import ConsentRegistry, PlatformSigner
+from parties.authorisation import PlatformSigner
+from parties.consent import ConsentRegistry
 
 app = typer.Typer(
     help="Enterprise authorisations at a data holder: grant, revoke, list.", no_args_is_help=True

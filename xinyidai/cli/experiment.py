@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from xinyidai.experiment import ExperimentConfig
 
 app = typer.Typer(help="Run federated experiments described by YAML configs.", no_args_is_help=True)
 
@@ -26,33 +34,16 @@ def run(
 ) -> None:
     """Start one node process per party, align by PSI, train, evaluate; write RESULT.json."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from xinyidai.experiment import SecureBoostModelConfig, load_experiment, run_experiment
+    from xinyidai.experiment import load_experiment, run_experiment
     from xinyidai.tracking import TrackingConfig
 
     console = Console(stderr=True)
     cfg, digest = load_experiment(config)
     where = (workdir or Path(".xinyidai") / "experiments" / cfg.name).resolve()
-    m = cfg.model
-    trees = m.type == "secureboost"
-    if isinstance(m, SecureBoostModelConfig):
-        what, total, unit = f"{m.n_trees} trees depth {m.max_depth}", m.n_trees, "trees"
-    else:
-        what, total, unit = f"{m.backend}, up to {m.max_iter} epochs", m.max_iter, "epochs"
-    crypto = "CKKS" if getattr(m, "backend", "") == "ckks" else f"Paillier {cfg.crypto.key_bits}"
-    console.print(
-        f"[bold]{cfg.name}[/]: bank + {', '.join(cfg.holders)}; {m.type} {what}; {crypto}",
-        highlight=False,
-    )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} " + unit),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    trees = cfg.model.type == "secureboost"
+    total, unit = _announce(console, cfg)
+    with _progress_bar(console, unit) as bar:
         task = bar.add_task("training", total=total, start=False)
 
         def on_tree(t: int) -> None:
@@ -63,17 +54,11 @@ def run(
             bar.start_task(task)
             bar.update(task, completed=epoch, description=f"epoch {epoch} (loss {loss:.4f})")
 
-        def say(message: str) -> None:
-            if not message.startswith(("tree ", "epoch ")):
-                bar.console.print(f"  {message}", highlight=False)
-            if message.startswith("aligned"):
-                bar.start_task(task)
-
         result = run_experiment(
             cfg,
             config_sha256=digest,
             workdir=where,
-            progress=say,
+            progress=_say(bar, task),
             on_tree=on_tree if trees else None,
             on_epoch=None if trees else on_epoch,
             track=track,
@@ -81,7 +66,54 @@ def run(
             config_text=config.read_text(encoding="utf-8"),
         )
     result.write(out)
-    d = result.data
+    _report(console, result.data, out)
+    typer.echo(json.dumps({k: result.data[k] for k in ("test_auc", "train_seconds")}))
+
+
+def _announce(console: Console, cfg: ExperimentConfig) -> tuple[int, str]:
+    """Print what is about to run; (the progress bar's total, its unit)."""
+    from xinyidai.experiment import SecureBoostModelConfig
+
+    m = cfg.model
+    if isinstance(m, SecureBoostModelConfig):
+        what, total, unit = f"{m.n_trees} trees depth {m.max_depth}", m.n_trees, "trees"
+    else:
+        what, total, unit = f"{m.backend}, up to {m.max_iter} epochs", m.max_iter, "epochs"
+    crypto = "CKKS" if getattr(m, "backend", "") == "ckks" else f"Paillier {cfg.crypto.key_bits}"
+    console.print(
+        f"[bold]{cfg.name}[/]: bank + {', '.join(cfg.holders)}; {m.type} {what}; {crypto}",
+        highlight=False,
+    )
+    return total, unit
+
+
+def _progress_bar(console: Console, unit: str) -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} " + unit),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _say(bar: Progress, task: Any) -> Callable[[str], None]:
+    """Progress messages above the bar (per-tree/epoch ones only move the bar); the bar's clock
+    starts once the parties are aligned."""
+
+    def say(message: str) -> None:
+        if not message.startswith(("tree ", "epoch ")):
+            bar.console.print(f"  {message}", highlight=False)
+        if message.startswith("aligned"):
+            bar.start_task(task)
+
+    return say
+
+
+def _report(console: Console, d: dict[str, Any], out: Path) -> None:
     console.print(
         f"test AUC federated [bold green]{d['test_auc']:.4f}[/]  bank-only "
         f"{d['bank_only_auc']:.4f}  centralised {d['centralised_auc']:.4f}; "
@@ -103,4 +135,3 @@ def run(
             highlight=False,
         )
     console.print(f"result: {out}", highlight=False)
-    typer.echo(json.dumps({k: d[k] for k in ("test_auc", "train_seconds")}))

@@ -14,7 +14,6 @@ from rich.console import Console
 from federation.errors import XinyidaiError
 from xinyidai.cli import (
     audit,
-    bench,
     consent,
     data,
     demo,
@@ -43,7 +42,6 @@ app.add_typer(experiment.app, name="experiment")
 app.add_typer(subject.app, name="subject")
 app.add_typer(model.app, name="model")
 app.add_typer(score.app, name="score")
-app.add_typer(bench.app, name="bench")
 app.add_typer(monitor.app, name="monitor")
 audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)

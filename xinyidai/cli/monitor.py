@@ -114,7 +114,8 @@ def watch(
 ) -> None:
     """Re-score a watch list; alert on drops beyond --drop and on enterprises now unscorable."""
     from federation.audit import AuditLog
-    from parties.bank.monitoring import ScoreLog, read_watchlist, rescore_watchlist
+    from parties.bank.monitoring import read_watchlist, rescore_watchlist
+    from parties.bank.score_log import ScoreLog
     from parties.node import operator_client
 
     node = _bank(config)

@@ -41,5 +41,5 @@ def health(
 
         raise ConfigError(f"{config}: no peer '{peer}' (known: {', '.join(sorted(peers))})")
     with connect(cfg, target, audit=None) as client:
-        status = client.health(timeout=timeout)  # type: ignore[attr-defined]
+        status = client.health(timeout=timeout)
     Console().print(f"{peer} at {target.address}: {status}")

@@ -26,13 +26,13 @@ from federation.pki import load_platform_public_key
 from parties.config import NodeConfig, load_node_config
 from parties.consent import ConsentRegistry
 from parties.data.loader import load_table
-from parties.subject import (
+from parties.disputes import (
     DISPUTABLE_CATEGORIES,
     DisputeRecord,
     DisputeRegistry,
     normalise_uscc,
-    subject_report,
 )
+from parties.subject import subject_report
 
 app = typer.Typer(
     help="An enterprise's view of this node: report what is held, dispute it, resolve disputes.",

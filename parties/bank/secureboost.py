@@ -1,0 +1,229 @@
+"""The bank's SecureBoost job: train on an alignment's labelled rows, evaluate, keep the result.
+
+Runs at the bank, with the bank's configuration and audit log; every call to a holder goes
+through a ``PeerBase`` (``SecureBoostHolder`` peers). The aligned rows with a label are split
+(``parties.bank.table``); the ``SecureBoostClassifier`` trains on the training split with the
+holders (each told the alignment and the training rows), scores the test split in one round, and
+the report puts AUC/KS next to a bank-only LightGBM baseline. The bank's model part goes to
+``NODE_DIR/models/<job>.json``, the training population's scores (post-loan monitoring's expected
+side) next to it; holders keep their parts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation.audit import AuditLog
+from federation.errors import ConfigError
+from federation.transport.base import PeerBase
+from models.metrics import ks_statistic, roc_auc
+from models.psi.active import Alignment
+from models.psi.store import check_name
+from models.secureboost.estimator import SecureBoostClassifier
+from parties.bank.monitoring import write_training_population
+from parties.bank.reports import TrainingReport, save_job
+from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
+from parties.config import NodeConfig
+
+__all__ = ["DEFAULT_PARAMS", "bank_only_baseline", "train_secureboost"]
+
+Progress = Callable[[str], None]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "n_trees": 5,
+    "max_depth": 3,
+    "learning_rate": 0.3,
+    "max_bin": 32,
+    "random_state": 0,
+}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def bank_only_baseline(
+    X_train: pd.DataFrame, y_train: np.ndarray, X_test: pd.DataFrame, params: Mapping[str, Any]
+) -> np.ndarray:
+    """LightGBM on the bank's own features, depth-wise like the federated model."""
+    import lightgbm as lgb
+
+    depth = int(params.get("max_depth", 3))
+    model = lgb.LGBMClassifier(
+        n_estimators=int(params.get("n_trees", 5)),
+        max_depth=depth,
+        num_leaves=2**depth,
+        learning_rate=float(params.get("learning_rate", 0.3)),
+        max_bin=int(params.get("max_bin", 32)),
+        min_child_samples=20,
+        min_child_weight=float(params.get("min_child_weight", 1.0)),
+        reg_lambda=float(params.get("reg_lambda", 1.0)),
+        random_state=0,
+        n_jobs=1,
+        verbose=-1,
+    )
+    model.fit(X_train, y_train)
+    return np.asarray(model.predict_proba(X_test))[:, 1]
+
+
+def _split_owners(clf: SecureBoostClassifier) -> dict[str, int]:
+    """Splits per party: how much each party's features shaped the trees."""
+    owners: dict[str, int] = {}
+    for tree in clf.trees_:
+        for node in tree.nodes.values():
+            if not node.is_leaf:
+                owners[node.owner] = owners.get(node.owner, 0) + 1
+    return owners
+
+
+def _save_population(
+    config: NodeConfig,
+    job_id: str,
+    clf: SecureBoostClassifier,
+    split: TrainingSplit,
+    holders: Mapping[str, PeerBase],
+) -> None:
+    """Post-loan monitoring's "expected" population (docs/monitoring.md): the model's scores of
+    every labelled aligned row, training and test split, as the scoring service computes them."""
+    population = np.sort(np.r_[split.train, split.test])
+    train_mask = split.train_mask
+    write_training_population(
+        config.node_dir / "models",
+        job_id,
+        clf.decision_function(
+            split.features.iloc[population].reset_index(drop=True),
+            holders=holders,
+            rows=population,
+        ),
+        split=["train" if train_mask[p] else "test" for p in population],
+    )
+
+
+def _fit(
+    config: NodeConfig,
+    job_id: str,
+    alignment: Alignment,
+    split: TrainingSplit,
+    *,
+    holders: Mapping[str, PeerBase],
+    params: dict[str, Any],
+    progress: Progress,
+    on_tree: Callable[[int], None] | None,
+    resume_wait_s: float,
+) -> tuple[SecureBoostClassifier, list[float]]:
+    """The federated fit on the training split (checkpointed per tree); seconds per tree."""
+    tree_marks: list[float] = []
+    t_fit = time.perf_counter()
+
+    def tree_done(t: int) -> None:
+        tree_marks.append(time.perf_counter())
+        progress(f"tree {t} done")
+        if on_tree is not None:
+            on_tree(t)
+
+    clf = SecureBoostClassifier(**params, job_id=job_id)
+    clf.fit(
+        split.features.iloc[split.train].reset_index(drop=True),
+        split.labels[split.train],
+        holders=holders,
+        alignment_id=alignment.job_id,
+        alignment_rows=split.train_mask,
+        on_tree=tree_done,
+        checkpoint_dir=config.node_dir / "checkpoints",
+        resume_wait_s=resume_wait_s,
+    )
+    return clf, [b - a for a, b in itertools.pairwise([t_fit, *tree_marks])]
+
+
+def train_secureboost(
+    config: NodeConfig,
+    alignment: Alignment,
+    *,
+    holders: Mapping[str, PeerBase],
+    params: Mapping[str, Any] | None = None,
+    job_id: str | None = None,
+    test_fraction: float = 0.3,
+    split_seed: int = 0,
+    is_test: IsTest | None = None,
+    audit: AuditLog | None = None,
+    progress: Progress = _quiet,
+    on_tree: Callable[[int], None] | None = None,
+    resume_wait_s: float = 0.0,
+) -> tuple[SecureBoostClassifier, TrainingReport]:
+    """Train on the aligned, labelled rows' training split; evaluate on the test split.
+
+    ``holders``: ``SecureBoostHolder`` peers, one per holder of the alignment. ``params``:
+    ``SecureBoostClassifier`` keyword arguments (defaults ``DEFAULT_PARAMS``, 2048-bit keys).
+    The split: ``is_test(codes)`` (a boolean per aligned row's code, e.g. a benchmark's fixed
+    split by id) or else stratified with ``test_fraction`` and ``split_seed``. The bank
+    checkpoints every tree under ``NODE_DIR/checkpoints`` (a rerun of the same ``job_id``
+    resumes); ``resume_wait_s``: how long to wait for a holder that restarts mid-job.
+    """
+    missing = [h for h in alignment.holders if h not in holders]
+    if missing:
+        raise ConfigError(f"alignment '{alignment.job_id}' needs holder(s) {missing}")
+    started = time.perf_counter()
+    table = BankTable.for_alignment(config, alignment)
+    job_id = check_name(job_id or f"{alignment.job_id}-sb", "job id")
+    split = split_alignment(
+        table, alignment, is_test=is_test, test_fraction=test_fraction, split_seed=split_seed
+    )
+    if is_test is not None:
+        split.require_both()
+    X, y = split.features, split.labels
+    train_pos, test_pos = split.train, split.test
+
+    kwargs = {**DEFAULT_PARAMS, **(params or {})}
+    clf, tree_seconds = _fit(
+        config,
+        job_id,
+        alignment,
+        split,
+        holders=holders,
+        params=kwargs,
+        progress=progress,
+        on_tree=on_tree,
+        resume_wait_s=resume_wait_s,
+    )
+    scores = clf.predict_proba(
+        X.iloc[test_pos].reset_index(drop=True), holders=holders, rows=test_pos
+    )[:, 1]
+    y_test = y[test_pos]
+    baseline = bank_only_baseline(X.iloc[train_pos], y[train_pos], X.iloc[test_pos], kwargs)
+    report = TrainingReport(
+        job_id=job_id,
+        alignment_id=alignment.job_id,
+        n_aligned=alignment.size,
+        n_labelled=int(split.labelled.size),
+        n_train=int(train_pos.size),
+        n_test=int(test_pos.size),
+        auc=roc_auc(y_test, scores),
+        ks=ks_statistic(y_test, scores),
+        baseline_auc=roc_auc(y_test, baseline),
+        baseline_ks=ks_statistic(y_test, baseline),
+        seconds=time.perf_counter() - started,
+        tree_seconds=tree_seconds,
+        split_owners=_split_owners(clf),
+        train_positions=train_pos,
+        test_positions=test_pos,
+        test_scores=scores,
+    )
+    save_job(config, job_id, clf.to_json(), report)
+    _save_population(config, job_id, clf, split, holders)
+    if audit is not None:
+        audit.append(
+            direction="local",
+            peer=config.node_id,
+            operation="secureboost.train",
+            purpose=clf.purpose,
+            job_id=job_id,
+            model_id=job_id,
+            counts={"train_rows": report.n_train, "test_rows": report.n_test},
+        )
+    return clf, report

@@ -1,0 +1,192 @@
+"""The experiment file: one YAML per experiment, validated by pydantic before anything starts.
+
+Why strict models (unknown keys refused): a typo in a data scientist's config (``n_tree``) must
+fail with the field's name, not silently train with a default. Paths are relative to the config
+file, so an experiment folder can move as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from federation.errors import ConfigError
+from federation.ids import is_node_id
+from parties.config import validate_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartyConfig(_Strict):
+    """One party's table: the file, its key, and which columns take part — or, with
+    ``schema_role``, a table of the platform's sharing lists (keyed by USCC, e.g. a synthetic
+    city from ``xinyidai data synth``), whose model features the schema defines."""
+
+    path: Path
+    schema_role: Literal["bank", "tax", "utility"] | None = None
+    id_column: str = "uscc"
+    id_kind: Literal["uscc", "plain"] = "uscc"
+    features: list[str] | None = Field(
+        default=None, description="feature columns; default every column but the key and label"
+    )
+    category: str = Field(default="tax", description="data category of a holder's features")
+
+
+class BankPartyConfig(PartyConfig):
+    label_column: str = "default_12m"
+    category: str = "bank"
+
+
+class SplitConfig(_Strict):
+    """``id_mod``: test rows are those whose integer id % modulus == remainder (benchmarks);
+    ``stratified``: a seeded stratified split of the aligned, labelled rows."""
+
+    kind: Literal["id_mod", "stratified"] = "stratified"
+    modulus: int = Field(default=5, ge=2)
+    remainder: int = Field(default=0, ge=0)
+    test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.remainder >= self.modulus:
+            raise ValueError(f"remainder {self.remainder} must be below modulus {self.modulus}")
+        return self
+
+
+class SecureBoostModelConfig(_Strict):
+    type: Literal["secureboost"] = "secureboost"
+    n_trees: int = Field(default=5, ge=1)
+    max_depth: int = Field(default=3, ge=1, le=8)
+    learning_rate: float = Field(default=0.3, gt=0)
+    reg_lambda: float = Field(default=1.0, ge=0)
+    min_child_weight: float = Field(default=1.0, ge=0)
+    gamma: float = Field(default=0.0, ge=0)
+    max_bin: int = Field(default=32, ge=2, le=255)
+    subsample: float = Field(default=1.0, gt=0, le=1)
+    first_tree_bank_only: bool = True
+    min_holder_node_samples: int = Field(default=20, ge=1)
+    random_state: int = 0
+
+    def classifier_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type"})
+
+
+class _LinearFields(_Strict):
+    """The vertical LR's optimiser (``models.linear``): full batch unless ``batch_size``."""
+
+    backend: Literal["paillier", "ckks"] = "paillier"
+    learning_rate: float = Field(default=0.5, gt=0)
+    max_iter: int = Field(default=10, ge=1, le=1000)
+    alpha: float = Field(default=1e-4, ge=0, description="L2 strength (mean log-loss + a/2|w|^2)")
+    tol: float | None = Field(default=1e-4, ge=0)
+    n_iter_no_change: int = Field(default=3, ge=1)
+    batch_size: int | None = Field(default=None, ge=32)
+    random_state: int = 0
+
+    def classifier_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type"})
+
+
+class ScorecardModelConfig(_LinearFields):
+    """WOE binning (federated IV) → vertical LR on each party's own WOE values → PDO points."""
+
+    type: Literal["scorecard"] = "scorecard"
+    learning_rate: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=8, ge=1, le=1000)
+    max_bin: int = Field(default=32, ge=2, le=255)
+    min_bin_samples: int = Field(default=20, ge=1)
+    monotonic: bool = True
+    min_iv: float = Field(default=0.02, ge=0, description="features below this IV are dropped")
+    points0: float = 600.0
+    odds0: float = Field(default=1 / 19, gt=0)
+    pdo: float = Field(default=50.0, gt=0)
+    decimals: int | None = Field(default=0, ge=0, le=6)
+
+
+class LogisticModelConfig(_LinearFields):
+    """Vertical LR on every party's raw (encoded) features, each party z-scoring its own."""
+
+    type: Literal["logistic"] = "logistic"
+    standardize: bool = True
+
+
+ModelConfig = Annotated[
+    SecureBoostModelConfig | ScorecardModelConfig | LogisticModelConfig,
+    Field(discriminator="type"),
+]
+
+
+class CryptoConfig(_Strict):
+    key_bits: Literal[2048, 3072] = 2048
+    workers: int = Field(default=2, ge=1, le=256, description="Paillier worker processes per node")
+
+
+class PsiConfig(_Strict):
+    min_overlap: float = Field(
+        default=0.1, gt=0, description="smallest intersection: a count, or a fraction if < 1"
+    )
+
+
+class RunConfig(_Strict):
+    deadline_s: float = Field(default=120.0, gt=0, description="deadline of every node call")
+    resume_wait_s: float = Field(
+        default=60.0, ge=0, description="wait this long for a holder that restarts mid-job"
+    )
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    description: str = ""
+    bank: BankPartyConfig
+    holders: dict[str, PartyConfig]
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=SecureBoostModelConfig)
+    crypto: CryptoConfig = Field(default_factory=CryptoConfig)
+    psi: PsiConfig = Field(default_factory=PsiConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if not self.holders:
+            raise ValueError("holders: at least one data holder is needed")
+        for name in self.holders:
+            if name == "bank" or not is_node_id(name):
+                raise ValueError(f"holders: {name!r} must be a DNS label other than 'bank'")
+        if self.split.kind == "id_mod":
+            for name, party in [("bank", self.bank), *self.holders.items()]:
+                if party.id_kind != "plain":
+                    raise ValueError(f"split id_mod needs integer (plain) ids; {name} uses uscc")
+        return self
+
+    # -- derived -------------------------------------------------------------------------------
+    def parties(self) -> dict[str, PartyConfig]:
+        return {"bank": self.bank, **self.holders}
+
+    def resolved(self, base: Path) -> ExperimentConfig:
+        """Paths made absolute against the config file's folder."""
+        out = self.model_copy(deep=True)
+        for party in out.parties().values():
+            if not party.path.is_absolute():
+                party.path = (base / party.path).resolve()
+        return out
+
+
+def load_experiment(path: Path) -> tuple[ExperimentConfig, str]:
+    """Read and validate CONFIG: (the config with absolute paths, sha256 of the file)."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    config = validate_yaml(text, ExperimentConfig, path)
+    return config.resolved(path.parent.resolve()), hashlib.sha256(text).hexdigest()
+
+
+def missing_data(config: ExperimentConfig) -> list[str]:
+    """The party files that are not there (benchmarks say so and skip)."""
+    return [f"{name}: {p.path}" for name, p in config.parties().items() if not p.path.exists()]

@@ -1,0 +1,269 @@
+"""The run: build the federation, start its nodes, align, train, register, evaluate, stop.
+
+Why the nodes are stopped in a ``finally`` and measured only afterwards: a bad table or a refused
+job must not leave node processes serving, and each node writes its CPU, bytes and memory use
+when it exits; the centralised comparison runs after that, so it is not counted as the
+bank's work.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federation.errors import ConfigError
+from federation.files import write_atomic
+from xinyidai.experiment.build import build_experiment
+from xinyidai.experiment.compare import centralised_auc, centralised_linear
+from xinyidai.experiment.config import (
+    ExperimentConfig,
+    LogisticModelConfig,
+    ScorecardModelConfig,
+    SecureBoostModelConfig,
+    missing_data,
+)
+from xinyidai.experiment.jobs import Progress, align_parties, register_model, train_model
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class ExperimentResult:
+    data: dict[str, Any]
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, (json.dumps(self.data, indent=1) + "\n").encode(), mode=0o644)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    config_sha256: str,
+    workdir: Path,
+    progress: Progress = _quiet,
+    on_tree: Callable[[int], None] | None = None,
+    on_started: Callable[[Any], None] | None = None,
+    tracking: Any = None,
+    track: bool = True,
+    config_text: str = "",
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> ExperimentResult:
+    """Build the federation, start its nodes, align, train, evaluate, stop; the result.
+
+    The model type picks the training: ``secureboost`` (trees; ``on_tree``), ``scorecard``
+    (federated WOE/IV → vertical LR on WOE → points; ``on_epoch``) or ``logistic`` (vertical
+    LR on the raw features). With ``track`` the job is logged to MLflow and its model
+    registered (``tracking``: a ``xinyidai.tracking.TrackingConfig``; default the
+    project-local store or ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the
+    nodes serve (tests use it to restart a holder).
+    """
+    from federation.audit import AuditLog
+    from federation.crypto.paillier import prestart_workers
+    from federation.usage import process_usage
+    from parties.config import load_node_config
+    from xinyidai.launcher import stop_nodes
+
+    absent = missing_data(config)
+    if absent:
+        raise ConfigError("experiment data not found: " + "; ".join(absent))
+    before = process_usage()
+    prestart_workers()  # this process does the bank's Paillier work
+    fed = build_experiment(config, workdir)
+    bank_cfg = load_node_config(fed.configs["bank"])
+    progress(f"nodes: {', '.join(fed.configs)} (each its own process, mTLS on loopback)")
+    t0 = time.perf_counter()
+    codes: dict[str, int] = {}
+    try:  # stop every node that did start, whatever fails (a bad table, a refused job...)
+        _start(fed, t0, progress=progress, on_started=on_started)
+        audit = AuditLog(bank_cfg.resolved_audit_url, bank_cfg.node_id)
+        alignment, align_seconds = align_parties(config, bank_cfg, audit=audit, progress=progress)
+        model, report = train_model(
+            config,
+            bank_cfg,
+            alignment,
+            audit=audit,
+            progress=progress,
+            on_tree=on_tree,
+            on_epoch=on_epoch,
+        )
+        tracked = None
+        if track:
+            tracked = register_model(
+                config,
+                bank_cfg,
+                model,
+                report,
+                audit=audit,
+                progress=progress,
+                tracking=tracking,
+                config_text=config_text,
+            )
+        train_codes, test_codes = _split_codes(bank_cfg, alignment, report)
+        audit.close()
+    finally:
+        codes = stop_nodes(fed)
+    nodes = _node_usage(fed, codes, before)
+    rows, m = (train_codes, test_codes), config.model
+    if isinstance(m, SecureBoostModelConfig):
+        specific = _secureboost_results(config, model, report, rows, align_seconds, progress)
+    else:
+        specific = _linear_results(config, m, report, rows, align_seconds, progress)
+    data = {
+        **_common_results(config, config_sha256, alignment, report),
+        **specific,
+        "job_id": report.job_id,
+        "mlflow": None if tracked is None else _mlflow_fields(tracked),
+        "nodes": nodes,
+        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "workdir": str(workdir),
+    }
+    return ExperimentResult(data)
+
+
+def _start(
+    fed: Any, t0: float, *, progress: Progress, on_started: Callable[[Any], None] | None
+) -> None:
+    from xinyidai.launcher import start_nodes
+
+    start_nodes(fed, timeout=120)
+    progress(f"nodes serving in {time.perf_counter() - t0:.1f} s")
+    if on_started is not None:
+        on_started(fed)
+
+
+def _split_codes(bank_cfg: Any, alignment: Any, report: Any) -> tuple[list[str], list[str]]:
+    """The codes of the rows the federated model trained and was tested on (bank's order), so
+    the centralised comparison uses exactly the same rows."""
+    from parties.bank.table import BankTable
+
+    table = BankTable.load(bank_cfg)
+    bank_codes = [table.codes[i] for i in alignment.bank_rows]
+    train_codes = [bank_codes[i] for i in report.train_positions]
+    test_codes = [bank_codes[i] for i in report.test_positions]
+    return train_codes, test_codes
+
+
+def _node_usage(fed: Any, codes: dict[str, int], before: dict[str, Any]) -> dict[str, Any]:
+    """Per node: CPU, bytes and peak memory (as each node process wrote them when it stopped)
+    and its exit code. The bank's federated work runs in this process, as the bank's
+    operator, so the bank's entry adds what this process used since ``before``."""
+    from federation.usage import process_usage, read_usage
+
+    runner = process_usage()
+    nodes: dict[str, Any] = {}
+    for name in fed.configs:
+        usage = read_usage(fed.node_dir(name)) or {}
+        entry: dict[str, Any] = {
+            "cpu_seconds": usage.get("cpu_seconds"),
+            "bytes_sent": usage.get("bytes_sent"),
+            "bytes_received": usage.get("bytes_received"),
+            "peak_rss_mb": usage.get("peak_rss_mb"),
+            "exit_code": codes.get(name),
+        }
+        if name == "bank":  # the bank's work runs in this process, as the bank's operator
+            entry["operator_cpu_seconds"] = round(runner["cpu_seconds"] - before["cpu_seconds"], 3)
+            entry["operator_bytes_sent"] = runner["bytes_sent"] - before["bytes_sent"]
+            entry["operator_bytes_received"] = runner["bytes_received"] - before["bytes_received"]
+            entry["operator_peak_rss_mb"] = runner["peak_rss_mb"]
+            for key in ("cpu_seconds", "bytes_sent", "bytes_received"):
+                entry[key] = round((entry[key] or 0) + entry[f"operator_{key}"], 3)
+            entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0.0, runner["peak_rss_mb"])
+        nodes[name] = entry
+    return nodes
+
+
+def _common_results(
+    config: ExperimentConfig, config_sha256: str, alignment: Any, report: Any
+) -> dict[str, Any]:
+    m = config.model
+    return {
+        "experiment": config.name,
+        "config_sha256": config_sha256,
+        "model": m.type,
+        "params": m.classifier_params(),
+        "key_bits": config.crypto.key_bits,
+        "workers": config.crypto.workers,
+        "n_aligned": alignment.size,
+        "n_train": report.n_train,
+        "n_test": report.n_test,
+        "test_auc": report.auc,
+        "test_ks": report.ks,
+    }
+
+
+def _secureboost_results(
+    config: ExperimentConfig,
+    clf: Any,
+    report: Any,
+    rows: tuple[list[str], list[str]],
+    align_seconds: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    progress("centralised comparison (LightGBM on all columns in one place)")
+    central = centralised_auc(config, *rows)
+    return {
+        "test_gini": 2.0 * report.auc - 1.0,
+        "bank_only_auc": report.baseline_auc,
+        "bank_only_ks": report.baseline_ks,
+        "centralised_auc": central,
+        "align_seconds": round(align_seconds, 3),
+        "train_seconds": round(sum(report.tree_seconds), 3),
+        "train_and_score_seconds": round(report.seconds, 3),
+        "tree_seconds": [round(x, 3) for x in report.tree_seconds],
+        "split_owners": report.split_owners,
+        "resumes": int(clf.model_.stats.get("resumes", 0)),
+    }
+
+
+def _linear_results(
+    config: ExperimentConfig,
+    m: ScorecardModelConfig | LogisticModelConfig,
+    report: Any,
+    rows: tuple[list[str], list[str]],
+    align_seconds: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    progress(f"centralised comparison ({m.type} on all columns in one place, same rows)")
+    points = report.test_points if report.test_points.size else None
+    specific = {
+        "test_gini": report.gini,
+        "bank_only_auc": report.baseline_auc,
+        "bank_only_ks": report.baseline_ks,
+        "bank_only_gini": report.baseline_gini,
+        **centralised_linear(config, *rows, federated_points=points),
+        "backend": m.backend,
+        "align_seconds": round(align_seconds, 3),
+        "train_seconds": round(report.train_seconds, 3),
+        "train_and_score_seconds": round(report.seconds, 3),
+        "epoch_seconds": [round(x, 3) for x in report.epoch_seconds],
+        "n_iter": report.n_iter,
+        "top_decile_lift": report.top_decile_lift,
+    }
+    if isinstance(m, ScorecardModelConfig):
+        specific.update(
+            {
+                "points_auc": report.points_auc,
+                "points_ks": report.points_ks,
+                "base_points": report.base_points,
+                "features_kept": report.features_kept,
+                **{k: v for k, v in report.timings.items()},
+            }
+        )
+    return specific
+
+
+def _mlflow_fields(tracked: Any) -> dict[str, Any]:
+    return {"run_id": tracked.run_id, "model_name": tracked.model_name, "version": tracked.version}
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
