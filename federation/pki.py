@@ -17,6 +17,7 @@ and no OCSP. See ``docs/security.md`` for what that does and does not protect.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import tempfile
@@ -43,6 +44,7 @@ __all__ = [
     "load_platform_public_key",
     "load_platform_signing_key",
     "node_id_problem",
+    "peer_node_id",
     "validate_node_id",
 ]
 
@@ -391,9 +393,34 @@ def certificate_identity(pem: bytes) -> str:
     except x509.ExtensionNotFound:
         raise ConfigError("certificate has no subjectAltName, so it names no node") from None
     names = san.get_values_for_type(x509.DNSName)
+    if not names:
+        raise ConfigError(
+            "certificate has no SAN DNS name, so it names no node (other SAN types, such as "
+            "an e-mail address, never name a node)"
+        )
     if len(names) != 1:
-        raise ConfigError(f"certificate must carry exactly one SAN DNS name, found {names}")
+        raise ConfigError(f"certificate must carry exactly one SAN DNS name, found {len(names)}")
+    problem = node_id_problem(names[0])
+    if problem is not None:
+        raise ConfigError(f"certificate SAN DNS name is not a node id: {problem}")
     return names[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_identity(pem: bytes) -> tuple[str, str]:
+    try:
+        return certificate_identity(pem), ""
+    except ConfigError as exc:
+        return "", str(exc)
+
+
+def peer_node_id(pem: bytes) -> str:
+    """``certificate_identity`` of a peer's certificate as the TLS layer hands it over, cached by
+    the certificate's bytes (a node sees a handful of peers, each on every call)."""
+    node_id, problem = _peer_identity(bytes(pem))
+    if problem:
+        raise ConfigError(problem)
+    return node_id
 
 
 @dataclass(frozen=True)

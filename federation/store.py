@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import Index, Table, create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -21,6 +21,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from federation.errors import ConfigError
 
 __all__ = [
+    "SqlStore",
     "create_tables",
     "immediate",
     "open_engine",
@@ -162,3 +163,44 @@ def create_tables(
             raise ConfigError(
                 f"{label} {redacted(engine)}: cannot open database ({exc.orig})"
             ) from None
+
+
+class SqlStore:
+    """One of a node's SQL stores: opened the common way, its tables created, closed as a
+    context manager.
+
+    Why a base class: the consent registry, the dispute registry, the verification budget and
+    the score log each repeated the same opening, schema creation and closing; deriving keeps
+    them identical (same label in every error, no password in ``url``). A subclass names its
+    ``LABEL``, ``TABLES``, ``INDEXES`` and ``FILE`` (its SQLite file in a node directory), sets
+    its own attributes, then calls ``super().__init__(url)``.
+    """
+
+    LABEL: ClassVar[str] = "store"
+    TABLES: ClassVar[Sequence[Table]] = ()
+    INDEXES: ClassVar[Sequence[Index]] = ()
+    FILE: ClassVar[str] = ""
+
+    def __init__(self, url: str) -> None:
+        self._engine = open_engine(url, label=self.LABEL)
+        self.url = redacted(self._engine)  # for messages: never the password
+        self._create_schema()
+
+    @classmethod
+    def node_dir_url(cls, node_dir: Path) -> str:
+        """The URL of this store's SQLite file in ``node_dir`` (``NODE_DIR/<FILE>``)."""
+        if not cls.FILE:
+            raise ConfigError(f"{cls.LABEL} has no file of its own in a node directory")
+        return sqlite_url(Path(node_dir) / cls.FILE)
+
+    def _create_schema(self) -> None:
+        create_tables(self._engine, self.TABLES, self.INDEXES, label=self.LABEL)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()

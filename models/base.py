@@ -10,7 +10,9 @@ The rule a servicer follows: it reaches this holder's rows only through :meth:`t
 (a job's ``Start``) and :meth:`rows_for` (every answer about named rows outside an open job),
 its jobs only through :meth:`job` / :meth:`open_job` / :meth:`drop_job`, and its finished models
 only through :meth:`model` / :meth:`keep_model`. That keeps one door for the holder gate
-(:meth:`HolderModule.gate`).
+(:meth:`HolderModule.gate`): every answer about named rows outside an open training job passes
+an :class:`EnterpriseGate` (the holder node's consent, alignment and dispute check, injected
+with :meth:`HolderModule.use_gate`) or, once per finished job, that job's own evaluation.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
@@ -32,17 +34,25 @@ from federation.errors import Refused
 from federation.files import write_atomic
 from federation.ids import is_name, name_problem
 from federation.transport.base import FAILED_PRECONDITION, CallFailed, CallInfo, invalid
+from federation.transport.calls import SubjectAccess
 from models.binning import BinningError
+from models.limits import HolderLimits
 from models.rows import MaskError, mask_from_bytes
 
 __all__ = [
+    "ADMITTED",
+    "EVALUATION_WINDOW_S",
+    "UNGATED",
+    "EnterpriseGate",
     "FeaturesFor",
+    "GateRefused",
     "HolderJob",
     "HolderModule",
     "JobKey",
     "RowAccess",
     "Rows",
     "failed",
+    "trust_caller",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,6 +98,10 @@ class RowAccess:
     ``rows`` are positions in the alignment ``alignment_id`` (the holder maps them to
     enterprises); ``training`` is True for the rows a training job is opened on (``Start``),
     False for every answer about named rows outside an open job (``Predict``, ``ScorePoints``).
+    The consent scope of the answer: ``categories`` (data categories, when the servicer knows
+    them) or else ``columns`` (the holder's own column names the answer reads; the node maps
+    them to categories); both empty means every category the holder holds. ``evaluation``:
+    the one post-training evaluation of the job ``job_id`` (rows are recorded, not consented).
     """
 
     bank: str
@@ -98,6 +112,65 @@ class RowAccess:
     view: str
     rows: np.ndarray
     training: bool
+    columns: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    evaluation: bool = False
+
+
+EVALUATION_WINDOW_S = 3600.0
+"""How long after ``Finish`` a job's one evaluation may come (the bank's training flows
+evaluate within seconds); a slot no one used closes then, so it cannot linger as an
+unconsented answer for later."""
+
+ADMITTED = frozenset({"allow", "evaluation"})
+"""``SubjectAccess.status`` values of rows an answer may use; anything else is a refusal
+(``refused:<why>``)."""
+
+
+class EnterpriseGate(Protocol):
+    """The holder node's per-enterprise check (``parties.holder.service.HolderGate``).
+
+    Why a protocol: models must not import the node's consent registry, alignment store or
+    disputes, yet every protocol's answers about named rows must pass them; the node injects
+    its gate into every servicer it builds (``HolderModule.use_gate``).
+    """
+
+    def admit(self, access: RowAccess) -> list[SubjectAccess]:
+        """One ``SubjectAccess`` per row of ``access`` (its enterprise, the authorisation id
+        that covers it, ``allow`` / ``evaluation`` / ``refused:<why>``), from one read of the
+        stores. Raises ``CallFailed`` (INVALID_ARGUMENT) for rows outside the alignment or a
+        malformed request, before any work."""
+        ...
+
+
+class GateRefused(Refused):
+    """The gate refused an answer; ``subjects`` are the rows to record with the refusal (so the
+    refused enterprise's report shows the attempt)."""
+
+    def __init__(self, code: str, reason: str, *, subjects: Sequence[SubjectAccess] = ()):
+        self.subjects = list(subjects)
+        super().__init__(code, reason)
+
+
+class _TrustCaller:
+    """The open gate: admits every row and records nothing (see :func:`trust_caller`)."""
+
+    def admit(self, access: RowAccess) -> list[SubjectAccess]:
+        return []
+
+    def __repr__(self) -> str:
+        return "UNGATED"
+
+
+UNGATED: EnterpriseGate = _TrustCaller()
+"""For a data scientist's own in-process data only (``models.local.local_holders``, notebooks,
+unit tests): the caller IS the data owner, so there is no enterprise to protect from it. A node
+never uses it: ``parties.node`` injects the holder's consent gate."""
+
+
+def trust_caller() -> EnterpriseGate:
+    """:data:`UNGATED`, by a name that says what it does."""
+    return UNGATED
 
 
 @dataclass(frozen=True)
@@ -161,9 +234,12 @@ class HolderModule(Generic[JobT, ModelT]):
         features: np.ndarray | None = None,
         feature_names: Sequence[str] | None = None,
         features_for: FeaturesFor | None = None,
+        limits: HolderLimits | None = None,
     ):
         self.node_id = node_id
         self.banks = frozenset(banks)
+        # The holder's policy limits (node.yaml ``policy:``), checked before any work.
+        self.limits = limits if limits is not None else HolderLimits()
         self.models_dir = models_dir
         self.features: np.ndarray | None = None
         self.feature_names: list[str] = []
@@ -172,6 +248,16 @@ class HolderModule(Generic[JobT, ModelT]):
         self._jobs: dict[JobKey, JobT] = {}
         self._models: dict[JobKey, ModelT] = {}
         self._lock = threading.Lock()
+        # None: refuse every answer about named rows outside a training job (secure default).
+        self.enterprise_gate: EnterpriseGate | None = None
+        self._evaluations: dict[JobKey, dict[str, Any]] = {}
+        self._evaluation_lock = threading.Lock()
+
+    def use_gate(self, gate: EnterpriseGate) -> Self:
+        """Put every answer about named rows behind ``gate`` (the node's consent gate, or
+        :data:`UNGATED` for in-process use on one's own data); returns ``self``."""
+        self.enterprise_gate = gate
+        return self
 
     def _features_source(
         self,
@@ -204,25 +290,107 @@ class HolderModule(Generic[JobT, ModelT]):
                 f"(policy lists: {', '.join(sorted(self.banks)) or 'none'})",
             )
 
-    def gate(self, access: RowAccess) -> None:
-        """THE HOLDER GATE — the one place every row a request uses passes; a no-op for now.
+    def gate(self, access: RowAccess) -> list[SubjectAccess]:
+        """THE HOLDER GATE — the one place every row a request uses passes.
 
         Called by :meth:`rows_for` as soon as the request's rows are parsed — before the
-        holder's table is read and before anything is computed from it, so before an answer
-        exists — and by :meth:`training_rows` for the rows a training job opens on (then
-        ``access.training`` is True). Every servicer reaches its rows through those two, so
-        this method is the whole gate.
+        holder's table is read and before anything is computed from it — and by
+        :meth:`training_rows` for the rows a training job opens on (``access.training``).
+        Every servicer reaches its rows through those two, so this method is the whole gate.
 
-        The next issue implements it here, once for every protocol, for ``access.training``
-        False (an answer about named enterprises' rows outside an open training job):
-
-        1. validate the request's fields for size and form (row count, alignment id, view)
-           before any work;
-        2. map ``access.rows`` to enterprises through the alignment (refusing positions past
-           its end) and check each enterprise's authorisation for ``access.purpose`` and
-           ``access.bank``, raising ``Refused`` for any that is missing, expired or revoked;
-        3. write the audit record naming the enterprises, before the answer leaves.
+        Outside a training job: with no :class:`EnterpriseGate` injected, refuse (secure by
+        default). Otherwise the request is either the job's one evaluation (the first answer
+        about the job's own alignment after ``Finish``, each row at most once: bounded by the
+        alignment's rows, recorded per enterprise, a second one is gated like any other) or
+        passes the gate per enterprise (authorisation for the caller, purpose and categories,
+        not revoked or expired, no open dispute). Any refused enterprise refuses the whole
+        answer (``Predict``/``ScorePoints`` carry no per-row status): it gets a refusal and
+        nothing else (``GateRefused``). Returns one ``SubjectAccess`` per row, which
+        :meth:`rows_for` puts in ``call.subjects`` (refusals too), so the audit record names
+        each enterprise and the authorisation that covered it.
         """
+        if access.training:
+            return []
+        gate = self.enterprise_gate
+        if gate is None:
+            raise Refused(
+                "consent",
+                f"{self.node_id} answers {access.method} about named rows only through its "
+                "consent gate, and none is configured here",
+            )
+        with self._evaluation_lock:
+            evaluation = self._evaluation_open(access)
+            subjects = gate.admit(replace(access, evaluation=evaluation))
+            refused = [s for s in subjects if s.status not in ADMITTED]
+            if evaluation and not refused:
+                self._close_evaluation(access)
+        if refused:
+            first = refused[0]
+            why = first.status.removeprefix("refused:")
+            raise GateRefused(
+                why if why in ("auth-id", "disputed") else "consent",
+                f"{access.method}: {len(refused)} of {len(subjects)} enterprises may not be "
+                f"answered for {access.bank} (purpose {access.purpose[:32]!r}); first: "
+                f"{first.uscc} ({why}); nothing is answered",
+                subjects=subjects,
+            )
+        return subjects
+
+    # -- the one evaluation of a finished job ------------------------------------------------
+    def _evaluation_path(self, bank: str, job_id: str) -> Path | None:
+        path = self._model_path(bank, job_id)
+        return None if path is None else path.with_name(path.name + ".evaluation")
+
+    def _evaluation_state(self, key: JobKey) -> dict[str, Any] | None:
+        state = self._evaluations.get(key)
+        if state is None:
+            path = self._evaluation_path(*key)
+            if path is not None and path.exists():
+                try:
+                    loaded = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    loaded = {"state": "used"}  # unreadable: fail closed
+                state = loaded if isinstance(loaded, dict) else {"state": "used"}
+                self._evaluations[key] = state
+        return state
+
+    def _write_evaluation(self, key: JobKey, state: dict[str, Any]) -> None:
+        self._evaluations[key] = state
+        path = self._evaluation_path(*key)
+        if path is not None:
+            write_atomic(path, json.dumps(state).encode("utf-8"))
+
+    def open_evaluation(self, key: JobKey, alignment_id: str) -> None:
+        """A job finished here: its bank may evaluate it once on ``alignment_id`` without
+        per-enterprise consent. A slot once used (or recorded) is never reopened."""
+        if not alignment_id:
+            return
+        with self._evaluation_lock:
+            if self._evaluation_state(key) is None:
+                self._write_evaluation(
+                    key, {"state": "open", "alignment_id": alignment_id, "opened": time.time()}
+                )
+
+    def _evaluation_open(self, access: RowAccess) -> bool:
+        """Whether ``access`` is the job's evaluation: slot open, the job's own alignment,
+        every row at most once (so at most the alignment's rows)."""
+        state = self._evaluation_state((access.bank, access.job_id))
+        if state is None or state.get("state") != "open":
+            return False
+        opened = state.get("opened")
+        if not isinstance(opened, int | float) or time.time() - opened > EVALUATION_WINDOW_S:
+            return False
+        if state.get("alignment_id") != access.alignment_id or access.rows.size == 0:
+            return False
+        return bool(np.unique(access.rows).size == access.rows.size)
+
+    def _close_evaluation(self, access: RowAccess) -> None:
+        key = (access.bank, access.job_id)
+        state = dict(self._evaluation_state(key) or {})
+        state.update(
+            state="used", method=access.method, rows=int(access.rows.size), used=time.time()
+        )
+        self._write_evaluation(key, state)
 
     # -- rows --------------------------------------------------------------------------------
     def _checked(self, features: Any, names: Sequence[str]) -> np.ndarray:
@@ -258,7 +426,15 @@ class HolderModule(Generic[JobT, ModelT]):
         return self._read_table(bank, alignment_id, view)
 
     def _access(
-        self, call: CallInfo, alignment_id: str, view: str, rows: np.ndarray, training: bool
+        self,
+        call: CallInfo,
+        alignment_id: str,
+        view: str,
+        rows: np.ndarray,
+        training: bool,
+        *,
+        columns: Sequence[str] = (),
+        categories: Sequence[str] = (),
     ) -> RowAccess:
         return RowAccess(
             bank=call.caller,
@@ -269,6 +445,8 @@ class HolderModule(Generic[JobT, ModelT]):
             view=view,
             rows=rows,
             training=training,
+            columns=tuple(str(c) for c in columns),
+            categories=tuple(str(c) for c in categories),
         )
 
     def training_rows(
@@ -291,15 +469,31 @@ class HolderModule(Generic[JobT, ModelT]):
         rows: Sequence[int] | np.ndarray,
         view: str = "",
         what: str = "",
+        columns: Sequence[str] = (),
+        categories: Sequence[str] = (),
     ) -> Rows:
         """The named rows a request outside a training job asks about, after the holder gate.
 
-        ``rows`` are positions in ``alignment_id``; ``what`` names the request in errors. The
+        ``rows`` are positions in ``alignment_id``; ``what`` names the request in errors;
+        ``columns``/``categories`` the answer's consent scope (see :class:`RowAccess`). The
         gate sees them before the table is read (no work for a refused request); the range
         check against the alignment follows.
         """
         positions = np.asarray(rows, dtype=np.int64).ravel()
-        self.gate(self._access(call, alignment_id, view, positions, training=False))
+        access = self._access(
+            call, alignment_id, view, positions, False, columns=columns, categories=categories
+        )
+        try:
+            subjects = self.gate(access) or []
+        except GateRefused as exc:
+            call.subjects.extend(exc.subjects)
+            raise
+        call.subjects.extend(subjects)
+        if subjects:
+            call.counts["enterprises"] = len(subjects)
+            evaluated = sum(s.status == "evaluation" for s in subjects)
+            if evaluated:
+                call.counts["evaluation_rows"] = evaluated
         table, names = self._read_table(call.caller, alignment_id, view)
         n = table.shape[0]
         if positions.size and (positions.min() < 0 or positions.max() >= n):
@@ -424,14 +618,18 @@ class HolderModule(Generic[JobT, ModelT]):
             raise failed(self._no_model(bank, job_id))
         return found
 
-    def keep_model(self, call: CallInfo, model: ModelT) -> None:
-        """Keep a finished part: atomically, mode 0600 from the first byte (it is data)."""
+    def keep_model(self, call: CallInfo, model: ModelT, *, evaluate_on: str = "") -> None:
+        """Keep a finished part: atomically, mode 0600 from the first byte (it is data).
+
+        Opens the job's one evaluation on ``evaluate_on`` (default: the model's own
+        ``alignment_id``), see :meth:`gate`."""
         key = self.key(call)
         path = self._model_path(*key)
         if path is not None:
             write_atomic(path, json.dumps(model.to_dict()).encode("utf-8"))
         with self._lock:
             self._models[key] = model
+        self.open_evaluation(key, evaluate_on or str(getattr(model, "alignment_id", "") or ""))
 
     def _check_loaded(self, model: ModelT) -> None:
         """Protocol hook: refuse a loaded part that cannot fit this node's table."""

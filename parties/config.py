@@ -8,12 +8,20 @@ PostgreSQL (``postgresql+psycopg://...``) instead of the SQLite files in the nod
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from federation.errors import ConfigError
 from federation.ids import is_node_id
@@ -100,6 +108,159 @@ class LimitsConfig(_Strict):
     )
 
 
+def round_grid() -> list[float]:
+    """The default threshold grid: 0 and +/- 1, 2, 5 x 10^k for k = -2..9 (0.01 .. 5e9).
+
+    Why round values on a roughly geometric grid: a bank's real questions use round figures
+    ("VAT paid at least 1,000,000 yuan"), and a grid bounds what any number of answers can tell
+    to the grid interval holding the value (a factor of 2 to 2.5), however many are asked.
+    """
+    steps = [m * 10.0**k for k in range(-2, 10) for m in (1, 2, 5)]
+    return sorted({0.0, *steps, *(-v for v in steps)})
+
+
+def _grid(values: list[float], what: str) -> list[float]:
+    if not values:
+        raise ValueError(f"{what} must list at least one value")
+    if len(values) > 1000:
+        raise ValueError(f"{what} lists {len(values)} values (limit 1000)")
+    if any(not math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must hold finite numbers")
+    return sorted(set(values))
+
+
+class VerificationConfig(_Strict):
+    """Limits of yes/no verification at a holder (``parties.holder.verify``): the only
+    thresholds a bank may ask, and how many different questions per (bank, enterprise, column)."""
+
+    max_distinct: int = Field(
+        default=3, ge=1, le=100, description="new questions per column per window"
+    )
+    window_h: float = Field(default=24.0, gt=0, le=24 * 366, description="the sliding window")
+    lifetime: int = Field(
+        default=12, ge=1, le=1000, description="different questions per column, ever"
+    )
+    grid: list[float] | None = Field(
+        default=None,
+        description="thresholds allowed on any number column (default: ``round_grid()``)",
+    )
+    columns: dict[str, list[float]] = Field(
+        default_factory=lambda: {"consecutive_normal_months": [3.0, 6.0, 12.0, 24.0, 36.0]},
+        description="per-column grids, replacing `grid` for that column",
+    )
+    ratios: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 0.9, 0.95, 1.0],
+        description="the ratios a paid_at_least question may use",
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _check_grid(cls, value: list[float] | None) -> list[float] | None:
+        return None if value is None else _grid(value, "grid")
+
+    @property
+    def resolved_grid(self) -> list[float]:
+        return round_grid() if self.grid is None else self.grid
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        return {name: _grid(v, f"grid of column {name!r}") for name, v in value.items()}
+
+    @field_validator("ratios")
+    @classmethod
+    def _check_ratios(cls, value: list[float]) -> list[float]:
+        ratios = _grid(value, "ratios")
+        if ratios[0] <= 0 or ratios[-1] > 1:
+            raise ValueError("ratios must lie in (0, 1]")
+        return ratios
+
+
+class PolicyConfig(_Strict):
+    """A data holder's limits on what one bank may make it compute (``models.limits``).
+
+    Why: the bank chooses each training job's shape and which of the holder's splits it takes,
+    so a dishonest bank could train a "probe model" whose splits read out every row's bin of
+    the holder's features. Each limit is checked before any work; a refusal names the limit and
+    its value (``PERMISSION_DENIED``, refusal code ``limit``). Defaults fit every shipped
+    experiment (5 trees, depth 3, 32 bins)."""
+
+    max_trees: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="trees per SecureBoost job (each tree is "
+        "another round of encrypted histograms and partitions)",
+    )
+    max_depth: int = Field(
+        default=8,
+        ge=1,
+        le=16,
+        description="tree depth per SecureBoost job (deeper nodes are "
+        "smaller: their answers describe fewer rows)",
+    )
+    max_bins: int = Field(
+        default=64,
+        ge=2,
+        le=255,
+        description="bins per feature in SecureBoost and WOE jobs: "
+        "the finest resolution any answer gives of a value",
+    )
+    max_thresholds_per_feature: int = Field(
+        default=32,
+        ge=1,
+        le=254,
+        description="distinct split thresholds on one of this "
+        "holder's features in one SecureBoost model, resumes included; the bank learns a row's "
+        "value only up to the intervals between them. Crossing it refuses the split and writes "
+        "an audit alert (a probe model crosses it; an honest model rarely needs that many)",
+    )
+    max_jobs_per_alignment_per_day: int = Field(
+        default=24,
+        ge=1,
+        le=10_000,
+        description="training jobs (SecureBoost, WOE, LR) one bank "
+        "may start on one alignment in any 24 h; counted in NODE_DIR/limits.json, so a restart "
+        "does not reset it",
+    )
+    max_resumes_per_job: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="resumes of one SecureBoost job (each re-grows "
+        "trees with fresh gradients); counted in NODE_DIR/limits.json",
+    )
+    min_holders: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="fewest holders an LR job may have for this "
+        "holder to join: with 1 the bank computes that holder's linear predictor; 2 keeps it "
+        "masked (1 admits two-party scorecards)",
+    )
+    paillier_min_bits: int = Field(
+        default=2048,
+        ge=2048,
+        le=16_384,
+        description="smallest Paillier modulus accepted "
+        "from a bank (2048 is the crypto layer's floor)",
+    )
+    paillier_max_bits: int = Field(
+        default=4096,
+        ge=2048,
+        le=16_384,
+        description="largest Paillier modulus accepted from "
+        "a bank, checked from the key's header before it is verified (a 32,768-bit key costs "
+        "a holder seconds per step)",
+    )
+
+    @model_validator(mode="after")
+    def _bits_in_order(self) -> PolicyConfig:
+        if self.paillier_min_bits > self.paillier_max_bits:
+            raise ValueError("paillier_min_bits must not exceed paillier_max_bits")
+        return self
+
+
 class NodeConfig(_Strict):
     node_id: str
     role: Literal["bank", "holder"]
@@ -114,6 +275,8 @@ class NodeConfig(_Strict):
     peers: list[PeerConfig] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
+    verification: VerificationConfig = Field(default_factory=lambda: VerificationConfig())
+    policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
 
     @field_validator("node_id")
     @classmethod

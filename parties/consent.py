@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,14 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from federation.errors import ConfigError, Refused, XinyidaiError
-from federation.store import (
-    create_tables,
-    immediate,
-    open_engine,
-    redacted,
-    single_read,
-    sqlite_url,
-)
+from federation.store import SqlStore, immediate, single_read
+from federation.transport.calls import invalid, prefix
 from parties.authorisation import (
     Authorisation,
     ConsentError,
@@ -109,6 +104,7 @@ class ConsentDecision:
     reason: str
     auth_id: str | None = None
     valid_until: float | None = None  # of the authorisation that allowed, if one did
+    status: str = ""  # short word of a refusal (``statuses``' vocabulary, or "auth-id")
 
     def raise_if_denied(self) -> None:
         if not self.allowed:
@@ -155,9 +151,34 @@ _LOOKUP = select(_consent).where(
 _VERIFIED_CACHE_MAX = 100_000
 _ALLOWED = 6  # the stage of an authorisation that covers the request
 
+MAX_AUTH_IDS = 16
+"""Most authorisation ids one request may name (``ScoreRequest.auth_ids``)."""
+_AUTH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-class ConsentRegistry:
+
+def check_auth_ids(values: Sequence[str], what: str = "auth_ids") -> builtins.list[str]:
+    """A request's ``auth_ids``, checked for count and form before any work (INVALID_ARGUMENT
+    naming the field; a bad value shown by a short prefix only)."""
+    ids = [str(v) for v in values]
+    if len(ids) > MAX_AUTH_IDS:
+        raise invalid(f"{what}: at most {MAX_AUTH_IDS} authorisation ids, got {len(ids)}")
+    for value in ids:
+        if not _AUTH_ID.match(value):
+            raise invalid(f"{what}: {prefix(value)} is not an authorisation id")
+    return ids
+
+
+_STAGE_STATUS = ("invalid", "revoked", "not-yet-valid", "expired", "purpose", "category", "ok")
+"""``check``'s stages as ``statuses``' words."""
+
+
+class ConsentRegistry(SqlStore):
     """A holder's store of signed authorisations, and the check made before every answer."""
+
+    LABEL = "consent registry"
+    TABLES = (_consent,)
+    INDEXES = (_index,)
+    FILE = "consent.db"
 
     def __init__(self, url: str, platform_public_key: Ed25519PublicKey, *, node_id: str):
         if not isinstance(platform_public_key, Ed25519PublicKey):
@@ -167,12 +188,10 @@ class ConsentRegistry:
             )
         self.node_id = node_id
         self._public_key = platform_public_key
-        self._engine = open_engine(url, label="consent registry")
-        self.url = redacted(self._engine)  # for messages: never the password
         # (record, signature) -> signature ok. Keyed by the exact stored bytes, so an edited row
         # misses the cache and is verified again; only genuine rows are ever cached as ok.
         self._verified: dict[tuple[str, bytes], bool] = {}
-        self._create_schema()
+        super().__init__(url)
 
     @classmethod
     def for_node_dir(
@@ -181,22 +200,10 @@ class ConsentRegistry:
         """The registry at ``NODE_DIR/consent.db``; the node id defaults to the directory name."""
         node_dir = Path(node_dir)
         return cls(
-            sqlite_url(node_dir / "consent.db"),
+            cls.node_dir_url(node_dir),
             platform_public_key,
             node_id=node_id or node_dir.resolve().name,
         )
-
-    def __enter__(self) -> ConsentRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def _create_schema(self) -> None:
-        create_tables(self._engine, [_consent], [_index], label="consent registry")
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -386,11 +393,14 @@ class ConsentRegistry:
         purpose: str,
         categories: Sequence[str],
         at: float | None = None,
+        auth_ids: Sequence[str] = (),
     ) -> ConsentDecision:
         """Allowed only if one authorisation for this enterprise and bank covers the purpose and
         *all* categories, is within its validity window, not revoked, and still verifies.
         ``at`` (default now) moves the validity window only: a revocation applies whatever
-        ``at`` is, since it is permanent from the moment it is recorded.
+        ``at`` is, since it is permanent from the moment it is recorded. ``auth_ids``
+        (``ScoreRequest.auth_ids``): only those authorisations count; none of them stored for
+        this enterprise and bank is the refusal ``auth-id``.
 
         When several authorisations exist and none allows, the reason given is that of the one
         that came closest (then the most recently issued), which is the one a person would look
@@ -401,17 +411,33 @@ class ConsentRegistry:
         bad = uscc_codes.problem(code)
         if bad is not None:
             return ConsentDecision(
-                False, f"{uscc!r} is not a valid unified social credit code: {bad}"
+                False,
+                f"{uscc!r} is not a valid unified social credit code: {bad}",
+                status="invalid",
             )
         wanted = (categories,) if isinstance(categories, str) else tuple(categories)
         if not wanted:
-            return ConsentDecision(False, "no data categories requested; consent covers named data")
+            return ConsentDecision(
+                False, "no data categories requested; consent covers named data", status="category"
+            )
         with self._engine.connect() as conn:
             single_read(conn)
             rows = conn.execute(_LOOKUP, {"uscc": code, "bank_id": bank_id}).all()
+        if auth_ids:
+            named = set(auth_ids)
+            rows = [row for row in rows if row.auth_id in named]
+            if not rows:
+                return ConsentDecision(
+                    False,
+                    f"none of the {len(named)} authorisation id(s) given is an authorisation "
+                    f"from enterprise {code} for bank {bank_id} at {self.node_id}",
+                    status="auth-id",
+                )
         if not rows:
             return ConsentDecision(
-                False, f"no authorisation from enterprise {code} for bank {bank_id}"
+                False,
+                f"no authorisation from enterprise {code} for bank {bank_id}",
+                status="no-consent",
             )
         best: tuple[int, float, str, str] | None = None  # (stage, issued_at, reason, auth_id)
         for row in rows:
@@ -424,9 +450,11 @@ class ConsentRegistry:
                 best = candidate
         if best is None:  # unreachable: rows is not empty
             return ConsentDecision(
-                False, f"no authorisation from enterprise {code} for bank {bank_id}"
+                False,
+                f"no authorisation from enterprise {code} for bank {bank_id}",
+                status="no-consent",
             )
-        return ConsentDecision(False, best[2], best[3])
+        return ConsentDecision(False, best[2], best[3], status=_STAGE_STATUS[best[0]])
 
     def _judge(
         self, row: Any, now: float, purpose: str, wanted: Sequence[str]
@@ -465,35 +493,62 @@ class ConsentRegistry:
     def statuses(
         self, codes: Sequence[str], *, bank_id: str, purpose: str, categories: Sequence[str]
     ) -> builtins.list[str]:
-        """One status per code from one read of the bank's authorisations: what a batch
+        """One status per code (see :meth:`decisions`), without the authorisation ids."""
+        return [
+            status
+            for status, _ in self.decisions(
+                codes, bank_id=bank_id, purpose=purpose, categories=categories
+            )
+        ]
+
+    def decisions(
+        self,
+        codes: Sequence[str],
+        *,
+        bank_id: str,
+        purpose: str,
+        categories: Sequence[str],
+        auth_ids: Sequence[str] = (),
+    ) -> builtins.list[tuple[str, str]]:
+        """(status, auth id) per code from one read of the bank's authorisations: what a batch
         question (scoring many enterprises) needs without one query per enterprise.
 
         ``ok`` as ``check`` would allow (an active authorisation covering purpose and
-        categories); otherwise the closest miss: ``category``, ``purpose``, ``expired``,
-        ``not-yet-valid``, ``revoked``, ``invalid`` or ``no-consent``.
+        categories), with the id of the authorisation that covers it; otherwise the closest
+        miss: ``category``, ``purpose``, ``expired``, ``not-yet-valid``, ``revoked``,
+        ``invalid``, ``no-consent`` — or ``auth-id`` when ``auth_ids`` are given and none of
+        them is stored for the code (only those count then) — with the id of that miss.
         """
         rank = {"invalid": 0, "revoked": 1, "not-yet-valid": 2, "expired": 3}
         found: dict[str, builtins.list[ConsentRecord]] = defaultdict(builtins.list)
         wanted = set(codes)
+        named = set(auth_ids)
+        seen: set[str] = set()
         for record in self.list(bank_id=bank_id):
             if record.auth.uscc in wanted:
-                found[record.auth.uscc].append(record)
-        out: builtins.list[str] = []
+                seen.add(record.auth.uscc)
+                if not named or record.auth.auth_id in named:
+                    found[record.auth.uscc].append(record)
+        out: builtins.list[tuple[str, str]] = []
         for code in codes:
-            best, best_rank = "no-consent", -1
+            best, best_rank, best_id = "no-consent", -1, ""
+            if named and code in seen and code not in found:
+                best = "auth-id"
+            elif named and code not in seen:
+                best = "auth-id"
             for record in found.get(code, ()):
                 auth = record.auth
                 if record.status != "active":
                     status, r = record.status, rank.get(record.status, 0)
                 elif auth.purpose != purpose:
                     status, r = "purpose", 4
-                elif not set(categories) <= set(auth.categories):
+                elif not categories or not set(categories) <= set(auth.categories):
                     status, r = "category", 5
                 else:
                     status, r = "ok", 6
                 if r > best_rank:
-                    best, best_rank = status, r
-            out.append(best)
+                    best, best_rank, best_id = status, r, auth.auth_id
+            out.append((best, best_id))
         return out
 
     def stats(self, at: float | None = None, *, bank_id: str | None = None) -> ConsentStats:

@@ -50,8 +50,7 @@ from sqlalchemy import (
 
 from federation.audit import AuditLog
 from federation.errors import ConfigError, XinyidaiError
-from federation.store import create_tables, immediate, open_engine, redacted, single_read
-from federation.store import sqlite_url as _sqlite_url
+from federation.store import SqlStore, immediate, single_read
 from parties.authorisation import utc_text
 from parties.config import NodeConfig
 from parties.data import uscc as uscc_codes
@@ -211,7 +210,7 @@ def _record(row: Any) -> DisputeRecord:
     )
 
 
-class DisputeRegistry:
+class DisputeRegistry(SqlStore):
     """A node's disputes (SQLAlchemy: SQLite file by default, PostgreSQL by URL).
 
     ``audit`` receives one record per change (``subject.dispute``, ``subject.resolve``) with
@@ -220,6 +219,11 @@ class DisputeRegistry:
     this node holds; a dispute naming another is refused (default: any of
     ``DISPUTABLE_CATEGORIES``).
     """
+
+    LABEL = "dispute registry"
+    TABLES = (_disputes,)
+    INDEXES = (_index,)
+    FILE = "consent.db"
 
     def __init__(
         self,
@@ -243,9 +247,7 @@ class DisputeRegistry:
                 f"{', '.join(DISPUTABLE_CATEGORIES)}"
             )
         self.categories = allowed
-        self._engine = open_engine(url, label="dispute registry")
-        self.url = redacted(self._engine)  # for messages: never the password
-        self._create_schema()
+        super().__init__(url)
 
     @classmethod
     def for_node_dir(
@@ -259,7 +261,7 @@ class DisputeRegistry:
         """The registry in ``NODE_DIR/consent.db``; the node id defaults to the directory name."""
         node_dir = Path(node_dir)
         return cls(
-            _sqlite_url(node_dir / "consent.db"),
+            cls.node_dir_url(node_dir),
             node_id=node_id or node_dir.resolve().name,
             audit=audit,
             categories=categories,
@@ -277,20 +279,8 @@ class DisputeRegistry:
             categories=categories,
         )
 
-    def __enter__(self) -> DisputeRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
     def __repr__(self) -> str:
         return f"DisputeRegistry({self.url!r}, node_id={self.node_id!r})"
-
-    def _create_schema(self) -> None:
-        create_tables(self._engine, [_disputes], [_index], label="dispute registry")
 
     def _categories(self, categories: Sequence[str] | str | None) -> tuple[str, ...]:
         if categories is None:

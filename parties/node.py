@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ from typing import Any
 from federation.audit import AuditLog
 from federation.blobs import BlobStore
 from federation.errors import ConfigError
+from federation.files import exposure, make_files_private, private_dir
 from federation.transport.base import PeerBase, ServiceRuntime
 from federation.transport.grpc_transport import GrpcPeer, GrpcServer, TlsIdentity
 from federation.transport.policy import PurposePolicy
 from federation.usage import write_usage
+from models.limits import HolderLimits, JobLedger
 from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry
 from parties.data.loader import load_table
@@ -97,10 +100,24 @@ def operator_client(config: NodeConfig, *, deadline_s: float | None = None) -> G
     return connect(config, me, audit=audit, deadline_s=deadline_s)
 
 
-MIN_LINEAR_HOLDERS = 1
-"""Fewest holders a vertical LR job may have for this holder to join it. 1 admits a bank with a
-single holder, whose linear predictor the bank can then compute (docs/linear.md); 2 keeps it
-masked. A named default for now: the next issue makes it a policy limit in ``node.yaml``."""
+def holder_limits(config: NodeConfig, *, audit: AuditLog | None) -> HolderLimits:
+    """The holder's policy limits (``node.yaml`` ``policy:``) as the models layer takes them:
+    job and resume counts kept in ``NODE_DIR/limits.json`` (0600; a restart keeps them), limit
+    alerts written to the node's audit log. One instance per node, shared by every protocol."""
+    policy = config.policy
+    return HolderLimits(
+        max_trees=policy.max_trees,
+        max_depth=policy.max_depth,
+        max_bins=policy.max_bins,
+        max_thresholds_per_feature=policy.max_thresholds_per_feature,
+        max_jobs_per_alignment_per_day=policy.max_jobs_per_alignment_per_day,
+        max_resumes_per_job=policy.max_resumes_per_job,
+        min_holders=policy.min_holders,
+        paillier_min_bits=policy.paillier_min_bits,
+        paillier_max_bits=policy.paillier_max_bits,
+        ledger=JobLedger(config.node_dir / "limits.json"),
+        audit=audit,
+    )
 
 
 @contextmanager
@@ -128,7 +145,7 @@ class Node:
 
     def __init__(self, config: NodeConfig):
         self.config = config
-        config.node_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.node_dir)
         if config.data is None:
             raise ConfigError(f"node '{config.node_id}': no data table configured")
         self.schema = config.data.table_schema(config.node_id)
@@ -176,8 +193,9 @@ class Node:
         policy, every protocol's holder half (SecureBoost, WOE, LR, scorecard points)."""
         from federation.pki import load_platform_public_key
         from models.psi.store import AlignmentStore
-        from parties.holder.service import HolderServicer
+        from parties.holder.service import HolderGate, HolderServicer
         from parties.holder.views import TrainingView
+        from parties.summary import data_categories
 
         if config.platform_public_key is None:
             raise ConfigError(f"holder '{config.node_id}': no platform_public_key configured")
@@ -194,6 +212,20 @@ class Node:
         as_of = config.data.as_of if config.data is not None else None
         view = TrainingView(self.table, self.schema, alignments, as_of=as_of)
         protocols = self._protocol_services(config, view, blobs, column_key)
+        parts = self._scoring_parts(config, protocols[0], view)
+        # One holder gate (consent, alignments, disputes) for DataHolder's per-enterprise
+        # answers and every protocol's answers about named rows (models.base.HolderModule.gate).
+        gate = HolderGate(
+            node_id=config.node_id,
+            table_codes=list(self.table.index),
+            consent=self.consent,
+            alignments=alignments,
+            categories=data_categories(self.schema),
+            column_categories={c.name: c.category for c in self.schema.columns},
+            disputes=parts["disputes"],
+        )
+        for protocol in protocols:
+            protocol.use_gate(gate)
         servicer = HolderServicer(
             config=config,
             table=self.table,
@@ -204,7 +236,8 @@ class Node:
             alignments=alignments,
             psi_cache=config.node_dir / "psi-cache",
             workers=config.limits.compute_workers,
-            **self._scoring_parts(config, protocols[0], view),
+            gate=gate,
+            **parts,
         )
         return servicer, protocols
 
@@ -218,6 +251,7 @@ class Node:
         from models.woe.passive import WoeHolderServicer
         from parties.holder.views import feature_views
 
+        limits = holder_limits(config, audit=self.audit)
         common: dict[str, Any] = {
             "node_id": config.node_id,
             "banks": [p.node_id for p in config.banks],
@@ -225,6 +259,7 @@ class Node:
             "workers": config.limits.compute_workers,
             "chunk_bytes": config.limits.chunk_kb * 1024,
             "models_dir": config.node_dir / "models",
+            "limits": limits,
         }
         secureboost = SecureBoostHolderServicer(features_for=view.features_for, **common)
         woe = WoeHolderServicer(
@@ -234,7 +269,7 @@ class Node:
         views = feature_views(
             view, woe, categories={c.name: c.category for c in self.schema.columns}
         )
-        linear = LinearHolderServicer(features_for=views, min_holders=MIN_LINEAR_HOLDERS, **common)
+        linear = LinearHolderServicer(features_for=views, **common)
         points = ScorecardHolderServicer(
             node_id=config.node_id,
             linear=linear,
@@ -248,7 +283,7 @@ class Node:
         """What a holder's scoring and verification need (docs/scoring.md): its model parts,
         its encoded table, its disputes and a predicate evaluator with a threshold budget."""
         from parties.disputes import DisputeRegistry
-        from parties.holder.verify import ThresholdBudget, Verifier
+        from parties.holder.verify import ThresholdBudget, ThresholdGrid, Verifier
         from parties.summary import data_categories
 
         disputes = DisputeRegistry.for_config(
@@ -259,6 +294,8 @@ class Node:
             schema=self.schema,
             disputes=disputes,
             budget=ThresholdBudget.for_config(config),
+            grid=ThresholdGrid.for_config(config),
+            audit=self.audit,
         )
         return {
             "secureboost": secureboost,
@@ -322,13 +359,41 @@ class Node:
         log.info("node %s stopped", self.config.node_id)
 
 
+def check_node_dir(node_dir: Path) -> None:
+    """Refuse a node folder others can write (they could swap its data, keys or audit log); warn
+    about one others can read (its data, keys and logs would be theirs too).
+
+    Why only a warning for readable: group or other read access may be an operator's deliberate
+    choice (a backup agent's group), and refusing would turn an upgrade of a node whose folder
+    an older version made 0755 into an outage; the warning names the fix.
+    """
+    if not node_dir.is_dir():
+        return  # the node makes it, 0700
+    mode = stat.S_IMODE(node_dir.stat().st_mode)
+    if mode & 0o022:
+        raise ConfigError(
+            f"node folder {node_dir} is {exposure(node_dir)}: anyone able to write it can replace "
+            f"the node's data, keys or audit log; run `chmod 700 {node_dir}` and start again"
+        )
+    problem = exposure(node_dir)
+    if problem is not None:
+        log.warning(
+            "node folder %s is %s: its data, keys and logs are not private; run `chmod 700 %s`",
+            node_dir,
+            problem,
+            node_dir,
+        )
+
+
 def serve(config_path: Path) -> None:
-    """Run a node until SIGTERM/SIGINT."""
+    """Run a node until SIGTERM/SIGINT; everything it creates is private (umask 077)."""
+    make_files_private()
     config = load_node_config(config_path)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
     )
+    check_node_dir(config.node_dir)
     node = Node(config)
     stopping = threading.Event()
 

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from federation.audit import AuditEntry, AuditLog
+from federation.transport.calls import SubjectAccess
 from models.psi.store import AlignmentError, AlignmentStore
 from parties.authorisation import utc_text
 from parties.consent import ConsentRegistry
@@ -87,6 +88,8 @@ class Access:
     model_id: str
     decision: str
     reason: str
+    auth_id: str = ""  # the authorisation that covered this enterprise in the request
+    status: str = ""  # this enterprise's outcome: allow, evaluation, no-data, refused:<why>
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,8 @@ class SubjectReport:
                     "purpose",
                     "model",
                     "decision",
+                    "this enterprise",
+                    "authorisation",
                     "reason",
                 ),
                 [
@@ -193,8 +198,10 @@ class SubjectReport:
                         a.peer,
                         a.operation,
                         a.purpose,
-                        a.model_id,
+                        a.model_id or a.job_id,
                         a.decision,
+                        a.status,
+                        a.auth_id,
                         a.reason,
                     )
                     for a in self.accesses
@@ -301,7 +308,7 @@ def _held_fields(
     return tuple(out)
 
 
-def _access(entry: AuditEntry) -> Access:
+def _access(entry: AuditEntry, subject: SubjectAccess | None = None) -> Access:
     return Access(
         ts=entry.ts,
         direction=entry.direction,
@@ -312,6 +319,8 @@ def _access(entry: AuditEntry) -> Access:
         model_id=entry.model_id,
         decision=entry.decision,
         reason=entry.reason,
+        auth_id=subject.auth_id if subject is not None else "",
+        status=subject.status if subject is not None else "",
     )
 
 
@@ -389,11 +398,15 @@ def _training_uses(
     return out
 
 
-def _request_uses(records: Sequence[AuditEntry]) -> list[DataUse]:
-    """Per-enterprise requests that named a job or a model version (scoring, verification...)."""
+def _request_uses(about: Sequence[tuple[AuditEntry, SubjectAccess]]) -> list[DataUse]:
+    """Per-enterprise requests that named a job or a model version (scoring one enterprise or
+    a batch, a model's evaluation or prediction, verification...), with this enterprise's
+    outcomes and the authorisations that covered it."""
     requested: dict[tuple[str, str], set[str]] = {}
     first_seen: dict[tuple[str, str], float] = {}
-    for e in records:
+    ops: dict[tuple[str, str], set[str]] = {}
+    outcomes: dict[tuple[str, str], set[str]] = {}
+    for e, subject in about:
         if e.direction == "local" or not (e.job_id or e.model_id):
             continue
         key = (e.peer, e.job_id)
@@ -401,17 +414,20 @@ def _request_uses(records: Sequence[AuditEntry]) -> list[DataUse]:
         if e.model_id:
             requested[key].add(e.model_id)
         first_seen.setdefault(key, e.ts)
+        ops.setdefault(key, set()).add(e.operation)
+        word = subject.status + (f" under {subject.auth_id}" if subject.auth_id else "")
+        outcomes.setdefault(key, set()).add(word)
     out: list[DataUse] = []
     for (peer, job_id), model_ids in requested.items():
-        ops = sorted({e.operation for e in records if (e.peer, e.job_id) == (peer, job_id)})
+        key = (peer, job_id)
         out.append(
             DataUse(
                 kind="request",
                 bank=peer,
                 job_id=job_id,
                 model_ids=tuple(sorted(model_ids)),
-                ts=first_seen[(peer, job_id)],
-                detail=f"audited {', '.join(ops)}",
+                ts=first_seen[key],
+                detail=f"audited {', '.join(sorted(ops[key]))}: {'; '.join(sorted(outcomes[key]))}",
             )
         )
     return out
@@ -442,9 +458,11 @@ def subject_report(
     holds = code in table.index
     fields = _held_fields(code, table, schema, status) if holds else ()
 
-    records = audit.query(subject=code)
-    accesses = tuple(_access(e) for e in records if e.direction != "local")
-    events = tuple(_access(e) for e in records if e.direction == "local")
+    # One-enterprise records (their subject column) and batch records (one subject row per
+    # enterprise: ScoreReach batches, Predict / ScorePoints rows, a job's evaluation).
+    about = audit.subjects_of(code)
+    accesses = tuple(_access(e, s) for e, s in about if e.direction != "local")
+    events = tuple(_access(e, s) for e, s in about if e.direction == "local")
 
     alignments: dict[tuple[str, str], DataUse] = {}
     if alignments_dir is None and models_dir is not None:
@@ -454,7 +472,7 @@ def subject_report(
     uses: list[DataUse] = list(alignments.values())
     if holds and models_dir is not None:
         uses += _training_uses(Path(models_dir), alignments, audit, notes)
-    uses += _request_uses(records)
+    uses += _request_uses(about)
     uses.sort(key=lambda u: (u.ts if u.ts is not None else 0.0, u.kind, u.job_id))
 
     authorisations: tuple[dict[str, Any], ...] = ()

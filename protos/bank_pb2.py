@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/bank.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"6\n\x0cGreetRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\"\x8a\x01\n\x0cPeerGreeting\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12&\n\x05hello\x18\x05 \x01(\x0b\x32\x17.xinyidai.v1.HelloReply\x12\x15\n\rround_trip_ms\x18\x06 \x01(\x01\"6\n\nGreetReply\x12(\n\x05peers\x18\x01 \x03(\x0b\x32\x19.xinyidai.v1.PeerGreeting\"}\n\x0cScoreRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tmodel_ref\x18\x04 \x01(\t\x12\x10\n\x08\x61uth_ids\x18\x05 \x03(\t\"G\n\x0bScoreReason\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"/\n\x0cSourceStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x8d\x02\n\nScoreReply\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06scored\x18\x04 \x01(\x08\x12\x1b\n\x13probability_default\x18\x05 \x01(\x01\x12\x0e\n\x06points\x18\x06 \x01(\x01\x12\x19\n\x11reason_categories\x18\x07 \x03(\t\x12)\n\x07reasons\x18\x08 \x03(\x0b\x32\x18.xinyidai.v1.ScoreReason\x12*\n\x07sources\x18\t \x03(\x0b\x32\x19.xinyidai.v1.SourceStatus\x12\x17\n\x0fmissing_sources\x18\n \x03(\t\"\xb5\x01\n\x11ScoreBatchRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tmodel_ref\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08industry\x18\x05 \x01(\t\x12\r\n\x05usccs\x18\x06 \x03(\t\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\r\n\x05limit\x18\x08 \x01(\r\"x\n\x10ScoredEnterprise\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13probability_default\x18\x03 \x01(\x01\x12\x0e\n\x06points\x18\x04 \x01(\x01\x12\x19\n\x11reason_categories\x18\x05 \x03(\t\"\x83\x02\n\x0fScoreBatchReply\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x32\n\x0b\x65nterprises\x18\x03 \x03(\x0b\x32\x1d.xinyidai.v1.ScoredEnterprise\x12\x12\n\ncandidates\x18\x04 \x01(\x04\x12\x0e\n\x06scored\x18\x05 \x01(\x04\x12<\n\x08\x65xcluded\x18\x06 \x03(\x0b\x32*.xinyidai.v1.ScoreBatchReply.ExcludedEntry\x1a/\n\rExcludedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"q\n\x11\x42\x61nkVerifyRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0c\n\x04uscc\x18\x03 \x01(\t\x12\x16\n\x0epredicate_json\x18\x04 \x01(\t\"1\n\x0f\x42\x61nkVerifyReply\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t2\xd1\x02\n\x04\x42\x61nk\x12;\n\x05Hello\x12\x19.xinyidai.v1.HelloRequest\x1a\x17.xinyidai.v1.HelloReply\x12;\n\x05Greet\x12\x19.xinyidai.v1.GreetRequest\x1a\x17.xinyidai.v1.GreetReply\x12;\n\x05Score\x12\x19.xinyidai.v1.ScoreRequest\x1a\x17.xinyidai.v1.ScoreReply\x12J\n\nScoreBatch\x12\x1e.xinyidai.v1.ScoreBatchRequest\x1a\x1c.xinyidai.v1.ScoreBatchReply\x12\x46\n\x06Verify\x12\x1e.xinyidai.v1.BankVerifyRequest\x1a\x1c.xinyidai.v1.BankVerifyReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/bank.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"6\n\x0cGreetRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\"\x8a\x01\n\x0cPeerGreeting\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12&\n\x05hello\x18\x05 \x01(\x0b\x32\x17.xinyidai.v1.HelloReply\x12\x15\n\rround_trip_ms\x18\x06 \x01(\x01\"6\n\nGreetReply\x12(\n\x05peers\x18\x01 \x03(\x0b\x32\x19.xinyidai.v1.PeerGreeting\"}\n\x0cScoreRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04uscc\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x11\n\tmodel_ref\x18\x04 \x01(\t\x12\x10\n\x08\x61uth_ids\x18\x05 \x03(\t\"G\n\x0bScoreReason\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"@\n\x0cSourceStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07\x61uth_id\x18\x03 \x01(\t\"\x8d\x02\n\nScoreReply\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06scored\x18\x04 \x01(\x08\x12\x1b\n\x13probability_default\x18\x05 \x01(\x01\x12\x0e\n\x06points\x18\x06 \x01(\x01\x12\x19\n\x11reason_categories\x18\x07 \x03(\t\x12)\n\x07reasons\x18\x08 \x03(\x0b\x32\x18.xinyidai.v1.ScoreReason\x12*\n\x07sources\x18\t \x03(\x0b\x32\x19.xinyidai.v1.SourceStatus\x12\x17\n\x0fmissing_sources\x18\n \x03(\t\"\xb5\x01\n\x11ScoreBatchRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tmodel_ref\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x10\n\x08industry\x18\x05 \x01(\t\x12\r\n\x05usccs\x18\x06 \x03(\t\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12\r\n\x05limit\x18\x08 \x01(\r\"x\n\x10ScoredEnterprise\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13probability_default\x18\x03 \x01(\x01\x12\x0e\n\x06points\x18\x04 \x01(\x01\x12\x19\n\x11reason_categories\x18\x05 \x03(\t\"\x83\x02\n\x0fScoreBatchReply\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x32\n\x0b\x65nterprises\x18\x03 \x03(\x0b\x32\x1d.xinyidai.v1.ScoredEnterprise\x12\x12\n\ncandidates\x18\x04 \x01(\x04\x12\x0e\n\x06scored\x18\x05 \x01(\x04\x12<\n\x08\x65xcluded\x18\x06 \x03(\x0b\x32*.xinyidai.v1.ScoreBatchReply.ExcludedEntry\x1a/\n\rExcludedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"q\n\x11\x42\x61nkVerifyRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0c\n\x04uscc\x18\x03 \x01(\t\x12\x16\n\x0epredicate_json\x18\x04 \x01(\t\"1\n\x0f\x42\x61nkVerifyReply\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t2\xd1\x02\n\x04\x42\x61nk\x12;\n\x05Hello\x12\x19.xinyidai.v1.HelloRequest\x1a\x17.xinyidai.v1.HelloReply\x12;\n\x05Greet\x12\x19.xinyidai.v1.GreetRequest\x1a\x17.xinyidai.v1.GreetReply\x12;\n\x05Score\x12\x19.xinyidai.v1.ScoreRequest\x1a\x17.xinyidai.v1.ScoreReply\x12J\n\nScoreBatch\x12\x1e.xinyidai.v1.ScoreBatchRequest\x1a\x1c.xinyidai.v1.ScoreBatchReply\x12\x46\n\x06Verify\x12\x1e.xinyidai.v1.BankVerifyRequest\x1a\x1c.xinyidai.v1.BankVerifyReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,21 +45,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREREASON']._serialized_start=435
   _globals['_SCOREREASON']._serialized_end=506
   _globals['_SOURCESTATUS']._serialized_start=508
-  _globals['_SOURCESTATUS']._serialized_end=555
-  _globals['_SCOREREPLY']._serialized_start=558
-  _globals['_SCOREREPLY']._serialized_end=827
-  _globals['_SCOREBATCHREQUEST']._serialized_start=830
-  _globals['_SCOREBATCHREQUEST']._serialized_end=1011
-  _globals['_SCOREDENTERPRISE']._serialized_start=1013
-  _globals['_SCOREDENTERPRISE']._serialized_end=1133
-  _globals['_SCOREBATCHREPLY']._serialized_start=1136
-  _globals['_SCOREBATCHREPLY']._serialized_end=1395
-  _globals['_SCOREBATCHREPLY_EXCLUDEDENTRY']._serialized_start=1348
-  _globals['_SCOREBATCHREPLY_EXCLUDEDENTRY']._serialized_end=1395
-  _globals['_BANKVERIFYREQUEST']._serialized_start=1397
-  _globals['_BANKVERIFYREQUEST']._serialized_end=1510
-  _globals['_BANKVERIFYREPLY']._serialized_start=1512
-  _globals['_BANKVERIFYREPLY']._serialized_end=1561
-  _globals['_BANK']._serialized_start=1564
-  _globals['_BANK']._serialized_end=1901
+  _globals['_SOURCESTATUS']._serialized_end=572
+  _globals['_SCOREREPLY']._serialized_start=575
+  _globals['_SCOREREPLY']._serialized_end=844
+  _globals['_SCOREBATCHREQUEST']._serialized_start=847
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1028
+  _globals['_SCOREDENTERPRISE']._serialized_start=1030
+  _globals['_SCOREDENTERPRISE']._serialized_end=1150
+  _globals['_SCOREBATCHREPLY']._serialized_start=1153
+  _globals['_SCOREBATCHREPLY']._serialized_end=1412
+  _globals['_SCOREBATCHREPLY_EXCLUDEDENTRY']._serialized_start=1365
+  _globals['_SCOREBATCHREPLY_EXCLUDEDENTRY']._serialized_end=1412
+  _globals['_BANKVERIFYREQUEST']._serialized_start=1414
+  _globals['_BANKVERIFYREQUEST']._serialized_end=1527
+  _globals['_BANKVERIFYREPLY']._serialized_start=1529
+  _globals['_BANKVERIFYREPLY']._serialized_end=1578
+  _globals['_BANK']._serialized_start=1581
+  _globals['_BANK']._serialized_end=1918
 # @@protoc_insertion_point(module_scope)

@@ -60,12 +60,14 @@ class ScoreReason(_message.Message):
     def __init__(self, source: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class SourceStatus(_message.Message):
-    __slots__ = ("node_id", "status")
+    __slots__ = ("node_id", "status", "auth_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     status: str
-    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    auth_id: str
+    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., auth_id: _Optional[str] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
     __slots__ = ("uscc", "model_name", "model_version", "scored", "probability_default", "points", "reason_categories", "reasons", "sources", "missing_sources")

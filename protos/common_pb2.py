@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x0bxinyidai.v1\"T\n\x0bRequestMeta\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x9c\x01\n\tBlobChunk\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12&\n\x04meta\x18\x02 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"<\n\x0b\x42lobReceipt\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"F\n\x0b\x42lobRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\t\"O\n\nColumnInfo\x12\x11\n\tname_hash\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\r\n\x05grade\x18\x04 \x01(\x05\"\x83\x01\n\x0cTableSummary\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x04\x12(\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x17.xinyidai.v1.ColumnInfo\x12\x15\n\rschema_digest\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x61ta_digest\x18\x05 \x01(\t\"U\n\x0c\x43onsentStats\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x04\x12\x0f\n\x07revoked\x18\x02 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x03 \x01(\x04\x12\x13\n\x0b\x65nterprises\x18\x04 \x01(\x04\"P\n\x0cHelloRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\"\xf7\x01\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\x12)\n\x06tables\x18\x06 \x03(\x0b\x32\x19.xinyidai.v1.TableSummary\x12*\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x19.xinyidai.v1.ConsentStats\x12\x18\n\x10\x61llowed_purposes\x18\x08 \x03(\t\x12\x12\n\ncategories\x18\t \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x0bxinyidai.v1\"b\n\x0bRequestMeta\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04head\x18\x06 \x01(\t\"\x9c\x01\n\tBlobChunk\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12&\n\x04meta\x18\x02 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"<\n\x0b\x42lobReceipt\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"F\n\x0b\x42lobRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\t\"O\n\nColumnInfo\x12\x11\n\tname_hash\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\r\n\x05grade\x18\x04 \x01(\x05\"\x83\x01\n\x0cTableSummary\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x04\x12(\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x17.xinyidai.v1.ColumnInfo\x12\x15\n\rschema_digest\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x61ta_digest\x18\x05 \x01(\t\"U\n\x0c\x43onsentStats\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x04\x12\x0f\n\x07revoked\x18\x02 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x03 \x01(\x04\x12\x13\n\x0b\x65nterprises\x18\x04 \x01(\x04\"P\n\x0cHelloRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x18\n\x10protocol_version\x18\x02 \x01(\t\"\xf7\x01\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\x12)\n\x06tables\x18\x06 \x03(\x0b\x32\x19.xinyidai.v1.TableSummary\x12*\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x19.xinyidai.v1.ConsentStats\x12\x18\n\x10\x61llowed_purposes\x18\x08 \x03(\t\x12\x12\n\ncategories\x18\t \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.common_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUESTMETA']._serialized_start=36
-  _globals['_REQUESTMETA']._serialized_end=120
-  _globals['_BLOBCHUNK']._serialized_start=123
-  _globals['_BLOBCHUNK']._serialized_end=279
-  _globals['_BLOBRECEIPT']._serialized_start=281
-  _globals['_BLOBRECEIPT']._serialized_end=341
-  _globals['_BLOBREQUEST']._serialized_start=343
-  _globals['_BLOBREQUEST']._serialized_end=413
-  _globals['_COLUMNINFO']._serialized_start=415
-  _globals['_COLUMNINFO']._serialized_end=494
-  _globals['_TABLESUMMARY']._serialized_start=497
-  _globals['_TABLESUMMARY']._serialized_end=628
-  _globals['_CONSENTSTATS']._serialized_start=630
-  _globals['_CONSENTSTATS']._serialized_end=715
-  _globals['_HELLOREQUEST']._serialized_start=717
-  _globals['_HELLOREQUEST']._serialized_end=797
-  _globals['_HELLOREPLY']._serialized_start=800
-  _globals['_HELLOREPLY']._serialized_end=1047
+  _globals['_REQUESTMETA']._serialized_end=134
+  _globals['_BLOBCHUNK']._serialized_start=137
+  _globals['_BLOBCHUNK']._serialized_end=293
+  _globals['_BLOBRECEIPT']._serialized_start=295
+  _globals['_BLOBRECEIPT']._serialized_end=355
+  _globals['_BLOBREQUEST']._serialized_start=357
+  _globals['_BLOBREQUEST']._serialized_end=427
+  _globals['_COLUMNINFO']._serialized_start=429
+  _globals['_COLUMNINFO']._serialized_end=508
+  _globals['_TABLESUMMARY']._serialized_start=511
+  _globals['_TABLESUMMARY']._serialized_end=642
+  _globals['_CONSENTSTATS']._serialized_start=644
+  _globals['_CONSENTSTATS']._serialized_end=729
+  _globals['_HELLOREQUEST']._serialized_start=731
+  _globals['_HELLOREQUEST']._serialized_end=811
+  _globals['_HELLOREPLY']._serialized_start=814
+  _globals['_HELLOREPLY']._serialized_end=1061
 # @@protoc_insertion_point(module_scope)

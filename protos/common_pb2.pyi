@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestMeta(_message.Message):
-    __slots__ = ("purpose", "job_id", "model_id", "request_id")
+    __slots__ = ("purpose", "job_id", "model_id", "request_id", "head")
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     purpose: str
     job_id: str
     model_id: str
     request_id: str
-    def __init__(self, purpose: _Optional[str] = ..., job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    head: str
+    def __init__(self, purpose: _Optional[str] = ..., job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., request_id: _Optional[str] = ..., head: _Optional[str] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("blob_id", "meta", "total_size", "content_type", "offset", "data", "sha256")

@@ -88,30 +88,34 @@ class PsiAborted(_message.Message):
     def __init__(self) -> None: ...
 
 class ScoreReachRequest(_message.Message):
-    __slots__ = ("meta", "uscc", "usccs", "part_sha256")
+    __slots__ = ("meta", "uscc", "usccs", "part_sha256", "auth_ids")
     META_FIELD_NUMBER: _ClassVar[int]
     USCC_FIELD_NUMBER: _ClassVar[int]
     USCCS_FIELD_NUMBER: _ClassVar[int]
     PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTH_IDS_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     uscc: str
     usccs: _containers.RepeatedScalarFieldContainer[str]
     part_sha256: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., uscc: _Optional[str] = ..., usccs: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ...) -> None: ...
+    auth_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., uscc: _Optional[str] = ..., usccs: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ..., auth_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoreReachReply(_message.Message):
-    __slots__ = ("statuses", "reach", "n_leaves", "categories", "part_sha256")
+    __slots__ = ("statuses", "reach", "n_leaves", "categories", "part_sha256", "auth_ids")
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     REACH_FIELD_NUMBER: _ClassVar[int]
     N_LEAVES_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTH_IDS_FIELD_NUMBER: _ClassVar[int]
     statuses: _containers.RepeatedScalarFieldContainer[str]
     reach: bytes
     n_leaves: int
     categories: _containers.RepeatedScalarFieldContainer[str]
     part_sha256: str
-    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., reach: _Optional[bytes] = ..., n_leaves: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ...) -> None: ...
+    auth_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., reach: _Optional[bytes] = ..., n_leaves: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ..., auth_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("meta", "uscc", "predicate_json")

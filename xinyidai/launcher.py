@@ -8,6 +8,7 @@ start nodes the same way; none of them should need the demo to do it.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.errors import ConfigError, PeerError, XinyidaiError
+from federation.files import make_files_private, open_private_append, private_dir
 from federation.pki import PkiLayout
 from parties.config import PeerConfig
 
@@ -54,14 +56,21 @@ def free_ports(n: int) -> list[int]:
 
 
 def prepare_workdir(workdir: Path, *, made_by: str = "xinyidai demo") -> None:
-    """Empty a previous run's folder; never delete a folder this tool did not make."""
+    """Empty a previous run's folder; never delete a folder this tool did not make.
+
+    The folder is made 0700 and this process's umask set to 077 (``make_files_private``): what
+    the demo, the experiment runner or a test writes into it next - PKI, node folders, tables,
+    configs, consent databases - is private from its first byte.
+    """
+    make_files_private()
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
             raise ConfigError(
                 f"{workdir} exists and was not made by `{made_by}`; choose another --workdir"
             )
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
+    os.chmod(workdir, 0o700)  # an empty folder the user made is ours now
     (workdir / MARKER).write_text(f"made by {made_by}; removed and remade by the next run\n")
 
 
@@ -84,7 +93,7 @@ def start_nodes(fed: Federation, *, timeout: float = 60.0, only: list[str] | Non
 
     chosen = {k: v for k, v in fed.configs.items() if only is None or k in only}
     for node_id, config in chosen.items():
-        log = open(fed.node_dir(node_id) / "node.log", "ab")
+        log = open_private_append(fed.node_dir(node_id) / "node.log")
         fed.processes[node_id] = subprocess.Popen(
             [sys.executable, "-m", "xinyidai.cli.main", "node", "serve", "--config", str(config)],
             stdout=log,

@@ -7,13 +7,17 @@ hash, so editing, deleting, inserting or reordering any record breaks every late
 record), written in the same transaction as each append, catches truncation of the tail, which
 a chain alone cannot see.
 
-What it does not do: anyone who can write the database *and* recompute hashes (the algorithm is
-public, there is no key) can rewrite the whole tail consistently, head included. Catching that
-needs the head published somewhere the node cannot rewrite (peers, a notary) - ``verify``
-accepts such an ``anchor``. See ``docs/security.md``.
+What the chain alone does not do: anyone who can write the database *and* recompute hashes
+(the algorithm is public, there is no key) can rewrite the whole tail consistently, head
+included. Peers catch that: every request carries the caller's head and every reply the
+callee's, and each side records the head it received (hashed, in its own chain). ``verify``
+checks every head a ``Witness`` saw (a peer's log; later the platform) and any ``anchor`` an
+operator published: a head whose record is gone or changed names the witness and the seq. See
+``docs/security.md``.
 
 Modules: ``records`` (the record and its hash), ``schema`` (tables), ``chain`` (append, scan,
-heads and anchors), ``diagnose`` (naming what was tampered with), ``log`` (``AuditLog``). The
+heads and anchors), ``diagnose`` (naming what was tampered with), ``witness`` (who can vouch
+for a chain), ``log`` (``AuditLog``). The
 database plumbing every node store shares is ``federation.store``; ``sqlite_url`` is also
 exported here because most callers only need it to open a log.
 """
@@ -26,9 +30,11 @@ from federation.audit.records import (
     AuditProblem,
     AuditVerification,
     Direction,
+    SubjectAccess,
     canonical_json,
     record_hash,
 )
+from federation.audit.witness import Witness
 from federation.store import sqlite_url
 
 __all__ = [
@@ -39,6 +45,8 @@ __all__ = [
     "AuditVerification",
     "ChainHead",
     "Direction",
+    "SubjectAccess",
+    "Witness",
     "canonical_json",
     "record_hash",
     "sqlite_url",

@@ -18,17 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from federation.audit import schema
 from federation.audit.records import (
     CONTENT_FIELDS,
     GENESIS_HASH,
+    OPTIONAL_FIELDS,
     AuditEntry,
     AuditProblem,
+    SubjectAccess,
     canonical_json,
     record_hash,
+    subjects_digest,
 )
 from federation.errors import AuditChainError
 
@@ -74,6 +77,32 @@ def init_head(conn: Connection) -> None:
         conn.execute(insert(schema.head).values(id=1, seq=0, hash=GENESIS_HASH))
 
 
+def upgrade(conn: Connection) -> None:
+    """Add the columns a log written by an older version lacks (empty: hashed as before)."""
+    present = {c["name"] for c in inspect(conn).get_columns(schema.records.name)}
+    for name in schema.LATER_COLUMNS:
+        if name not in present:
+            width = schema.records.c[name].type.length  # type: ignore[attr-defined]
+            conn.execute(
+                text(
+                    f"ALTER TABLE {schema.records.name} ADD COLUMN {name} "
+                    f"VARCHAR({width}) NOT NULL DEFAULT ''"
+                )
+            )
+
+
+def prepare(conn: Connection) -> None:
+    """What a writer runs once its tables exist: upgrade old columns, write the genesis head."""
+    upgrade(conn)
+    init_head(conn)
+
+
+def missing_tables(conn: Connection) -> list[str]:
+    """Names of the log's tables that are not in the database (a reader never creates them)."""
+    present = set(inspect(conn).get_table_names())
+    return [t.name for t in (schema.records, schema.head) if t.name not in present]
+
+
 def read_head(conn: Connection) -> ChainHead | None:
     """The stored head; None if the head row is gone."""
     row = conn.execute(
@@ -82,9 +111,16 @@ def read_head(conn: Connection) -> ChainHead | None:
     return None if row is None else ChainHead(int(row.seq), str(row.hash))
 
 
-def append_record(conn: Connection, content: dict[str, Any], *, where: str) -> tuple[int, str, str]:
-    """Chain ``content`` (every hashed field but ``seq``) to the head, inside the caller's
-    write transaction; returns (seq, prev_hash, hash). ``where`` names the log in errors."""
+def append_record(
+    conn: Connection,
+    content: dict[str, Any],
+    *,
+    where: str,
+    subjects: list[SubjectAccess] | None = None,
+) -> tuple[int, str, str]:
+    """Chain ``content`` (every hashed field but ``seq``; optional fields only when non-empty)
+    to the head, with its subject rows, inside the caller's write transaction; returns (seq,
+    prev_hash, hash). ``where`` names the log in errors."""
     head = conn.execute(
         select(schema.head.c.seq, schema.head.c.hash).where(schema.head.c.id == 1).with_for_update()
     ).one_or_none()
@@ -98,6 +134,14 @@ def append_record(conn: Connection, content: dict[str, Any], *, where: str) -> t
     digest = record_hash(head.hash, full)
     stored = {**full, "counts": canonical_json(full["counts"]).decode("utf-8")}
     conn.execute(insert(schema.records).values(**stored, prev_hash=head.hash, hash=digest))
+    if subjects:
+        conn.execute(
+            insert(schema.subjects),
+            [
+                {"seq": seq, "uscc": s.uscc, "auth_id": s.auth_id, "status": s.status}
+                for s in subjects
+            ],
+        )
     conn.execute(update(schema.head).where(schema.head.c.id == 1).values(seq=seq, hash=digest))
     return seq, str(head.hash), digest
 
@@ -143,6 +187,7 @@ def row_from_db(m: RowMapping) -> ChainRow:
     try:
         counts = json.loads(m["counts"])
         content = {name: m[name] for name in CONTENT_FIELDS}
+        content.update({name: m[name] for name in OPTIONAL_FIELDS if m.get(name)})
         content["counts"] = counts
     except (TypeError, ValueError):
         content = None
@@ -154,7 +199,10 @@ def entry_from_db(m: RowMapping) -> AuditEntry:
         counts = json.loads(m["counts"])
     except (TypeError, ValueError):
         counts = {"<undecodable>": -1}
-    return AuditEntry(**{**dict(m), "counts": counts})
+    values = {**dict(m), "counts": counts}
+    for name in OPTIONAL_FIELDS:
+        values[name] = values.get(name) or ""
+    return AuditEntry(**values)
 
 
 @dataclass(frozen=True)
@@ -211,3 +259,47 @@ def check_anchor(conn: Connection, anchor: tuple[int, str]) -> list[AuditProblem
             )
         ]
     return []
+
+
+def read_subjects(
+    conn: Connection, seqs: list[int] | None = None
+) -> dict[int, list[SubjectAccess]]:
+    """Subject rows by record seq (all, or those of ``seqs``)."""
+    t = schema.subjects
+    stmt = select(t.c.seq, t.c.uscc, t.c.auth_id, t.c.status).order_by(t.c.seq)
+    if seqs is not None:
+        stmt = stmt.where(t.c.seq.in_(seqs))
+    out: dict[int, list[SubjectAccess]] = {}
+    for row in conn.execute(stmt):
+        out.setdefault(int(row.seq), []).append(SubjectAccess(row.uscc, row.auth_id, row.status))
+    return out
+
+
+def check_subjects(conn: Connection) -> list[AuditProblem]:
+    """Every record's subject rows must still match the digest its hash covers.
+
+    The rows sit in a side table, so the chain scan alone does not see them edited, added or
+    removed; this compares them with each record's ``subjects_sha256``.
+    """
+    if schema.subjects.name not in set(inspect(conn).get_table_names()):
+        rows: dict[int, list[SubjectAccess]] = {}
+    else:
+        rows = read_subjects(conn)
+    r = schema.records
+    claimed = {
+        int(seq): str(digest)
+        for seq, digest in conn.execute(
+            select(r.c.seq, r.c.subjects_sha256).where(r.c.subjects_sha256 != "")
+        )
+    }
+    problems = []
+    for seq in sorted(set(rows) | set(claimed)):
+        if subjects_digest(rows.get(seq, [])) != claimed.get(seq, ""):
+            problems.append(
+                AuditProblem(
+                    seq,
+                    "edited",
+                    "edited — its enterprise rows (audit_subjects) were changed, added or removed",
+                )
+            )
+    return problems

@@ -10,7 +10,7 @@ append then costs about a millisecond and readers never block the writer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,13 @@ from federation.audit.records import (
     AuditProblem,
     AuditVerification,
     Direction,
+    SubjectAccess,
     clean_content,
+    clean_subjects,
+    subjects_digest,
 )
-from federation.errors import ConfigError
+from federation.audit.witness import Witness
+from federation.errors import AuditChainError, ConfigError
 from federation.store import create_tables, immediate, open_engine, redacted, sqlite_url
 
 
@@ -37,20 +41,39 @@ class AuditLog:
     Safe to share between threads; several processes may open the same database.
     """
 
-    def __init__(self, url: str, node_id: str):
+    def __init__(self, url: str, node_id: str, *, create: bool = True):
+        """``create=False`` (readers: ``audit verify``, a witness) never creates or changes
+        anything: missing tables are an ``AuditChainError`` naming the database, because a log
+        whose tables were dropped must never read as "intact: 0 records"."""
         if not isinstance(node_id, str) or not node_id or len(node_id) > LIMITS["node_id"]:
             raise ConfigError(f"audit log node id must be 1-63 characters, got {node_id!r}")
         self.node_id = node_id
         self._engine = open_engine(url)
         self.url = redacted(self._engine)  # for messages: never the password
         self._lock = threading.Lock()
+        if not create:
+            with self._engine.connect() as conn:
+                missing = chain.missing_tables(conn)
+            if missing:
+                self._engine.dispose()
+                raise AuditChainError(
+                    f"audit log {self.url}: table(s) {', '.join(missing)} missing — the log was "
+                    "dropped or this is not an audit log"
+                )
+            # A log no node has opened since the upgrade lacks the later (empty) columns;
+            # adding them changes no record and no hash.
+            with self._engine.connect() as conn:
+                immediate(conn)
+                with conn.begin():
+                    chain.upgrade(conn)
+            return
         # Safe when several processes start at once (see ``create_tables``).
         create_tables(
             self._engine,
             schema.metadata.sorted_tables,
             schema.indexes,
             label="audit log",
-            then=chain.init_head,
+            then=chain.prepare,
         )
 
     @classmethod
@@ -88,8 +111,16 @@ class AuditLog:
         decision: str = "allow",
         reason: str = "",
         ts: float | None = None,
+        subjects: Iterable[SubjectAccess] = (),
+        peer_head: str = "",
     ) -> AuditEntry:
-        """Append one record, chained to the current head, and return it as stored."""
+        """Append one record, chained to the current head, and return it as stored.
+
+        ``subjects``: the enterprises the request was about (one row each in a side table,
+        written in the same transaction; the record's hash covers their digest).
+        ``peer_head``: the other side's chain head as it stated it in this call (``SEQ:HASH``),
+        so this record is that peer's witness (see ``verify(witnesses=...)``).
+        """
         fields = {
             "peer": peer,
             "operation": operation,
@@ -99,11 +130,15 @@ class AuditLog:
             "subject": subject,
             "request_id": request_id,
             "decision": decision,
+            "peer_head": peer_head,
         }
         clean_counts, stamp = clean_content(
             direction=direction, fields=fields, counts=counts, reason=reason, ts=ts
         )
-        content = {
+        rows = clean_subjects(subjects)
+        digest_of_subjects = subjects_digest(rows)
+        del fields["peer_head"]
+        content: dict[str, Any] = {
             "ts": stamp,
             "node_id": self.node_id,
             "direction": direction,
@@ -111,10 +146,16 @@ class AuditLog:
             "counts": clean_counts,
             "reason": reason,
         }
+        if peer_head:
+            content["peer_head"] = peer_head
+        if digest_of_subjects:
+            content["subjects_sha256"] = digest_of_subjects
         with self._lock, self._engine.connect() as conn:
             immediate(conn)
             with conn.begin():
-                seq, prev_hash, digest = chain.append_record(conn, content, where=self.url)
+                seq, prev_hash, digest = chain.append_record(
+                    conn, content, where=self.url, subjects=rows
+                )
         return AuditEntry(
             seq=seq,
             ts=stamp,
@@ -132,6 +173,38 @@ class AuditLog:
             reason=reason,
             prev_hash=prev_hash,
             hash=digest,
+            peer_head=peer_head,
+            subjects_sha256=digest_of_subjects,
+        )
+
+    def alert(
+        self,
+        *,
+        peer: str,
+        operation: str,
+        reason: str,
+        subject: str = "",
+        counts: Mapping[str, int] | None = None,
+        purpose: str = "",
+        job_id: str = "",
+        model_id: str = "",
+    ) -> AuditEntry:
+        """Record an alert raised by the node itself (a policy limit hit, a failed
+        verification...): direction "local", decision "alert", ``peer`` the node it is about.
+
+        Why a record and not a log line: alerts are evidence about a peer's behaviour and
+        belong in the chained, witnessed log the operator and the platform read."""
+        return self.append(
+            direction="local",
+            peer=peer[: LIMITS["peer"]],
+            operation=operation[: LIMITS["operation"]],
+            purpose=purpose[: LIMITS["purpose"]],
+            job_id=job_id[: LIMITS["job_id"]],
+            model_id=model_id[: LIMITS["model_id"]],
+            subject=subject[: LIMITS["subject"]],
+            counts=counts,
+            decision="alert",
+            reason=reason[:500],
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -141,12 +214,65 @@ class AuditLog:
         with self._engine.connect() as conn:
             return chain.read_head(conn)
 
-    def verify(self, *, anchor: tuple[int, str] | None = None) -> AuditVerification:
+    def heads_of(self, node_id: str) -> list[ChainHead]:
+        """Every head of ``node_id``'s chain this log witnessed (from its requests to us and
+        its replies to our requests), oldest first, without repeats: the ``Witness`` protocol."""
+        r = schema.records
+        stmt = (
+            select(r.c.peer_head).where(r.c.peer == node_id, r.c.peer_head != "").order_by(r.c.seq)
+        )
+        seen: dict[ChainHead, None] = {}
+        with self._engine.connect() as conn:
+            for (text,) in conn.execute(stmt):
+                try:
+                    seen.setdefault(ChainHead.parse(text), None)
+                except ValueError:
+                    continue  # the runtime refuses malformed heads; a stray one witnesses nothing
+        return list(seen)
+
+    def subjects_of(self, uscc: str) -> list[tuple[AuditEntry, SubjectAccess]]:
+        """Every record about enterprise ``uscc``, with its subject row, oldest first.
+
+        Covers both one-enterprise records (``subject`` column; status from the decision) and
+        batch records (one ``audit_subjects`` row per enterprise), for the enterprise's report.
+        """
+        code = uscc.strip().upper()
+        r, t = schema.records, schema.subjects
+        out: list[tuple[AuditEntry, SubjectAccess]] = []
+        with self._engine.connect() as conn:
+            batch = conn.execute(
+                select(t.c.seq, t.c.uscc, t.c.auth_id, t.c.status).where(t.c.uscc == code)
+            ).all()
+            rows_by_seq: dict[int, list[SubjectAccess]] = {}
+            for row in batch:
+                rows_by_seq.setdefault(int(row.seq), []).append(
+                    SubjectAccess(row.uscc, row.auth_id, row.status)
+                )
+            stmt = select(r).where((r.c.subject == code) | r.c.seq.in_(list(rows_by_seq)))
+            for m in conn.execute(stmt.order_by(r.c.seq)).mappings():
+                entry = chain.entry_from_db(m)
+                rows = rows_by_seq.get(entry.seq)
+                if rows:
+                    out.extend((entry, s) for s in rows)
+                else:
+                    out.append((entry, SubjectAccess(code, "", entry.decision)))
+        return out
+
+    def verify(
+        self,
+        *,
+        anchor: tuple[int, str] | None = None,
+        anchors: Sequence[tuple[int, str]] = (),
+        witnesses: Sequence[Witness] = (),
+    ) -> AuditVerification:
         """Check every hash and link and the head; name each tampered record.
 
-        ``anchor`` is a (seq, hash) published earlier outside this database (a ``ChainHead``,
-        e.g. parsed from ``SEQ:HASH``); the record at that seq must still have that hash. It
-        is the only defence against a consistent rewrite of the tail (see ``chain``).
+        ``anchor``/``anchors`` are (seq, hash) heads published earlier outside this database
+        (a ``ChainHead``, e.g. parsed from ``SEQ:HASH``); the record at that seq must still have
+        that hash. ``witnesses`` are peers' logs (or, later, the platform) that recorded heads
+        of this chain in calls with it; every such head is checked the same way, naming the
+        witness. They are the only defence against a consistent rewrite of the tail, or its
+        truncation with the head moved back (see ``chain``).
 
         The common, intact case is one streaming pass in constant memory; only a log that
         fails it is read whole for the diagnosis.
@@ -157,9 +283,23 @@ class AuditLog:
             problems = self._diagnose()
             if not problems:  # cannot happen if diagnose is complete; never report "ok" then
                 problems = [AuditProblem(0, "head", "inconsistent — chain or head did not verify")]
-        if anchor is not None:
-            with self._engine.connect() as conn:
-                problems += chain.check_anchor(conn, anchor)
+        with self._engine.connect() as conn:
+            problems += chain.check_subjects(conn)
+            for known in ([anchor] if anchor is not None else []) + list(anchors):
+                problems += chain.check_anchor(conn, known)
+            for witness in witnesses:
+                for seen in witness.heads_of(self.node_id):
+                    if seen.seq == 0:
+                        continue  # the genesis head of an empty log: nothing to lose yet
+                    for problem in chain.check_anchor(conn, seen):
+                        problems.append(
+                            AuditProblem(
+                                problem.seq,
+                                problem.kind,
+                                f"witnessed by {witness.node_id} as {str(seen)[:28]}…: "
+                                f"{problem.detail}",
+                            )
+                        )
         return AuditVerification(
             ok=not problems,
             n_records=result.n_records,

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +34,10 @@ LIMITS = {
     "subject": 64,
     "request_id": 64,
     "decision": 16,
+    "peer_head": 84,
 }
+
+SUBJECT_LIMITS = {"uscc": 64, "auth_id": 128, "status": 64}
 
 CONTENT_FIELDS = (
     "seq",
@@ -52,7 +55,51 @@ CONTENT_FIELDS = (
     "decision",
     "reason",
 )
-"""The fields a record's hash covers, i.e. all but ``prev_hash`` and ``hash``."""
+"""The fields every record's hash covers, i.e. all but ``prev_hash``, ``hash`` and the
+optional fields below."""
+
+OPTIONAL_FIELDS = ("peer_head", "subjects_sha256")
+"""Hashed only when non-empty, so records written before they existed verify unchanged:
+``peer_head`` is the other side's audit chain head (``SEQ:HASH``) as it stated it in this call
+(its witness of that peer), ``subjects_sha256`` the digest of the record's subject rows."""
+
+
+@dataclass(frozen=True)
+class SubjectAccess:
+    """One enterprise a request is about, the authorisation that covered it and the outcome.
+
+    Why: a batch request touches many enterprises; each gets its own row next to the call's
+    audit record (covered by the record's hash), so an enterprise's report shows every access.
+    ``status`` is a short word ("allow", "refused:revoked"...); ``auth_id`` empty if none.
+    """
+
+    uscc: str
+    auth_id: str = ""
+    status: str = "allow"
+
+
+def subjects_digest(subjects: Sequence[SubjectAccess]) -> str:
+    """sha256 (hex) of the sorted subject rows; "" for none (the record then hashes as before)."""
+    if not subjects:
+        return ""
+    rows = sorted([s.uscc, s.auth_id, s.status] for s in subjects)
+    return hashlib.sha256(canonical_json(rows)).hexdigest()
+
+
+def clean_subjects(subjects: Iterable[SubjectAccess]) -> list[SubjectAccess]:
+    """Check subject rows before anything is written (same strictness as the record)."""
+    out: list[SubjectAccess] = []
+    for item in subjects:
+        for name, limit in SUBJECT_LIMITS.items():
+            value = getattr(item, name, None)
+            if not isinstance(value, str):
+                raise TypeError(f"audit subject {name} must be str, got {type(value).__name__}")
+            if len(value) > limit:
+                raise ValueError(f"audit subject {name} longer than {limit} characters")
+        if not item.uscc:
+            raise ValueError("audit subject uscc must not be empty")
+        out.append(SubjectAccess(item.uscc, item.auth_id, item.status))
+    return out
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -87,6 +134,8 @@ class AuditEntry:
     reason: str
     prev_hash: str
     hash: str
+    peer_head: str = ""
+    subjects_sha256: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,7 +144,9 @@ class AuditEntry:
 
     def content(self) -> dict[str, Any]:
         """The fields the hash covers (everything but ``prev_hash`` and ``hash``)."""
-        return {name: getattr(self, name) for name in CONTENT_FIELDS}
+        out = {name: getattr(self, name) for name in CONTENT_FIELDS}
+        out.update({name: getattr(self, name) for name in OPTIONAL_FIELDS if getattr(self, name)})
+        return out
 
 
 @dataclass(frozen=True)

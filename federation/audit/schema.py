@@ -1,14 +1,16 @@
-"""The audit log's two tables: the records, and the one-row head written with each append.
+"""The audit log's tables: the records, the one-row head written with each append, and the
+subject rows of records about several enterprises.
 
 The head is a separate row (not ``max(seq)``) so that truncating the tail of the records is
-visible: the head still names the last record that was ever appended.
+visible: the head still names the last record that was ever appended. Subject rows live in a
+side table (one per enterprise a batch request was about) whose digest the record's hash covers.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, String, Table, Text
 
-from federation.audit.records import LIMITS
+from federation.audit.records import LIMITS, SUBJECT_LIMITS
 
 metadata = MetaData()
 
@@ -31,6 +33,21 @@ records = Table(
     Column("reason", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Added later; hashed only when non-empty (see records.OPTIONAL_FIELDS).
+    Column("peer_head", String(LIMITS["peer_head"]), nullable=False, server_default=""),
+    Column("subjects_sha256", String(64), nullable=False, server_default=""),
+)
+
+LATER_COLUMNS = ("peer_head", "subjects_sha256")
+"""Columns an older log lacks; ``chain.upgrade`` adds them (empty) when a node opens it."""
+
+subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("uscc", String(SUBJECT_LIMITS["uscc"]), nullable=False),
+    Column("auth_id", String(SUBJECT_LIMITS["auth_id"]), nullable=False),
+    Column("status", String(SUBJECT_LIMITS["status"]), nullable=False),
 )
 
 head = Table(
@@ -46,4 +63,6 @@ indexes = (
     Index("ix_audit_log_peer", records.c.peer),
     Index("ix_audit_log_job_id", records.c.job_id),
     Index("ix_audit_log_subject", records.c.subject),
+    Index("ix_audit_subjects_uscc", subjects.c.uscc),
+    Index("ix_audit_subjects_seq", subjects.c.seq),
 )

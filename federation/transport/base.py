@@ -1,8 +1,9 @@
 """The transport contract every algorithm and node uses: one dispatch core, two carriers.
 
-``ServiceRuntime`` (``server``) is the server half: it parses a request from raw bytes, checks
-the caller and the purpose, runs the handler, writes one audit record, and turns errors into a
-status that names the node and the reason. ``PeerBase`` (``client``) is the client half: it
+``ServiceRuntime`` (``server``) is the server half: it admits a call (size, concurrency cap),
+parses it, checks its meta, the caller and the purpose, runs the handler, writes exactly one
+audit record *before* the answer leaves (no record, no answer), and turns errors into a status
+that names the node and the reason. ``PeerBase`` (``client``) is the client half: it
 serialises, calls, records the call in the caller's audit log, and turns failures into
 ``PeerError`` naming the peer. What both share - statuses, ``CallFailed``, ``CallInfo``,
 ``new_meta`` - is ``calls``. The gRPC carrier (``grpc_transport``) and the in-process twin
@@ -13,8 +14,10 @@ This module is the one place callers import the contract from.
 """
 
 from federation.transport.calls import (
+    CANCELLED,
     DEADLINE_EXCEEDED,
     FAILED_PRECONDITION,
+    HEAD_METADATA_KEY,
     INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -24,23 +27,29 @@ from federation.transport.calls import (
     RESOURCE_EXHAUSTED,
     TRAFFIC,
     UNAVAILABLE,
+    UNIMPLEMENTED,
     CallFailed,
     CallInfo,
     PeerRefused,
+    SubjectAccess,
     Traffic,
+    cap,
     check_blob_id,
     invalid,
     message_class,
     new_meta,
+    prefix,
     rechunk,
     subject_of,
 )
 from federation.transport.client import PeerBase
-from federation.transport.server import PurposeChecker, Servicer, ServiceRuntime
+from federation.transport.server import CallGate, PurposeChecker, Servicer, ServiceRuntime
 
 __all__ = [
+    "CANCELLED",
     "DEADLINE_EXCEEDED",
     "FAILED_PRECONDITION",
+    "HEAD_METADATA_KEY",
     "INTERNAL",
     "INVALID_ARGUMENT",
     "NOT_FOUND",
@@ -50,18 +59,23 @@ __all__ = [
     "RESOURCE_EXHAUSTED",
     "TRAFFIC",
     "UNAVAILABLE",
+    "UNIMPLEMENTED",
     "CallFailed",
+    "CallGate",
     "CallInfo",
     "PeerBase",
     "PeerRefused",
     "PurposeChecker",
     "ServiceRuntime",
     "Servicer",
+    "SubjectAccess",
     "Traffic",
+    "cap",
     "check_blob_id",
     "invalid",
     "message_class",
     "new_meta",
+    "prefix",
     "rechunk",
     "subject_of",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+# Re-exported: handlers name it from here; it is defined with the record it is written into.
+from federation.audit.records import SubjectAccess as SubjectAccess
 from federation.errors import PeerError
 from protos import common_pb2
 
@@ -30,7 +32,31 @@ UNAVAILABLE = "UNAVAILABLE"
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 INTERNAL = "INTERNAL"
 
+UNIMPLEMENTED = "UNIMPLEMENTED"
+CANCELLED = "CANCELLED"
+
 REFUSAL_METADATA_KEY = "xinyidai-refusal"
+HEAD_METADATA_KEY = "xinyidai-head"
+"""Trailing metadata key of the callee's audit chain head (``SEQ:HASH``) on every reply."""
+
+MAX_DETAIL = 300
+"""Longest status detail or audit reason the runtime writes: a peer-supplied value never grows
+a status, a log line or a record by more than this."""
+
+
+def cap(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was (never echo a huge value)."""
+    if len(text) <= limit:
+        return text
+    tail = f"… ({len(text)} chars)"
+    return text[: max(0, limit - len(tail))] + tail
+
+
+def prefix(value: str, limit: int = 32) -> str:
+    """A short prefix of a peer-supplied value plus its length, for errors about that value."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} chars)"
 
 
 class Traffic:
@@ -68,13 +94,19 @@ class PeerRefused(PeerError):
 
 
 class CallFailed(Exception):
-    """Raised inside a handler (or by the runtime) to end a call with a status and a clear detail."""
+    """Raised inside a handler (or by the runtime) to end a call with a status and a clear detail.
 
-    def __init__(self, status: str, detail: str, *, refusal: str = ""):
+    ``decision`` overrides the audit decision the runtime records ("deny" for refusals before
+    any work, e.g. an invalid meta or a busy node); empty means "deny" for PERMISSION_DENIED
+    and "error" otherwise.
+    """
+
+    def __init__(self, status: str, detail: str, *, refusal: str = "", decision: str = ""):
         self.status = status
-        self.detail = detail
+        self.detail = cap(detail)
         self.refusal = refusal
-        super().__init__(f"{status}: {detail}")
+        self.decision = decision
+        super().__init__(f"{status}: {self.detail}")
 
 
 def invalid(detail: str) -> CallFailed:
@@ -142,6 +174,10 @@ class CallInfo:
     time_remaining: Callable[[], float | None] = lambda: None
     counts: dict[str, int] = field(default_factory=dict)
     subject: str = ""  # the enterprise (USCC) a request is about, for the audit record
+    subjects: list[SubjectAccess] = field(default_factory=list)
+    """Every enterprise the request was about (batch requests: many); handlers append."""
+    peer_head: str = ""  # the caller's audit chain head (SEQ:HASH) as its request stated
+    recorded: bool = False  # set by the runtime once the call's one record is written
 
 
 def message_class(descriptor: Any) -> type[Message]:

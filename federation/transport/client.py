@@ -8,6 +8,7 @@ hooks and ``health``.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from federation.audit.chain import ChainHead
+from federation.audit.records import LIMITS
 from federation.errors import PeerError
 from federation.transport.calls import (
     PERMISSION_DENIED,
     TRAFFIC,
     CallFailed,
     PeerRefused,
+    cap,
     check_blob_id,
     message_class,
     rechunk,
@@ -52,9 +56,10 @@ class PeerBase:
         self.deadline_s = deadline_s
         self.chunk_bytes = chunk_bytes
         self.methods = {m.name: m for m in service.methods}
+        self._reply = threading.local()
 
     # carriers implement these three (and ``health``); each raises CallFailed for a status
-    # from the peer
+    # from the peer, and calls ``_heard_head`` with the callee's audit head from the reply
     def _unary(self, method: str, raw: bytes, timeout: float) -> bytes:
         raise NotImplementedError
 
@@ -81,6 +86,35 @@ class PeerBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- witnessed heads -------------------------------------------------------------------------
+    def _heard_head(self, head: str | bytes | None) -> None:
+        """Carriers pass the callee's chain head from the reply here (a thread's own slot, so
+        concurrent calls through one peer never mix their heads up)."""
+        text = head.decode("ascii", "replace") if isinstance(head, bytes) else (head or "")
+        try:
+            self._reply.head = str(ChainHead.parse(text)) if text else ""
+        except ValueError:
+            self._reply.head = ""  # a malformed head witnesses nothing; never stored
+
+    def _take_head(self) -> str:
+        head: str = getattr(self._reply, "head", "")
+        self._reply.head = ""
+        return head
+
+    def _stamp(self, request: Message) -> None:
+        """Put this node's current chain head into an outgoing request's meta, so the callee
+        records it (its witness of our log). A request without a meta is left without one."""
+        if self.audit is None:
+            return
+        try:
+            if not request.HasField("meta"):
+                return
+        except ValueError:  # a message type with no meta field
+            return
+        head = self.audit.head()
+        meta: Any = request.meta  # type: ignore[attr-defined]
+        meta.head = str(head) if head is not None else ""
+
     # -- errors and audit ------------------------------------------------------------------------
     def _error(self, method: str, exc: CallFailed) -> PeerError:
         if exc.status == PERMISSION_DENIED:
@@ -97,20 +131,27 @@ class PeerBase:
         subject: str = "",
     ) -> None:
         TRAFFIC.add(sent=counts.get("request_bytes", 0), received=counts.get("response_bytes", 0))
+        peer_head = self._take_head()
         if self.audit is None:
             return
+
+        def field(name: str) -> str:
+            value = getattr(meta, name, "")
+            return value[: LIMITS[name]] if isinstance(value, str) else ""
+
         self.audit.append(
             direction="made",
             peer=self.node_id,
             operation=method,
-            purpose=getattr(meta, "purpose", ""),
-            job_id=getattr(meta, "job_id", ""),
-            model_id=getattr(meta, "model_id", ""),
-            subject=subject,
-            request_id=getattr(meta, "request_id", "")[:64],
+            purpose=field("purpose"),
+            job_id=field("job_id"),
+            model_id=field("model_id"),
+            subject=subject[: LIMITS["subject"]],
+            request_id=field("request_id"),
             counts=counts,
             decision=decision,
-            reason=reason[:500],
+            reason=cap(reason, 500),
+            peer_head=peer_head,
         )
 
     def _check_blob_id(self, method: str, blob_id: str) -> None:
@@ -128,6 +169,8 @@ class PeerBase:
     def call(self, method: str, request: Message, *, timeout: float | None = None) -> Any:
         """One unary call with a deadline; returns the typed response or raises ``PeerError``."""
         response_cls = self._response_class(method)
+        self._take_head()
+        self._stamp(request)
         raw = request.SerializeToString()
         counts = {"request_bytes": len(raw)}
         meta = getattr(request, "meta", None)
@@ -165,6 +208,8 @@ class PeerBase:
             total_size = len(data)
         digest = hashlib.sha256()
         counts = {"request_bytes": 0, "chunks": 0}
+        self._take_head()
+        own_head = self.audit.head() if self.audit is not None else None
 
         def chunks() -> Iterator[bytes]:
             offset = 0
@@ -177,6 +222,8 @@ class PeerBase:
                 if first:
                     msg.blob_id, msg.content_type = blob_id, content_type
                     msg.meta.CopyFrom(meta)
+                    if own_head is not None:
+                        msg.meta.head = str(own_head)
                     msg.total_size = total_size or 0
                     first = False
                 if following is None:
@@ -206,6 +253,8 @@ class PeerBase:
         """Stream a payload back from the peer, verifying its sha256 at the end."""
         self._check_blob_id("GetBlob", blob_id)
         request = common_pb2.BlobRequest(meta=meta, blob_id=blob_id)
+        self._take_head()
+        self._stamp(request)
         counts = {"response_bytes": 0, "chunks": 0}
         digest = hashlib.sha256()
         expected = b""
@@ -223,6 +272,15 @@ class PeerBase:
         except CallFailed as exc:
             self._record("GetBlob", meta, counts, "error", exc.detail)
             raise self._error("GetBlob", exc) from None
+        except GeneratorExit:  # the consumer stopped reading: the carrier cancelled the call
+            self._record(
+                "GetBlob",
+                meta,
+                counts,
+                "error",
+                f"abandoned after {counts['chunks']} chunks / {counts['response_bytes']} bytes",
+            )
+            raise
         if expected != digest.digest():
             self._record("GetBlob", meta, counts, "error", "digest mismatch")
             raise PeerError(

@@ -1,7 +1,9 @@
 """The in-process twin of the gRPC carrier: the same runtime and client code, no sockets.
 
 Requests and responses still go through protobuf bytes, so a protocol that passes here passes the
-wire too (nothing but protobuf can cross). Used by protocol tests and single-process simulation.
+wire too (nothing but protobuf can cross). The callee's audit head comes back through a
+``trailer`` dict, the twin of gRPC's trailing metadata. Used by protocol tests and
+single-process simulation.
 """
 
 from __future__ import annotations
@@ -27,14 +29,28 @@ class InProcessPeer(PeerBase):
         return "SERVING"
 
     def _unary(self, method: str, raw: bytes, timeout: float) -> bytes:
-        return self.runtime.unary(method, raw, caller=self.self_id, time_remaining=lambda: timeout)
+        trailer: dict[str, str] = {}
+        try:
+            return self.runtime.unary(
+                method, raw, caller=self.self_id, time_remaining=lambda: timeout, trailer=trailer
+            )
+        finally:
+            self._heard_head(trailer.get("head"))
 
     def _client_stream(self, method: str, raws: Iterator[bytes], timeout: float) -> bytes:
-        return self.runtime.client_stream(
-            method, raws, caller=self.self_id, time_remaining=lambda: timeout
-        )
+        trailer: dict[str, str] = {}
+        try:
+            return self.runtime.client_stream(
+                method, raws, caller=self.self_id, time_remaining=lambda: timeout, trailer=trailer
+            )
+        finally:
+            self._heard_head(trailer.get("head"))
 
     def _server_stream(self, method: str, raw: bytes, timeout: float) -> Iterator[bytes]:
-        return self.runtime.server_stream(
-            method, raw, caller=self.self_id, time_remaining=lambda: timeout
-        )
+        trailer: dict[str, str] = {}
+        try:
+            yield from self.runtime.server_stream(
+                method, raw, caller=self.self_id, time_remaining=lambda: timeout, trailer=trailer
+            )
+        finally:
+            self._heard_head(trailer.get("head"))

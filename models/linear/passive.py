@@ -24,6 +24,7 @@ from federation.errors import Refused
 from federation.transport.base import CallFailed, CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
 from models.base import FeaturesFor, HolderModule, Rows, failed
+from models.limits import HolderLimits
 from models.linear.backends import (
     BACKENDS,
     CONTRIBUTION_SCALE_BITS,
@@ -41,6 +42,7 @@ from models.linear.reference import (
     OutOfRange,
     Standardizer,
 )
+from models.local import HolderArgs
 from models.local import local_holders as _local_holders
 from protos import common_pb2
 from protos import linear_pb2 as pb
@@ -82,7 +84,7 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
     6. ``Finish``: keep the snapshot of ``keep_epoch`` as the model part (written to
        ``models_dir``) or, with ``abort``, drop everything.
     7. ``Predict``: masked u_k for the requested alignment rows (masks from the scoring keys,
-       the bank's nonce and the rows).
+       the bank's nonce and the rows), behind the holder gate (``HolderModule.gate``).
 
     A job may name a feature view (``LinearStart.feature_view``, e.g. "woe:<job>:0,2": the
     holder's own WOE values of a scorecard); ``features_for`` resolves it here, and the model
@@ -117,7 +119,8 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
         workers: int | None = 1,
         chunk_bytes: int = 1 << 20,
         models_dir: Path | None = None,
-        min_holders: int = 1,
+        min_holders: int | None = None,
+        limits: HolderLimits | None = None,
     ):
         super().__init__(
             node_id=node_id,
@@ -126,11 +129,13 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
             features=features,
             feature_names=feature_names,
             features_for=features_for,
+            limits=limits,
         )
         self.blobs = blobs
         self.chunk_bytes = chunk_bytes
         self.workers = workers
-        self.min_holders = int(min_holders)
+        # None: the policy's (node.yaml ``policy.min_holders``)
+        self.min_holders = self.limits.min_holders if min_holders is None else int(min_holders)
 
     # -- HolderModule hooks ----------------------------------------------------------------
     def _decode_model(self, data: dict[str, Any]) -> LinearHolderModel:
@@ -149,6 +154,7 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
         if self.peek_job(call) is not None or self.has_model(key, stored=False):
             raise failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
         self._check_start(request)
+        self._check_limits(request, call)  # before a row is read or the key parsed
         rows = self.training_rows(
             call, alignment_id=request.alignment_id, rows=request.rows, view=request.feature_view
         )
@@ -188,11 +194,31 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
         if request.n_holders < self.min_holders:
             raise Refused(
                 "min_holders",
-                f"the job has {request.n_holders} holder(s); {self.node_id} takes part only "
-                f"with at least {self.min_holders} (so its linear predictor stays masked)",
+                f"holder policy min_holders = {self.min_holders}: the job has "
+                f"{request.n_holders} holder(s); {self.node_id} takes part only with at least "
+                f"{self.min_holders} (so its linear predictor stays masked)",
             )
         if not (np.isfinite(request.alpha) and request.alpha >= 0) or request.max_iter < 1:
             raise invalid("Start: alpha must be finite and >= 0, max_iter >= 1")
+
+    def _check_limits(self, request: pb.LinearStart, call: CallInfo) -> None:
+        """The policy limits (``models.limits``): the bank's Paillier modulus, read from the
+        header of its key blob before the key is parsed or verified, then the daily job count."""
+        if request.backend == "paillier":
+            path = self.blobs.path(call.caller, call.meta.job_id, request.public_key_blob)
+            with path.open("rb") as blob:
+                header = blob.read(64)  # the header names the modulus size
+            try:
+                self.limits.check_paillier(header)
+            except Refused:
+                self._drop_blob(call, request.public_key_blob)  # a refused key is not kept
+                raise
+        self.limits.admit_job(
+            node=self.node_id,
+            protocol=self.protocol,
+            bank=call.caller,
+            alignment_id=request.alignment_id,
+        )
 
     def _scaler(self, call: CallInfo, rows: Rows, standardize: bool) -> Standardizer:
         try:
@@ -398,6 +424,15 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
         return pb.LinearFinished(n_features=model.n_features, epoch=epoch)
 
     # -- 7. Predict ------------------------------------------------------------------------
+    def _view_categories(self, bank: str, view: str) -> list[str]:
+        """The data categories a ``woe:`` view reads, when the feature source can say
+        (``parties.holder.views.FeatureViews``); else none — the gate then takes every
+        category this holder holds (an LR on the plain table reads all its columns)."""
+        categories = getattr(self.features_for, "categories", None)
+        if not view or categories is None:
+            return []
+        return [str(c) for c in categories(bank, view)]
+
     def Predict(self, request: pb.LinearPredictRequest, call: CallInfo) -> pb.LinearContribution:
         model = self.model(call.caller, call.meta.job_id)
         if len(request.nonce) < 16:
@@ -408,6 +443,7 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
             rows=request.rows,
             view=model.feature_view,
             what="Predict",
+            categories=self._view_categories(call.caller, model.feature_view),
         )
         if rows.values.shape[1] != model.n_features:
             raise failed(
@@ -428,24 +464,20 @@ def local_holders(
     bank_id: str = "bank",
     peer_class: type[InProcessPeer] = InProcessPeer,
     workers: int | None = 1,
-    min_holders: int = 1,
+    min_holders: int | None = None,
     max_blob_bytes: int = 1 << 31,
+    limits: HolderLimits | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, LinearHolderServicer]]:
     """LR holders in this process (``models.local.local_holders``); model parts go to
     ``workdir/<holder>/models``."""
 
-    def make(
-        name: str, features: np.ndarray, names: list[str], blobs: BlobStore
-    ) -> LinearHolderServicer:
+    def make(args: HolderArgs, home: Path) -> LinearHolderServicer:
         return LinearHolderServicer(
-            node_id=name,
-            features=features,
-            feature_names=names,
-            banks=[bank_id],
-            blobs=blobs,
+            **args,
             workers=workers,
-            models_dir=Path(workdir) / name / "models",
+            models_dir=home / "models",
             min_holders=min_holders,
+            limits=limits,
         )
 
     return _local_holders(

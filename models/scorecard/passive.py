@@ -59,7 +59,9 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
     (reason codes) the category's points of the rows it asks about — never a feature's or bin's.
 
     Its rows are the holder's own bins of a ``woe:`` view (``source.bins``), read through
-    ``HolderModule.rows_for`` like every other protocol's.
+    ``HolderModule.rows_for`` like every other protocol's — so behind the holder gate: the
+    job's one evaluation (opened when ``Points`` keeps the table), or every row's enterprise
+    authorised for the table's categories (``by_category`` too).
     """
 
     service = pb.DESCRIPTOR.services_by_name[SERVICE_NAME]
@@ -126,7 +128,7 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
             )
         except ScorecardError as exc:
             raise invalid(f"Points: {exc}") from None
-        self.keep_model(call, table)
+        self.keep_model(call, table, evaluate_on=model.alignment_id)
         call.counts["features"] = len(table.features)
         return pb.PointsAck(n_features=len(table.features))
 
@@ -142,6 +144,7 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
             rows=request.rows,
             view=model.feature_view,
             what="ScorePoints",
+            categories=table.categories(),  # the consent scope: the categories it has points of
         )
         bins = rows.values
         if bins.ndim != 2 or bins.shape[1] != len(table.features):

@@ -22,16 +22,30 @@ from protos import secureboost_pb2
 
 __all__ = [
     "HolderModel",
+    "Revealed",
     "SecureBoostJob",
     "Splits",
     "TreeState",
     "checkpoint_from_dict",
     "checkpoint_to_dict",
+    "revealed_by",
     "start_terms",
 ]
 
 Splits = dict[int, dict[int, tuple[int, int]]]
 """tree → node → (feature, threshold bin): the meaning of the holder's own splits."""
+
+Revealed = dict[int, set[int]]
+"""feature → threshold bins the bank holds partitions for (the probe-model bound)."""
+
+
+def revealed_by(splits: Splits) -> Revealed:
+    """The thresholds per feature that ``splits`` gave the bank partitions of."""
+    out: Revealed = {}
+    for tree in splits.values():
+        for feature, threshold in tree.values():
+            out.setdefault(feature, set()).add(threshold)
+    return out
 
 
 def _splits_to_dict(splits: Splits) -> dict[str, dict[str, list[int]]]:
@@ -93,6 +107,9 @@ class TreeState:
     histograms: dict[int, list[list[mpz]]] = field(default_factory=dict)
     samples: dict[int, np.ndarray] = field(default_factory=dict)  # node → in-sample row mask
     candidates: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # node → all its rows (subsample or not), where this holder knows them: the children of its
+    # own splits and every node it was asked to split (ApplySplit rows are checked against it)
+    known: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -114,6 +131,9 @@ class SecureBoostJob(HolderJob):
     tree: TreeState | None = None
     splits: Splits = field(default_factory=dict)
     terms: dict[str, Any] = field(default_factory=dict)  # what a resumed Start must repeat
+    # feature → thresholds whose partitions the bank received in this job, including trees a
+    # resume dropped (what the bank learnt stays learnt): bounded by max_thresholds_per_feature
+    revealed: Revealed = field(default_factory=dict)
 
     def close(self) -> None:
         self.tree = None
@@ -144,9 +164,16 @@ def checkpoint_to_dict(job: SecureBoostJob) -> dict[str, Any]:
         "format": "xinyidai.secureboost.holder-checkpoint/1",
         "terms": job.terms,
         "splits": _splits_to_dict(job.splits),
+        "revealed": {str(f): sorted(t) for f, t in job.revealed.items()},
     }
 
 
-def checkpoint_from_dict(data: dict[str, Any]) -> tuple[dict[str, Any], Splits]:
-    """(terms, splits) of a saved checkpoint; raises KeyError/TypeError/... when damaged."""
-    return dict(data["terms"]), _splits_from_dict(data["splits"])
+def checkpoint_from_dict(data: dict[str, Any]) -> tuple[dict[str, Any], Splits, Revealed]:
+    """(terms, splits, revealed thresholds) of a saved checkpoint; raises KeyError/TypeError/...
+    when damaged. A checkpoint without ``revealed`` (written before it existed) counts the
+    thresholds of its splits."""
+    splits = _splits_from_dict(data["splits"])
+    revealed = revealed_by(splits)
+    for f, thresholds in dict(data.get("revealed", {})).items():
+        revealed.setdefault(int(f), set()).update(int(t) for t in thresholds)
+    return dict(data["terms"]), splits, revealed

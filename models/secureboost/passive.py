@@ -34,11 +34,14 @@ from federation.transport.base import CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
 from models.base import FeaturesFor, HolderModule, JobKey, Rows, failed
 from models.binning import BinningError, QuantileBinner
+from models.limits import HolderLimits
+from models.local import HolderArgs
 from models.local import local_holders as _local_holders
 from models.rows import mask_to_bytes
 from models.secureboost.holder_histograms import candidates, level_histograms
 from models.secureboost.holder_state import (
     HolderModel,
+    Revealed,
     SecureBoostJob,
     Splits,
     TreeState,
@@ -90,7 +93,9 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
        (feature, threshold) for (tree, node) and return which of the node's rows go left.
     5. ``Finish``: keep the model part (bins, splits, tree shapes) or, with ``abort``, drop it.
     6. ``Predict``: for the requested rows and every tree, the bitmask of leaves reachable
-       under this holder's own splits; the bank ANDs it with the other parties' masks.
+       under this holder's own splits; the bank ANDs it with the other parties' masks. Behind
+       the holder gate (``HolderModule.gate``): the job's one evaluation, or every row's
+       enterprise authorised for the categories this part's splits read.
 
     Sees: the public key and the hyperparameters above, the row subsample, the sample sets of
     the nodes it evaluates, which of its candidates won where, the tree shapes, the rows
@@ -123,6 +128,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         workers: int | None = 1,
         chunk_bytes: int = 1 << 20,
         models_dir: Path | None = None,
+        limits: HolderLimits | None = None,
     ):
         super().__init__(
             node_id=node_id,
@@ -131,6 +137,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             features=features,
             feature_names=feature_names,
             features_for=features_for,
+            limits=limits,
         )
         self.blobs = blobs
         self.chunk_bytes = chunk_bytes
@@ -174,7 +181,9 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         if path is not None:
             write_atomic(path, json.dumps(checkpoint_to_dict(job)).encode("utf-8"))
 
-    def _read_checkpoint(self, bank: str, job_id: str) -> tuple[dict[str, Any], Splits] | None:
+    def _read_checkpoint(
+        self, bank: str, job_id: str
+    ) -> tuple[dict[str, Any], Splits, Revealed] | None:
         path = self._checkpoint_path(bank, job_id)
         if path is None or not path.exists():
             return None
@@ -194,12 +203,17 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             raise failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
         if resume and resume >= request.n_trees:
             raise invalid(f"resume_from_tree {resume} is not below n_trees {request.n_trees}")
+        self._check_terms(request)
+        self._check_limits(request, call, resume)  # before a row is read or the key verified
         rows = self.training_rows(call, alignment_id=request.alignment_id, rows=request.rows)
-        self._check_start(request, rows)
+        if request.n_rows != rows.values.shape[0]:
+            raise invalid(
+                f"the bank aligned {request.n_rows} rows, this holder has {rows.values.shape[0]}"
+            )
         params, packer = self._start_crypto(request)
         binner, bins = self._bin(call, rows, int(request.max_bin))
         terms = start_terms(request, binner)
-        splits = self._resume(call, existing, terms, resume) if resume else {}
+        splits, revealed = self._resume(call, existing, terms, resume) if resume else ({}, {})
         job = SecureBoostJob(
             alignment_id=request.alignment_id,
             n_rows=rows.values.shape[0],
@@ -215,6 +229,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             trees_seen=set(range(resume)),
             splits=splits,
             terms=terms,
+            revealed=revealed,
         )
         self.open_job(call, job)
         job.engine.warm()  # re-randomisation workers start while the bank encrypts
@@ -224,11 +239,8 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             call.counts["resume_from_tree"] = resume
         return pb.SecureBoostStarted(n_features=bins.shape[1])
 
-    def _check_start(self, request: pb.SecureBoostStart, rows: Rows) -> None:
-        """The job's shape and this holder's policy, before any key material is touched."""
-        n_rows = rows.values.shape[0]
-        if request.n_rows != n_rows:
-            raise invalid(f"the bank aligned {request.n_rows} rows, this holder has {n_rows}")
+    def _check_terms(self, request: pb.SecureBoostStart) -> None:
+        """The job's shape and this holder's node-size policy, before any work."""
         if request.min_node_samples < self.min_node_samples:
             raise Refused(
                 "min_node_samples",
@@ -239,6 +251,26 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             raise invalid(f"max_depth must be in [1, {MAX_DEPTH}] and n_trees >= 1")
         if not 2 <= request.max_bin <= 255:
             raise invalid(f"max_bin must be in [2, 255], got {request.max_bin}")
+
+    def _check_limits(self, request: pb.SecureBoostStart, call: CallInfo, resume: int) -> None:
+        """This holder's policy limits (``models.limits``): the job's size, the bank's key
+        size, and how many jobs and resumes the bank already had. Cheap checks first; a job or
+        resume is counted only once every other limit passed."""
+        limits = self.limits
+        limits.check_trees(n_trees=int(request.n_trees), max_depth=int(request.max_depth))
+        limits.check_bins(int(request.max_bin))
+        limits.check_paillier(request.paillier_params)
+        if resume:
+            limits.admit_resume(
+                node=self.node_id, protocol=self.protocol, bank=call.caller, job_id=call.meta.job_id
+            )
+        else:
+            limits.admit_job(
+                node=self.node_id,
+                protocol=self.protocol,
+                bank=call.caller,
+                alignment_id=request.alignment_id,
+            )
 
     @staticmethod
     def _start_crypto(request: pb.SecureBoostStart) -> tuple[PublicParams, GradHessPacker]:
@@ -277,11 +309,13 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
 
     def _resume(
         self, call: CallInfo, existing: SecureBoostJob | None, terms: dict[str, Any], resume: int
-    ) -> Splits:
-        """The splits of trees before ``resume``: from the open job, or from its checkpoint."""
+    ) -> tuple[Splits, Revealed]:
+        """The splits of trees before ``resume`` and every threshold the bank already received
+        partitions of (also in trees the resume drops): from the open job, or its checkpoint."""
         job_id = call.meta.job_id
         if existing is not None:
             kept, splits = existing.terms, existing.splits
+            revealed = {f: set(t) for f, t in existing.revealed.items()}
         else:
             found = self._read_checkpoint(call.caller, job_id)
             if found is None:
@@ -289,7 +323,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                     f"cannot resume job '{job_id}' at {self.node_id}: it is neither open nor "
                     "checkpointed here (start a new job)"
                 )
-            kept, splits = found
+            kept, splits, revealed = found
         if kept != terms:
             differ = sorted(k for k in terms if kept.get(k) != terms[k])
             raise failed(
@@ -298,7 +332,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             )
         done = {t: dict(s) for t, s in splits.items() if t < resume}
         log.info("%s: job %s resumes at tree %d", self.node_id, job_id, resume)
-        return done
+        return done, revealed
 
     # -- 2. Gradients ----------------------------------------------------------------------
     def Gradients(
@@ -335,6 +369,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 ciphertexts=cts,
                 bins=job.bins[rows],
                 subsample=sample,
+                known={0: np.ones(job.n_rows, dtype=bool)},  # the root holds every row
             )
         call.counts["ciphertexts"] = len(cts)
         return pb.SecureBoostGradientsAck(n_ciphertexts=len(cts))
@@ -438,14 +473,66 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 raise invalid(f"node {request.node}: unknown or no split id")
             feature, threshold = min(table[i] for i in request.split_ids)
             rows = self.row_mask(request.rows, job.n_rows, "ApplySplit.rows")
-            if (state.samples[request.node] & ~rows).any():
-                raise invalid(f"node {request.node}: rows miss samples of the node")
+            self._check_split_rows(state, int(request.node), rows)
+            self._check_thresholds(call, job, feature, threshold)
             left = rows & (job.bins[:, feature] <= threshold)
             job.splits.setdefault(request.tree, {})[request.node] = (feature, threshold)
+            job.revealed.setdefault(feature, set()).add(threshold)
+            state.known[request.node] = rows
+            state.known[left_child(request.node)] = left
+            state.known[sibling_of(left_child(request.node))] = rows & ~left
             del state.candidates[request.node]
             self._checkpoint(call, job)
         call.counts["rows"] = int(rows.sum())
         return pb.SecureBoostPartition(left=mask_to_bytes(left))
+
+    @staticmethod
+    def _check_split_rows(state: TreeState, node: int, rows: np.ndarray) -> None:
+        """``ApplySplit.rows`` must be the node's rows, not more (a superset would hand the
+        bank this holder's split of rows outside the node).
+
+        In the tree's subsample the holder knows the node's rows exactly (its ``Histograms``
+        request). Rows outside the subsample it knows where they descend from a split of its
+        own; elsewhere they must stay inside the nearest node it knows and belong to no other
+        node of the same depth it knows (each row reaches one node per level)."""
+        samples = state.samples[node]
+        if not np.array_equal(rows & state.subsample, samples):
+            raise invalid(
+                f"node {node}: ApplySplit.rows must be the node's rows: it has "
+                f"{int(samples.sum())} of the tree's subsample, the request "
+                f"{int((rows & state.subsample).sum())}"
+            )
+        if node in state.known:
+            if not np.array_equal(rows, state.known[node]):
+                raise invalid(f"node {node}: ApplySplit.rows differ from the node's rows")
+            return
+        above = parent_of(node) if node else 0
+        while above and above not in state.known:
+            above = parent_of(above)
+        if above in state.known and (rows & ~state.known[above]).any():
+            raise invalid(f"node {node}: ApplySplit.rows leave its ancestor node {above}")
+        depth = depth_of(node)
+        for other, known in state.known.items():
+            if other != node and depth_of(other) == depth and (known & rows).any():
+                raise invalid(f"node {node}: ApplySplit.rows overlap node {other}")
+
+    def _check_thresholds(
+        self, call: CallInfo, job: SecureBoostJob, feature: int, threshold: int
+    ) -> None:
+        """The probe-model bound: refuse a split that would give the bank one more distinct
+        threshold on a feature than the policy allows, and raise an audit alert (an honest
+        model rarely needs that many; a model reading the holder's bins does)."""
+        try:
+            self.limits.check_thresholds(used=job.revealed, feature=feature, threshold=threshold)
+        except Refused as exc:
+            self.limits.alert(
+                operation="limit.max_thresholds_per_feature",
+                bank=call.caller,
+                job_id=str(call.meta.job_id),
+                reason=exc.reason,
+                counts={"feature": feature, "thresholds": len(job.revealed.get(feature, ()))},
+            )
+            raise
 
     # -- 5. Finish -------------------------------------------------------------------------
     def Finish(self, request: pb.SecureBoostFinish, call: CallInfo) -> pb.SecureBoostFinished:
@@ -487,6 +574,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             alignment_id=request.alignment_id or model.alignment_id,
             rows=request.rows,
             what="Predict",
+            columns=self.used_features(call.caller, call.meta.job_id),  # the consent scope
         )
         if rows.values.shape[1] != model.binner.n_features_in_:
             raise failed(
@@ -586,6 +674,7 @@ def local_holders(
     max_blob_bytes: int = 1 << 30,
     workers: int | None = 1,
     keep_models: bool = False,
+    limits: HolderLimits | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, SecureBoostHolderServicer]]:
     """SecureBoost holders in this process (``models.local.local_holders``).
 
@@ -594,18 +683,13 @@ def local_holders(
     as a node does (needed to resume after a simulated restart).
     """
 
-    def make(
-        name: str, features: np.ndarray, names: list[str], blobs: BlobStore
-    ) -> SecureBoostHolderServicer:
+    def make(args: HolderArgs, home: Path) -> SecureBoostHolderServicer:
         return SecureBoostHolderServicer(
-            node_id=name,
-            features=features,
-            feature_names=names,
-            banks=[bank_id],
-            blobs=blobs,
+            **args,
             min_node_samples=min_node_samples,
             workers=workers,
-            models_dir=Path(workdir) / name / "models" if keep_models else None,
+            models_dir=home / "models" if keep_models else None,
+            limits=limits,
         )
 
     return _local_holders(

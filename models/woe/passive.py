@@ -34,7 +34,8 @@ from federation.transport.base import CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
 from models.base import FeaturesFor, HolderModule, JobKey, Rows, failed
 from models.binning import MISSING_BIN, BinningError, QuantileBinner
-from models.local import local_holders
+from models.limits import HolderLimits
+from models.local import HolderArgs, local_holders
 from models.woe.holder_state import HolderFeatureWoe, HolderWoeModel, WoeJob
 from models.woe.reference import MIN_BIN_SAMPLES, merge_small_bins
 from protos import woe_pb2 as pb
@@ -116,6 +117,7 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         chunk_bytes: int = 1 << 20,
         models_dir: Path | None = None,
         column_key: bytes | None = None,
+        limits: HolderLimits | None = None,
     ):
         if int(min_bin_samples) < 1:
             raise ValueError(f"min_bin_samples must be >= 1, got {min_bin_samples}")
@@ -126,6 +128,7 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
             features=features,
             feature_names=feature_names,
             features_for=features_for,
+            limits=limits,
         )
         self.blobs = blobs
         self.chunk_bytes = chunk_bytes
@@ -193,10 +196,6 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         key = self.check_job_id(call)
         if self.peek_job(call) is not None or self.has_model(key, stored=False):
             raise failed(f"job '{call.meta.job_id}' already exists at {self.node_id}")
-        rows = self.training_rows(call, alignment_id=request.alignment_id, rows=request.rows)
-        n_rows = rows.values.shape[0]
-        if request.n_rows != n_rows:
-            raise invalid(f"the bank has {request.n_rows} rows, this holder has {n_rows}")
         min_bin = int(request.min_bin_samples)
         if min_bin < self.min_bin_samples:
             raise Refused(
@@ -206,6 +205,19 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
             )
         if not 2 <= request.max_bin <= 255:
             raise invalid(f"max_bin must be in [2, 255], got {request.max_bin}")
+        # policy limits (models.limits) before a row is read or the key verified
+        self.limits.check_bins(int(request.max_bin))
+        self.limits.check_paillier(request.paillier_params)
+        self.limits.admit_job(
+            node=self.node_id,
+            protocol=self.protocol,
+            bank=call.caller,
+            alignment_id=request.alignment_id,
+        )
+        rows = self.training_rows(call, alignment_id=request.alignment_id, rows=request.rows)
+        n_rows = rows.values.shape[0]
+        if request.n_rows != n_rows:
+            raise invalid(f"the bank has {request.n_rows} rows, this holder has {n_rows}")
         try:
             params = public_params_from_bytes(request.paillier_params)
         except CryptoError as exc:
@@ -374,23 +386,19 @@ def local_woe_holders(
     workers: int | None = 1,
     column_key: bytes | None = None,
     models_dir: Path | None = None,
+    limits: HolderLimits | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, WoeHolderServicer]]:
     """WOE holders in this process (``models.local.local_holders``); model files go under
     ``models_dir/<holder>`` when given."""
 
-    def make(
-        name: str, features: np.ndarray, names: list[str], blobs: BlobStore
-    ) -> WoeHolderServicer:
+    def make(args: HolderArgs, _home: Path) -> WoeHolderServicer:
         return WoeHolderServicer(
-            node_id=name,
-            features=features,
-            feature_names=names,
-            banks=[bank_id],
-            blobs=blobs,
+            **args,
             min_bin_samples=min_bin_samples,
             workers=workers,
             column_key=column_key,
-            models_dir=None if models_dir is None else Path(models_dir) / name,
+            models_dir=None if models_dir is None else Path(models_dir) / args["node_id"],
+            limits=limits,
         )
 
     return local_holders(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from federation.errors import ConfigError, XinyidaiError
-from federation.ids import is_name
+from federation.ids import is_name, name_problem
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -222,8 +222,11 @@ def model_id(name: str, version: str | int) -> str:
 
 
 def check_model_name(name: str) -> None:
+    """A model name is an identifier, never a path (it names files and MLflow entries); the
+    error shows at most a short prefix of a bad one."""
     if not is_name(name):
-        raise TrackingError(f"{name!r} is not a registered-model name (e.g. credit-sbt)")
+        problem = name_problem(name, "model name") or "model name is not an identifier"
+        raise TrackingError(f"{problem} (e.g. credit-sbt)")
 
 
 def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
@@ -274,6 +277,8 @@ def resolve(
     if ref.isdigit() or (ref[:1] in "vV" and ref[1:].isdigit() and ref[1:]):
         mv = get_version(client, name, ref)
     else:
+        if (problem := name_problem(ref, "alias")) is not None:
+            raise TrackingError(f"model '{name}': {problem}")
         try:
             mv = client.get_model_version_by_alias(name, ref)
         except MlflowException as exc:

@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from federation.errors import XinyidaiError
-from federation.store import create_tables, open_engine, redacted, sqlite_url
+from federation.store import SqlStore
 
 if TYPE_CHECKING:
     from parties.config import NodeConfig
@@ -121,22 +121,25 @@ class ServedScore:
     kind: str
 
 
-class ScoreLog:
+class ScoreLog(SqlStore):
     """The bank's log of served scores, in any SQLAlchemy database (SQLite file by default).
 
     Safe to share between threads; the node process appends while a CLI process reads.
     """
 
+    LABEL = "score log"
+    TABLES = (_scores,)
+    INDEXES = _indexes
+    FILE = "scores.db"
+
     def __init__(self, url: str):
-        self._engine = open_engine(url, label="score log")
-        self.url = redacted(self._engine)
         self._lock = threading.Lock()
-        self._create_schema()
+        super().__init__(url)
 
     @classmethod
     def for_node_dir(cls, node_dir: Path) -> ScoreLog:
         """The log at ``NODE_DIR/scores.db``."""
-        return cls(sqlite_url(Path(node_dir) / "scores.db"))
+        return cls(cls.node_dir_url(node_dir))
 
     @classmethod
     def for_config(cls, config: NodeConfig) -> ScoreLog:
@@ -145,20 +148,8 @@ class ScoreLog:
         url = getattr(config, "score_log_url", None) or os.environ.get(SCORE_LOG_URL_ENV)
         return cls(url) if url else cls.for_node_dir(config.node_dir)
 
-    def __enter__(self) -> ScoreLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
     def __repr__(self) -> str:
         return f"ScoreLog({self.url!r})"
-
-    def _create_schema(self) -> None:
-        create_tables(self._engine, [_scores], _indexes, label="score log")
 
     # -- writing -----------------------------------------------------------------------------
     def record(

@@ -47,10 +47,12 @@ from federation.transport.base import (
     invalid,
     new_meta,
 )
+from federation.transport.calls import SubjectAccess, prefix
 from models.scorecard import PdoScaling
 from models.secureboost.bank_state import BANK
 from models.secureboost.reference import sigmoid
 from parties.bank.served import ModelCache, ScoringError, ServedModel
+from parties.consent import check_auth_ids
 from parties.data import uscc as uscc_codes
 from parties.data.encoding import encode_table
 from parties.data.schema import PartySchema
@@ -118,6 +120,7 @@ class HolderAnswer:
     statuses: list[str]
     reach: np.ndarray  # bool (n_ok, leaves)
     categories: list[str]
+    auth_ids: list[str]  # per code: the authorisation the holder answered under ("" if none)
 
 
 @dataclass
@@ -128,6 +131,7 @@ class _Batch:
     rows: np.ndarray  # the bank's table row per code (-1: none)
     reach: dict[str, np.ndarray]  # holder -> bool (codes, leaves)
     categories: dict[str, Sequence[str]]  # party -> data categories (reason categories)
+    auth_ids: list[str]  # per code: "<holder>:<auth id>,..." the holders answered under
 
 
 def _list_every_code(
@@ -175,6 +179,18 @@ def _list_above(
         )
 
 
+def joined_ids(ids: Sequence[str], limit: int = 128) -> str:
+    """``holder:auth_id`` pairs for one audit subject row, as many as fit its 128 characters
+    (each holder's own record names its authorisation in full)."""
+    out = ""
+    for item in ids:
+        candidate = f"{out},{item}" if out else item
+        if len(candidate) > limit:
+            break
+        out = candidate
+    return out
+
+
 class BankScorer:
     """The bank's half of scoring, driven by ``BankServicer``'s Score/ScoreBatch/Verify.
 
@@ -220,12 +236,19 @@ class BankScorer:
 
     # -- asking the holders ------------------------------------------------------------------
     def _ask(
-        self, served: ServedModel, purpose: str, codes: Sequence[str], *, single: bool
+        self,
+        served: ServedModel,
+        purpose: str,
+        codes: Sequence[str],
+        *,
+        single: bool,
+        auth_ids: Sequence[str] = (),
     ) -> dict[str, Future[HolderAnswer]]:
         def one(holder: str) -> HolderAnswer:
             request = holder_pb2.ScoreReachRequest(
                 meta=new_meta(purpose, job_id=served.job_id, model_id=served.model_id),
                 part_sha256=served.digests.get(holder, ""),
+                auth_ids=auth_ids,
             )
             if single:
                 request.uscc = codes[0]
@@ -241,7 +264,8 @@ class BankScorer:
             if bits.size < n_ok * n_leaves or bits[n_ok * n_leaves :].any():
                 raise PeerError(holder, "ScoreReach", "reach mask has the wrong size")
             reach = bits[: n_ok * n_leaves].astype(bool).reshape(n_ok, n_leaves)
-            return HolderAnswer(statuses, reach, list(reply.categories))
+            ids = list(reply.auth_ids) if len(reply.auth_ids) == len(codes) else [""] * len(codes)
+            return HolderAnswer(statuses, reach, list(reply.categories), ids)
 
         missing = [h for h in served.owners if h not in self.holders]
         if missing:
@@ -262,14 +286,25 @@ class BankScorer:
         raise exc
 
     # -- one enterprise ----------------------------------------------------------------------
-    def score(self, code: str, *, served: ServedModel, purpose: str) -> bank_pb2.ScoreReply:
+    def score(
+        self,
+        code: str,
+        *,
+        served: ServedModel,
+        purpose: str,
+        auth_ids: Sequence[str] = (),
+    ) -> bank_pb2.ScoreReply:
         """``bank_pb2.ScoreReply``; raises ``Refused`` when a holder refuses.
 
-        ``served``: ``self.models.get(name, version_or_alias)``."""
+        ``served``: ``self.models.get(name, version_or_alias)``; ``auth_ids``: the
+        enterprise's authorisations (``ScoreRequest.auth_ids``), given to every holder, which
+        then answers only under one of them. Each source names the authorisation it answered
+        under."""
         code = uscc_codes.normalise(code)
         bad = uscc_codes.problem(code)
         if bad is not None:
-            raise invalid(f"uscc {code!r}: {bad}")
+            raise invalid(f"uscc {prefix(code)}: {bad}")
+        auth_ids = check_auth_ids(auth_ids, "ScoreRequest.auth_ids")
         reply = bank_pb2.ScoreReply(uscc=code, model_name=served.name, model_version=served.version)
         row = self.row_of.get(code)
         if row is None:  # the holders are not even asked: nothing to score with
@@ -277,7 +312,7 @@ class BankScorer:
             reply.missing_sources.append(self.node_id)
             return reply
         reply.sources.add(node_id=self.node_id, status="ok")
-        futures = self._ask(served, purpose, [code], single=True)
+        futures = self._ask(served, purpose, [code], single=True, auth_ids=auth_ids)
         answers: dict[str, HolderAnswer] = {}
         for holder, future in futures.items():
             try:
@@ -287,7 +322,9 @@ class BankScorer:
                     other.cancel()
                 self._raise_for(holder, exc)
         for holder, answer in answers.items():
-            reply.sources.add(node_id=holder, status=answer.statuses[0])
+            reply.sources.add(
+                node_id=holder, status=answer.statuses[0], auth_id=answer.auth_ids[0][:64]
+            )
             if answer.statuses[0] != "ok":
                 reply.missing_sources.append(holder)
         if reply.missing_sources:
@@ -331,10 +368,12 @@ class BankScorer:
         usccs: Sequence[str] = (),
         threshold: float = 0.0,
         limit: int = 0,
+        subjects: list[SubjectAccess] | None = None,
     ) -> bank_pb2.ScoreBatchReply:
         """``bank_pb2.ScoreBatchReply``. Region/industry: the whitelist (points >= threshold,
         highest first, at most ``limit``). ``usccs``: every code, in the given order, with its
-        status and (if scored) its score; the threshold is not applied."""
+        status and (if scored) its score; the threshold is not applied. ``subjects``: filled
+        with one audit row per candidate (the bank's record of whom the batch was about)."""
         listed = bool(usccs)
         if listed:
             if region.strip() or industry.strip():
@@ -343,6 +382,15 @@ class BankScorer:
         else:
             codes = self.candidates(region=region, industry=industry)
         batch = self._batch_reach(served, purpose, codes)
+        if subjects is not None:
+            subjects.extend(
+                SubjectAccess(
+                    code[:64],
+                    batch.auth_ids[i],
+                    "allow" if batch.status[i] == "ok" else f"refused:{batch.status[i]}"[:64],
+                )
+                for i, code in enumerate(codes)
+            )
         good = np.flatnonzero(batch.status == "ok")
         reply = bank_pb2.ScoreBatchReply(
             model_name=served.name,
@@ -385,6 +433,7 @@ class BankScorer:
             h: np.zeros((n, served.weights.size), dtype=bool) for h in served.owners
         }
         categories: dict[str, Sequence[str]] = dict(self.categories)
+        covered: list[list[str]] = [[] for _ in range(n)]
         for chunk, futures in pending:
             for holder, future in futures.items():
                 try:
@@ -398,7 +447,16 @@ class BankScorer:
                 for i, s in zip(chunk[~ok], got[~ok], strict=True):
                     if status[i] == "ok":
                         status[i] = f"{holder}:{s}"
-        return _Batch(status=status, rows=rows, reach=reach, categories=categories)
+                for i, auth_id in zip(chunk, answer.auth_ids, strict=True):
+                    if auth_id:
+                        covered[i].append(f"{holder}:{auth_id}")
+        return _Batch(
+            status=status,
+            rows=rows,
+            reach=reach,
+            categories=categories,
+            auth_ids=[joined_ids(ids) for ids in covered],
+        )
 
     # -- verification (proxied) --------------------------------------------------------------
     def verify(

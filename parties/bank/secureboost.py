@@ -26,6 +26,7 @@ from models.metrics import ks_statistic, roc_auc
 from models.psi.active import Alignment
 from models.psi.store import check_name
 from models.secureboost.estimator import SecureBoostClassifier
+from models.secureboost.reference import sigmoid
 from parties.bank.monitoring import write_training_population
 from parties.bank.reports import TrainingReport, save_job
 from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
@@ -82,25 +83,34 @@ def _split_owners(clf: SecureBoostClassifier) -> dict[str, int]:
     return owners
 
 
+def _evaluate(
+    clf: SecureBoostClassifier, split: TrainingSplit, holders: Mapping[str, PeerBase]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(population, margins): the model's margins of every labelled aligned row, training and
+    test split, in ONE round with the holders — the job's one evaluation, which the holders
+    answer without per-enterprise consent once (``models.base.HolderModule.gate``); any
+    later ``Predict`` about these rows needs each enterprise's authorisation."""
+    population = np.sort(np.r_[split.train, split.test])
+    margins = clf.decision_function(
+        split.features.iloc[population].reset_index(drop=True), holders=holders, rows=population
+    )
+    return population, np.asarray(margins, dtype=np.float64)
+
+
 def _save_population(
     config: NodeConfig,
     job_id: str,
-    clf: SecureBoostClassifier,
     split: TrainingSplit,
-    holders: Mapping[str, PeerBase],
+    population: np.ndarray,
+    margins: np.ndarray,
 ) -> None:
     """Post-loan monitoring's "expected" population (docs/monitoring.md): the model's scores of
     every labelled aligned row, training and test split, as the scoring service computes them."""
-    population = np.sort(np.r_[split.train, split.test])
     train_mask = split.train_mask
     write_training_population(
         config.node_dir / "models",
         job_id,
-        clf.decision_function(
-            split.features.iloc[population].reset_index(drop=True),
-            holders=holders,
-            rows=population,
-        ),
+        margins,
         split=["train" if train_mask[p] else "test" for p in population],
     )
 
@@ -191,9 +201,8 @@ def train_secureboost(
         on_tree=on_tree,
         resume_wait_s=resume_wait_s,
     )
-    scores = clf.predict_proba(
-        X.iloc[test_pos].reset_index(drop=True), holders=holders, rows=test_pos
-    )[:, 1]
+    population, margins = _evaluate(clf, split, holders)
+    scores = sigmoid(margins[np.searchsorted(population, test_pos)])
     y_test = y[test_pos]
     baseline = bank_only_baseline(X.iloc[train_pos], y[train_pos], X.iloc[test_pos], kwargs)
     report = TrainingReport(
@@ -215,7 +224,7 @@ def train_secureboost(
         test_scores=scores,
     )
     save_job(config, job_id, clf.to_json(), report)
-    _save_population(config, job_id, clf, split, holders)
+    _save_population(config, job_id, split, population, margins)
     if audit is not None:
         audit.append(
             direction="local",

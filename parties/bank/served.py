@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from federation.errors import XinyidaiError
+from federation.ids import name_problem
 from federation.transport.base import invalid
 from models.secureboost.bank_state import BANK
 from models.secureboost.estimator import SecureBoostClassifier
@@ -106,6 +107,13 @@ class ModelCache:
         name, ref = name.strip(), ref.strip()
         if not name:
             raise invalid("model_name is required (a registered model, e.g. credit-sbt)")
+        # Names become file names (NODE_DIR/models/<name>.json): an identifier, never a path,
+        # checked before any file or registry is touched.
+        problem = name_problem(name, "model_name")
+        if problem is not None:
+            raise invalid(problem)
+        if ref and (problem := name_problem(ref, "model_ref")) is not None:
+            raise invalid(problem)
         if not ref:
             return self._cached((name, LOCAL_VERSION), lambda: self._load_local(name))
         version = self._version(name, ref)
@@ -165,6 +173,8 @@ class ModelCache:
         expected = tags.get(TAG_BANK_PART, "")
         if not job_id or not expected:
             raise ScoringError(f"model {name}/{version} has no recorded job id or bank part digest")
+        if name_problem(job_id, "job id") is not None:  # a tag names a file too
+            raise ScoringError(f"model {name}/{version}: its recorded job id is not an identifier")
         path = self.models_dir / f"{job_id}.json"
         text = path.read_text("utf-8") if path.is_file() else ""
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != expected:

@@ -18,8 +18,9 @@ import pandas as pd
 
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
+from federation.transport.calls import SubjectAccess
 from parties.bank.score_log import ScoreLog, log_served
-from parties.bank.scoring import BankScorer
+from parties.bank.scoring import BankScorer, joined_ids
 from parties.bank.served import ServedModel
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
@@ -120,7 +121,20 @@ class BankServicer:
 
     def Score(self, request: bank_pb2.ScoreRequest, call: CallInfo) -> bank_pb2.ScoreReply:
         served = self._model(request, call)
-        reply = self.scorer.score(request.uscc, served=served, purpose=call.meta.purpose)
+        reply = self.scorer.score(
+            request.uscc,
+            served=served,
+            purpose=call.meta.purpose,
+            auth_ids=list(request.auth_ids),
+        )
+        covered = [f"{s.node_id}:{s.auth_id}" for s in reply.sources if s.auth_id]
+        call.subjects.append(
+            SubjectAccess(
+                reply.uscc[:64],
+                joined_ids(covered),
+                "allow" if reply.scored else f"not-scored:{','.join(reply.missing_sources)}"[:64],
+            )
+        )
         call.counts["scored"] = int(reply.scored)
         log_served(self.score_log, reply, kind="one", counts=call.counts)
         return reply
@@ -137,6 +151,7 @@ class BankServicer:
             usccs=list(request.usccs),
             threshold=request.threshold,
             limit=request.limit,
+            subjects=call.subjects,  # one audit row per enterprise asked about
         )
         call.counts["candidates"] = int(reply.candidates)
         call.counts["scored"] = int(reply.scored)

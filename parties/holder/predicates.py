@@ -12,14 +12,16 @@ Catalogue (columns as in ``parties/data/schema.py``):
 ==========================  ==================================================================
 ``threshold``               ``{"kind": "threshold", "column": "vat_paid_12m", "op": ">=",
                             "value": 100000}`` - a number column compared with a constant
-                            (``>=``, ``>``, ``<=``, ``<``); missing value: no data
+                            of the holder's grid (``>=``, ``>``, ``<=``, ``<``); missing
+                            value: no data
 ``tax_grade_at_least``      ``{"kind": "tax_grade_at_least", "grade": "B"}`` - 纳税信用等级 at
                             least B in the order A > B > M > C > D
 ``normal_taxpayer``         ``{"kind": "normal_taxpayer"}`` - not listed as 非正常户
 ``no_arrears``              ``{"kind": "no_arrears", "category": "electricity"}`` - no current
                             arrears of tax / electricity / water / gas; missing flag: no data
 ``paid_at_least``           ``{"kind": "paid_at_least", "tax": "vat", "ratio": 0.95}`` - paid
-                            at least ``ratio`` of the tax payable over 12 months (VAT or CIT)
+                            at least ``ratio`` (one of the holder's ratios) of the tax
+                            payable over 12 months (VAT or CIT)
 ``supplied_for_months``     ``{"kind": "supplied_for_months", "utility": "electricity",
                             "months": 12}`` - a metered supply with consumption over the last
                             3/6/12 months (water and gas: 3/6); no average on record: no
@@ -47,9 +49,26 @@ __all__ = [
     "SuppliedForMonths",
     "TaxGradeAtLeast",
     "Threshold",
+    "cut",
+    "opposite_cut",
     "parse_predicate",
     "predicate_json",
 ]
+
+
+def cut(op: str, value: float) -> str:
+    """The canonical name of a threshold cut: ``">=100000.0"`` or ``">100000.0"``."""
+    return f"{op}{float(value)!r}"
+
+
+def opposite_cut(question: str) -> str | None:
+    """The other cut at the same value (``>= t`` <-> ``> t``), or None if ``question`` is not a
+    cut. Asking both tests whether the value *equals* t, which a grid alone does not stop."""
+    if question.startswith(">="):
+        return ">" + question[2:]
+    if question.startswith(">") and question[1:2] not in ("", "="):
+        return ">=" + question[1:]
+    return None
 
 
 class PredicateError(XinyidaiError):
@@ -67,9 +86,17 @@ class PredicateBase(BaseModel):
         """The columns the predicate reads (their categories need the enterprise's consent)."""
         raise NotImplementedError
 
-    def budget_key(self) -> tuple[str, str] | None:
-        """(topic, parameter) counted by ``ThresholdBudget``; None for a fixed question."""
-        return None
+    def charges(self) -> tuple[tuple[str, str], ...]:
+        """(column, question) pairs ``ThresholdBudget`` counts: one per column the predicate
+        reads, so every kind of question about a column (and every derived quantity that reads
+        it) draws on that column's one budget. ``question`` is canonical: two predicates that
+        reveal the same bit (``>= t`` and ``< t``) have the same one."""
+        question = self.question()
+        return tuple((column, question) for column in self.columns())
+
+    def question(self) -> str:
+        """The canonical form of the bit this predicate reveals (see ``charges``)."""
+        return self.kind
 
     def describe(self) -> str:
         """A short human description (for audit reasons and logs: no data values)."""
@@ -85,9 +112,11 @@ class Threshold(PredicateBase):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def budget_key(self) -> tuple[str, str]:
-        # The op does not matter: ">= t" and "< t" are the same bit.
-        return (self.column, repr(float(self.value)))
+    def question(self) -> str:
+        # ">= t" and "< t" are the same cut (the same bit), as are "> t" and "<= t"; the two
+        # cuts at one t are different questions and together test "value == t" (see
+        # ``opposite_cut``).
+        return cut(">=" if self.op in (">=", "<") else ">", float(self.value))
 
     def describe(self) -> str:
         return f"{self.column} {self.op} {self.value:g}"
@@ -100,8 +129,8 @@ class TaxGradeAtLeast(PredicateBase):
     def columns(self) -> tuple[str, ...]:
         return ("tax_credit_grade",)
 
-    def budget_key(self) -> tuple[str, str]:
-        return ("tax_credit_grade", self.grade)
+    def question(self) -> str:
+        return f"grade>={self.grade}"
 
     def describe(self) -> str:
         return f"tax credit grade at least {self.grade}"
@@ -144,8 +173,9 @@ class PaidAtLeast(PredicateBase):
     def columns(self) -> tuple[str, ...]:
         return (f"{self.tax}_paid_12m", f"{self.tax}_payable_12m")
 
-    def budget_key(self) -> tuple[str, str]:
-        return (f"{self.tax}_paid_ratio", repr(float(self.ratio)))
+    def question(self) -> str:
+        # A derived quantity: counted against both columns it reads (paid and payable).
+        return f"paid/payable>={float(self.ratio)!r}"
 
     def describe(self) -> str:
         return f"paid at least {self.ratio:.0%} of {self.tax.upper()} payable over 12 months"
@@ -176,8 +206,9 @@ class SuppliedForMonths(PredicateBase):
     def columns(self) -> tuple[str, ...]:
         return (_SUPPLY[self.utility][0].format(self.months),)
 
-    def budget_key(self) -> tuple[str, str]:
-        return (f"{self.utility}_supply_months", str(self.months))
+    def question(self) -> str:
+        # The answer is "average > 0": the same cut as a threshold "> 0" on that column.
+        return cut(">", 0.0)
 
     def describe(self) -> str:
         return f"{self.utility} supplied for the last {self.months} months"

@@ -13,19 +13,21 @@ What a holder answers, and to whom:
   alignment train on.
 - ``ScoreReach``: for a model version whose part it holds (digest equal to the one the bank's
   registry recorded), per enterprise: consent for the caller, purpose and the categories the
-  part's splits read, then open disputes, then whether it holds a record; only then the leaves
-  its own splits allow (docs/scoring.md). One enterprise: every refusal is PERMISSION_DENIED; a
-  batch: one status per enterprise (the audit record counts them).
+  part's splits read (only under one of ``auth_ids`` when the bank names them), then open
+  disputes, then whether it holds a record; only then the leaves its own splits allow
+  (docs/scoring.md). One enterprise: every refusal is PERMISSION_DENIED; a batch: one status
+  per enterprise, and one audit subject row per enterprise.
 - ``Verify``: one yes/no question about one authorised enterprise (``parties.holder.verify``).
 The runtime (``federation.transport``) has already checked the caller's certificate, the purpose, and
 will write the audit record; the handlers here add the decisions only a holder can make. Every
-per-enterprise decision goes through ``enterprise_gate``.
+per-enterprise decision — these handlers' and the protocol services' (``Predict``,
+``ScorePoints``: ``models.base.HolderModule.gate``) — goes through one ``HolderGate``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,12 +36,15 @@ import numpy as np
 import pandas as pd
 
 from federation.blobs import BlobEndpoints, BlobStore
-from federation.errors import Refused
+from federation.errors import Refused, XinyidaiError
+from federation.ids import name_problem
 from federation.transport.base import CallFailed, CallInfo, invalid
+from federation.transport.calls import SubjectAccess
+from models.base import RowAccess
 from models.psi.passive import PsiHolderHandlers
 from models.psi.store import AlignmentStore
 from parties.config import NodeConfig
-from parties.consent import ConsentDecision, ConsentRegistry
+from parties.consent import ConsentDecision, ConsentRegistry, check_auth_ids
 from parties.data import uscc
 from parties.data.encoding import encode_table
 from parties.data.schema import PartySchema
@@ -55,11 +60,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Admission:
-    """What the gate let through: one status per enterprise (``ok`` or why not) and, for a
-    single enterprise, the authorisation that allowed it."""
+    """What the gate let through: one status per enterprise (``ok`` or why not), the
+    authorisation id behind each (the one that allowed it, or the closest miss; "" if none) and,
+    for a single enterprise, the consent decision."""
 
     statuses: list[str]
+    auth_ids: list[str]
     decision: ConsentDecision | None = None
+
+
+def subject_rows(codes: Sequence[str], admission: Admission) -> list[SubjectAccess]:
+    """One audit subject row per enterprise: ``allow`` (with the authorisation that covered
+    it), ``no-data``, or ``refused:<why>``."""
+    out = []
+    for code, status, auth_id in zip(codes, admission.statuses, admission.auth_ids, strict=True):
+        word = "allow" if status == "ok" else status if status == "no-data" else f"refused:{status}"
+        out.append(SubjectAccess(str(code)[:64], auth_id[:128], word))
+    return out
 
 
 def _mark_disputed(
@@ -79,6 +96,121 @@ def _mark_disputed(
         if statuses[i] == "ok" and code in open_:
             if DisputeStatus(code, tuple(open_[code])).covers_any(categories):
                 statuses[i] = "disputed"
+
+
+MAX_BATCH = 10_000
+"""Most enterprises one ``ScoreReach`` may name (the bank asks in chunks of 4,096)."""
+
+
+class HolderGate:
+    """The holder's one per-enterprise gate: ``DataHolder``'s handlers (``enterprise_gate``)
+    and every protocol servicer (``models.base.EnterpriseGate``, injected by the node).
+
+    Maps a request's alignment rows to enterprises (the stored alignment: the only mapping),
+    then per enterprise: an authorisation for the calling bank, the purpose and the categories
+    the answer reads (only one of ``auth_ids`` when given), not revoked or expired, and no open
+    dispute covering those categories. One read of the consent and dispute stores per request.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        table_codes: Sequence[str],
+        consent: ConsentRegistry,
+        alignments: AlignmentStore,
+        categories: Sequence[str],
+        column_categories: Mapping[str, str],
+        disputes: DisputeRegistry | None = None,
+    ):
+        self.node_id = node_id
+        self.codes = np.asarray(list(table_codes), dtype=object)
+        self.consent = consent
+        self.alignments = alignments
+        self.categories = list(categories)
+        self.column_categories = dict(column_categories)
+        self.disputes = disputes
+
+    # -- models.base.EnterpriseGate ----------------------------------------------------------
+    def admit(self, access: RowAccess) -> list[SubjectAccess]:
+        codes = self.codes_of(access.bank, access.alignment_id, access.rows, access.method)
+        if access.evaluation:
+            return [SubjectAccess(str(c)[:64], "", "evaluation") for c in codes]
+        admission = self.admit_codes(
+            bank=access.bank,
+            purpose=access.purpose,
+            codes=codes,
+            categories=self.scope(access.categories, access.columns),
+        )
+        return subject_rows(codes, admission)
+
+    def scope(self, categories: Sequence[str], columns: Sequence[str]) -> list[str]:
+        """The data categories an answer reads: as given, else of its columns (a ``woe:``
+        column is its raw column's), else — or for a column not in the schema — all."""
+        if categories:
+            return sorted(set(categories))
+        if not columns:
+            return list(self.categories)
+        found = set()
+        for name in columns:
+            category = self.column_categories.get(str(name).removeprefix("woe:"))
+            if category is None:
+                return list(self.categories)
+            found.add(category)
+        return sorted(found)
+
+    def codes_of(
+        self, bank: str, alignment_id: str, rows: np.ndarray, what: str = "request"
+    ) -> list[str]:
+        """The enterprises at ``rows`` of the bank's alignment (INVALID_ARGUMENT naming what
+        is wrong: an unknown alignment, a position past its end, more rows than it has)."""
+        problem = name_problem(alignment_id, "alignment_id")
+        if problem is not None:
+            raise invalid(f"{what}: {problem}")
+        try:
+            table_rows = self.alignments.load(bank, alignment_id)
+        except XinyidaiError as exc:
+            raise CallFailed("FAILED_PRECONDITION", f"{what}: {exc}") from None
+        n = int(table_rows.size)
+        positions = np.asarray(rows, dtype=np.int64).ravel()
+        if positions.size > max(n, 1):
+            raise invalid(f"{what}: {positions.size} rows asked, the alignment has {n}")
+        if positions.size and (positions.min() < 0 or positions.max() >= n):
+            raise invalid(f"{what}: rows must be in [0, {n})")
+        return [str(c) for c in self.codes[table_rows[positions]]]
+
+    def admit_codes(
+        self,
+        *,
+        bank: str,
+        purpose: str,
+        codes: Sequence[str],
+        categories: Sequence[str],
+        auth_ids: Sequence[str] = (),
+        single: bool = False,
+        disputes: bool = True,
+    ) -> Admission:
+        """Consent (and, with ``disputes``, open disputes) per code. ``single``: one
+        enterprise, judged by ``ConsentRegistry.check`` for its specific reason."""
+        if single:
+            decision = self.consent.check(
+                uscc=codes[0],
+                bank_id=bank,
+                purpose=purpose,
+                categories=categories,
+                auth_ids=auth_ids,
+            )
+            status = "ok" if decision.allowed else decision.status or "no-consent"
+            statuses, ids = [status], [decision.auth_id or ""]
+        else:
+            pairs = self.consent.decisions(
+                codes, bank_id=bank, purpose=purpose, categories=categories, auth_ids=auth_ids
+            )
+            statuses, ids = [p[0] for p in pairs], [p[1] for p in pairs]
+            decision = None
+        if disputes and self.disputes is not None:
+            _mark_disputed(self.disputes, codes, statuses, categories)
+        return Admission(statuses, ids, decision)
 
 
 class HolderServicer(PsiHolderHandlers, BlobEndpoints):
@@ -103,11 +235,14 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         view: TrainingView | None = None,
         disputes: DisputeRegistry | None = None,
         verifier: Verifier | None = None,
+        gate: HolderGate | None = None,
     ):
         """Scoring and verification (optional; a node passes all four): ``secureboost``, the
         node's SecureBoost servicer (its model parts); ``view``, the encoded table it trains on
         (else encoded here); ``disputes``, the node's dispute registry; ``verifier``, the
-        predicate evaluator (with the same disputes and a threshold budget)."""
+        predicate evaluator (with the same disputes and a threshold budget). ``gate``: the
+        node's ``HolderGate``, shared with its protocol servicers (default: one built here
+        from ``consent``, ``disputes`` and the alignments)."""
         self.config = config
         self.table = table
         self.schema = schema
@@ -136,6 +271,15 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         self._view = view
         self._encoded: tuple[np.ndarray, list[str]] | None = None
         self._row_of = {code: i for i, code in enumerate(table.index)}
+        self.gate = gate or HolderGate(
+            node_id=config.node_id,
+            table_codes=list(table.index),
+            consent=consent,
+            alignments=alignments,
+            categories=self.categories,
+            column_categories={c.name: c.category for c in schema.columns},
+            disputes=disputes,
+        )
 
     def authorise_caller(self, caller: str, method: str) -> None:
         if caller not in self._banks:
@@ -162,37 +306,39 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         *,
         batch: bool = False,
         disputes: bool = False,
+        auth_ids: Sequence[str] = (),
     ) -> Admission:
         """Every answer about named enterprises passes here before anything is computed.
 
-        Consent: an authorisation of each enterprise for the calling bank, the call's purpose
-        and ``categories``; with ``disputes``, no open dispute covering them. One enterprise
-        (``batch`` False): a refusal raises (PERMISSION_DENIED naming the reason). A batch:
-        one status per code, from one read of the stores. The holder gate of the next issue
-        (field validation and an audit record before the answer) belongs here too.
+        ``HolderGate.admit_codes`` (the same code path as the protocol servicers'): an
+        authorisation of each enterprise for the calling bank, the call's purpose and
+        ``categories`` (one of ``auth_ids`` if given); with ``disputes``, no open dispute
+        covering them. Every enterprise gets an audit subject row naming the authorisation
+        that covered it. One enterprise (``batch`` False): a refusal raises (PERMISSION_DENIED
+        naming the reason). A batch: one status per code, from one read of the stores.
         """
-        purpose = call.meta.purpose
-        if not batch:
-            decision = self.consent.check(
-                uscc=codes[0], bank_id=call.caller, purpose=purpose, categories=categories
-            )
-            if not decision.allowed:
-                raise Refused("consent", decision.reason)
-            if disputes and self.disputes is not None:
-                if self.disputes.status(codes[0]).covers_any(categories):
-                    raise Refused(
-                        "disputed",
-                        f"enterprise {codes[0]} has an open dispute covering "
-                        f"{', '.join(categories)} data at {self.config.node_id}; "
-                        "no score until resolved",
-                    )
-            return Admission(["ok"], decision)
-        statuses = self.consent.statuses(
-            codes, bank_id=call.caller, purpose=purpose, categories=categories
+        admission = self.gate.admit_codes(
+            bank=call.caller,
+            purpose=call.meta.purpose,
+            codes=codes,
+            categories=categories,
+            auth_ids=auth_ids,
+            single=not batch,
+            disputes=disputes,
         )
-        if disputes and self.disputes is not None:
-            _mark_disputed(self.disputes, codes, statuses, categories)
-        return Admission(statuses)
+        call.subjects.extend(subject_rows(codes, admission))
+        if not batch and admission.statuses[0] != "ok":
+            status, decision = admission.statuses[0], admission.decision
+            if status == "disputed":
+                raise Refused(
+                    "disputed",
+                    f"enterprise {codes[0]} has an open dispute covering "
+                    f"{', '.join(categories)} data at {self.config.node_id}; "
+                    "no score until resolved",
+                )
+            reason = decision.reason if decision is not None else status
+            raise Refused("auth-id" if status == "auth-id" else "consent", reason)
+        return admission
 
     # -- who the holder is -------------------------------------------------------------------
     def Hello(self, request: common_pb2.HelloRequest, call: CallInfo) -> common_pb2.HelloReply:
@@ -272,11 +418,20 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         single = bool(request.uscc)
         if single == bool(request.usccs):
             raise invalid("ScoreReach: give one uscc or a list of usccs")
+        if len(request.usccs) > MAX_BATCH:
+            raise invalid(
+                f"ScoreReach: at most {MAX_BATCH} usccs per request, got {len(request.usccs)} "
+                "(the bank sends batches in chunks)"
+            )
         codes = [uscc.normalise(c) for c in ([request.uscc] if single else request.usccs)]
+        auth_ids = check_auth_ids(request.auth_ids, "ScoreReach.auth_ids")
         part, cats = self._model_part(call, request)
         if single:
             self._enterprise(codes[0])
-        statuses = self.enterprise_gate(call, codes, cats, batch=not single, disputes=True).statuses
+        admission = self.enterprise_gate(
+            call, codes, cats, batch=not single, disputes=True, auth_ids=auth_ids
+        )
+        statuses = list(admission.statuses)
         rows: list[int] = []
         for i, code in enumerate(codes):
             if statuses[i] != "ok":
@@ -284,6 +439,9 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
             row = self._row_of.get(code)
             if row is None:
                 statuses[i] = "no-data"
+                call.subjects[-len(codes) + i] = SubjectAccess(
+                    code[:64], admission.auth_ids[i][:128], "no-data"
+                )
             else:
                 rows.append(row)
         values, names = self._encoded_table()
@@ -299,6 +457,9 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
             n_leaves=n_leaves,
             categories=cats,
             part_sha256=part.part_sha256(call.caller, call.meta.job_id),
+            auth_ids=[
+                a if st == "ok" else "" for st, a in zip(statuses, admission.auth_ids, strict=True)
+            ],
         )
 
     # -- verification (数据核验) -------------------------------------------------------------

@@ -7,18 +7,32 @@ open dispute covering a category the predicate reads - see ``parties.disputes``)
 only read columns of categories the enterprise authorised for the asking bank; anything else is
 refused.
 
-Leakage of repeated thresholds: each answer is one bit, but a bank asking ``value >= t`` for
+Leakage of repeated questions: each answer is one bit, but a bank asking ``value >= t`` for
 ever different ``t`` bisects the value (about 17 questions pin a 100,000-yuan amount to the
-yuan). ``ThresholdBudget`` caps the *distinct* parameters per (bank, enterprise, topic) in a
-sliding window (default 3 per 24 h); repeating a question already asked is free, because it
-reveals nothing new. See ``docs/subject.md``.
+yuan; measured before these limits: an exact VAT figure in 34 answers over 11 days). Hence,
+configured in ``node.yaml`` ``verification:`` (``parties.config.VerificationConfig``):
+
+* ``ThresholdGrid``: thresholds (and paid ratios) only from a fixed grid per column - by
+  default 0 and +/- 1, 2, 5 x 10^k - so no number of answers narrows a value below the grid
+  interval holding it (a factor of 2 to 2.5); an off-grid value is refused (INVALID_ARGUMENT)
+  naming the nearest grid values, before anything is read.
+* ``ThresholdBudget``: per (bank, enterprise, column) at most ``max_distinct`` new questions per
+  ``window_h`` (default 3 per 24 h) and ``lifetime`` different questions ever (default 12); every
+  kind of question reading a column counts against that column's one budget (``paid_at_least``
+  against both columns it reads, ``supplied_for_months`` as the cut "> 0"); ``>= t`` and
+  ``> t`` at one ``t`` are never both answered (together they test ``value == t``). Repeating
+  a question asked within the window is free: it reveals nothing new.
+* Every budget refusal is an audit alert (``verify.alert``) at the holder.
+
+See ``docs/subject.md``.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -32,20 +46,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    delete,
     insert,
     select,
+    update,
 )
 
+from federation.audit import AuditLog
 from federation.errors import ConfigError, Refused
-from federation.store import (
-    create_tables,
-    immediate,
-    open_engine,
-    redacted,
-    single_read,
-    sqlite_url,
-)
+from federation.store import SqlStore, immediate, single_read
 from parties.config import NodeConfig
 from parties.data import uscc as uscc_codes
 from parties.data.schema import TAX_CREDIT_GRADES, PartySchema
@@ -59,10 +67,11 @@ from parties.holder.predicates import (
     SuppliedForMonths,
     TaxGradeAtLeast,
     Threshold,
+    opposite_cut,
     parse_predicate,
 )
 
-__all__ = ["Answer", "ThresholdBudget", "Verifier"]
+__all__ = ["Answer", "ThresholdBudget", "ThresholdGrid", "Verifier"]
 
 
 class Answer(StrEnum):
@@ -98,93 +107,213 @@ _questions_index = Index(
 )
 
 
-class ThresholdBudget:
-    """At most ``max_distinct`` distinct parameters per (bank, enterprise, topic) per window.
+class ThresholdBudget(SqlStore):
+    """How many different questions a bank may ask about one enterprise's column.
 
-    A *topic* is a column (or derived quantity: the VAT paid ratio) a parameterised predicate
-    compares against; the *parameter* is its threshold. Stored in a small table (by default in
-    the node's consent database, next to disputes) so the limit holds across restarts and
-    processes; the check and the record are one transaction.
+    Per (bank, enterprise, column): at most ``max_distinct`` *new* questions in any
+    ``window_s`` and at most ``lifetime`` different questions ever; and never both cuts at one
+    threshold (``>= t`` and ``> t`` together test ``value == t``). Every kind of question that
+    reads a column counts against that column's one budget (``PredicateBase.charges``), so a
+    derived quantity (the VAT paid ratio) cannot open a second budget on the same figure.
+    Repeating a question asked within the window is free: it reveals nothing new.
+
+    Stored in a small table (by default in the node's consent database, next to disputes), one
+    row per (bank, enterprise, column, question) with the time it was last counted, so the
+    limits hold across restarts and processes and storage stays bounded by ``lifetime``; the
+    check and the record are one transaction.
     """
 
-    def __init__(self, url: str, *, max_distinct: int = 3, window_s: float = 86_400.0):
-        if isinstance(max_distinct, bool) or not isinstance(max_distinct, int) or max_distinct < 1:
-            raise ConfigError(f"max_distinct must be a whole number >= 1, got {max_distinct!r}")
+    LABEL = "verification budget"
+    TABLES = (_questions,)
+    INDEXES = (_questions_index,)
+    FILE = "consent.db"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_distinct: int = 3,
+        window_s: float = 86_400.0,
+        lifetime: int = 12,
+    ):
+        for name, value in (("max_distinct", max_distinct), ("lifetime", lifetime)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
         if not isinstance(window_s, int | float) or not math.isfinite(window_s) or window_s <= 0:
             raise ConfigError(f"window_s must be a positive number of seconds, got {window_s!r}")
         self.max_distinct = max_distinct
         self.window_s = float(window_s)
-        self._engine = open_engine(url, label="verification budget")
-        self.url = redacted(self._engine)
-        create_tables(self._engine, [_questions], [_questions_index], label="verification budget")
+        self.lifetime = lifetime
+        super().__init__(url)
 
     @classmethod
     def for_node_dir(cls, node_dir: Path, **limits: Any) -> ThresholdBudget:
-        return cls(sqlite_url(Path(node_dir) / "consent.db"), **limits)
+        return cls(cls.node_dir_url(node_dir), **limits)
 
     @classmethod
-    def for_config(cls, config: NodeConfig, **limits: Any) -> ThresholdBudget:
-        return cls(config.resolved_consent_url, **limits)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> ThresholdBudget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def for_config(cls, config: NodeConfig) -> ThresholdBudget:
+        v = config.verification
+        return cls(
+            config.resolved_consent_url,
+            max_distinct=v.max_distinct,
+            window_s=v.window_h * 3600.0,
+            lifetime=v.lifetime,
+        )
 
     def admit(
-        self, *, bank_id: str, uscc: str, topic: str, parameter: str, at: float | None = None
+        self,
+        *,
+        bank_id: str,
+        uscc: str,
+        charges: Sequence[tuple[str, str]],
+        at: float | None = None,
     ) -> None:
-        """Record the question, or raise ``Refused('rate-limit', ...)`` if over budget."""
+        """Count the question against every column it reads, or raise
+        ``Refused('rate-limit', ...)`` (nothing counted) if any column is over its budget."""
+        if not charges:
+            return
         now = time.time() if at is None else float(at)
-        key = (
-            (_questions.c.bank_id == bank_id)
-            & (_questions.c.uscc == uscc)
-            & (_questions.c.topic == topic)
-        )
-        window = (_questions.c.asked_at >= now - self.window_s) & (_questions.c.asked_at <= now)
+        since = now - self.window_s
+        who = (_questions.c.bank_id == bank_id) & (_questions.c.uscc == uscc)
+        topics = sorted({topic for topic, _ in charges})
         with self._engine.connect() as conn:
-            # Fast path, no write lock: the same question again reveals nothing new.
+            # Fast path, no write lock: every column already counted this question recently.
             single_read(conn)
-            repeat = select(_questions.c.id).where(
-                key & window, _questions.c.parameter == parameter
-            )
-            if conn.execute(repeat.limit(1)).first() is not None:
+            recent = {
+                (row.topic, row.parameter)
+                for row in conn.execute(
+                    select(_questions.c.topic, _questions.c.parameter).where(
+                        who
+                        & _questions.c.topic.in_(topics)
+                        & (_questions.c.asked_at >= since)
+                        & (_questions.c.asked_at <= now)
+                    )
+                )
+            }
+            if all(charge in recent for charge in charges):
                 return
         with self._engine.connect() as conn:
             immediate(conn)
             with conn.begin():
-                # Questions older than the window no longer count: forget them.
-                conn.execute(
-                    delete(_questions).where(key & (_questions.c.asked_at < now - self.window_s))
-                )
-                asked = {
-                    row.parameter: row.asked_at
-                    for row in conn.execute(
-                        select(_questions.c.parameter, _questions.c.asked_at).where(
-                            key & (_questions.c.asked_at <= now)
+                asked: dict[str, dict[str, tuple[int, float]]] = {t: {} for t in topics}
+                for row in conn.execute(
+                    select(
+                        _questions.c.id,
+                        _questions.c.topic,
+                        _questions.c.parameter,
+                        _questions.c.asked_at,
+                    ).where(who & _questions.c.topic.in_(topics))
+                ):
+                    asked[row.topic][row.parameter] = (row.id, row.asked_at)
+                plan: list[tuple[str, str, int | None]] = []
+                for topic, question in charges:
+                    before = asked[topic]
+                    found = before.get(question)
+                    if found is not None and since <= found[1] <= now:
+                        continue  # asked within the window: free
+                    self._check(bank_id, uscc, topic, question, before, since=since, now=now)
+                    plan.append((topic, question, None if found is None else found[0]))
+                for topic, question, row_id in plan:
+                    if row_id is None:
+                        conn.execute(
+                            insert(_questions).values(
+                                bank_id=bank_id,
+                                uscc=uscc,
+                                topic=topic,
+                                parameter=question,
+                                asked_at=now,
+                            )
                         )
-                    )
-                }
-                if parameter in asked:
-                    return  # the same question again reveals nothing new
-                if len(asked) >= self.max_distinct:
-                    retry = min(asked.values()) + self.window_s
-                    raise Refused(
-                        "rate-limit",
-                        f"bank '{bank_id}' has asked {len(asked)} different thresholds on "
-                        f"'{topic}' for enterprise {uscc} within {self.window_s / 3600:g} h "
-                        f"(limit {self.max_distinct}); ask one of those again, or retry after "
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(retry))}",
-                    )
-                conn.execute(
-                    insert(_questions).values(
-                        bank_id=bank_id, uscc=uscc, topic=topic, parameter=parameter, asked_at=now
-                    )
-                )
+                    else:
+                        conn.execute(
+                            update(_questions).where(_questions.c.id == row_id).values(asked_at=now)
+                        )
+
+    def _check(
+        self,
+        bank_id: str,
+        uscc: str,
+        topic: str,
+        question: str,
+        before: Mapping[str, tuple[int, float]],
+        *,
+        since: float,
+        now: float,
+    ) -> None:
+        """Refuse ``question`` on ``topic`` if it breaks one of the three limits."""
+        where = f"on '{topic}' for enterprise {uscc}"
+        other = opposite_cut(question)
+        if other is not None and other in before:
+            t = float(question.lstrip(">="))
+            raise Refused(
+                "rate-limit",
+                f"bank '{bank_id}' already asked the other cut at {t:g} {where}: asking both "
+                f"'>= {t:g}' and '> {t:g}' would test whether the value equals it; ask the same "
+                "comparison as before",
+            )
+        in_window = [ts for _, ts in before.values() if since <= ts <= now]
+        if len(in_window) >= self.max_distinct:
+            retry = min(in_window) + self.window_s
+            raise Refused(
+                "rate-limit",
+                f"bank '{bank_id}' has asked {len(in_window)} different thresholds {where} "
+                f"within {self.window_s / 3600:g} h (limit {self.max_distinct}); ask one of "
+                "those again, or retry after "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(retry))}",
+            )
+        if question not in before and len(before) >= self.lifetime:
+            raise Refused(
+                "rate-limit",
+                f"bank '{bank_id}' has asked {len(before)} different questions {where} "
+                f"(lifetime limit {self.lifetime}); only those can be asked again",
+            )
+
+
+class ThresholdGrid:
+    """The only thresholds (and paid ratios) a bank may ask about, per column.
+
+    Why a fixed grid: with free thresholds each answer halves the interval holding the value, so
+    a budget only slows bisection down; on a grid no number of answers narrows a value below
+    the grid interval that holds it. ``default`` applies to every number column without its own
+    grid in ``columns``; ``ratios`` to ``paid_at_least``.
+    """
+
+    def __init__(
+        self,
+        *,
+        default: Sequence[float],
+        columns: Mapping[str, Sequence[float]] | None = None,
+        ratios: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 1.0),
+    ):
+        self.default = tuple(sorted({float(v) for v in default}))
+        self.columns = {k: tuple(sorted({float(v) for v in g})) for k, g in (columns or {}).items()}
+        self.ratios = tuple(sorted({float(v) for v in ratios}))
+        if not self.default or not self.ratios or not all(self.columns.values()):
+            raise ConfigError("a verification grid needs at least one value")
+
+    @classmethod
+    def for_config(cls, config: NodeConfig) -> ThresholdGrid:
+        v = config.verification
+        return cls(default=v.resolved_grid, columns=v.columns, ratios=v.ratios)
+
+    def check(self, predicate: PredicateBase) -> None:
+        """``PredicateError`` naming the nearest allowed values if a parameter is off the grid."""
+        if isinstance(predicate, Threshold):
+            grid = self.columns.get(predicate.column, self.default)
+            self._on(grid, float(predicate.value), f"threshold on {predicate.column!r}")
+        elif isinstance(predicate, PaidAtLeast):
+            self._on(self.ratios, float(predicate.ratio), "paid_at_least ratio")
+
+    @staticmethod
+    def _on(grid: Sequence[float], value: float, what: str) -> None:
+        if value in grid:
+            return
+        i = bisect.bisect_left(grid, value)
+        near = [f"{g:g}" for g in grid[max(0, i - 1) : i + 1]]
+        raise PredicateError(
+            f"{what}: {value:g} is not one of this holder's values; nearest: {', '.join(near)} "
+            f"(the grid has {len(grid)} values from {grid[0]:g} to {grid[-1]:g})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,8 +341,9 @@ class Verifier:
 
     ``table``: the validated table (indexed by USCC, as ``load_table`` returns it); ``schema``
     its schema. ``disputes``: answer "disputed" while an open dispute covers a category the
-    predicate reads (None: no dispute check). ``budget``: the threshold rate limit (None: no
-    limit - tests and local tools only).
+    predicate reads (None: no dispute check). ``budget``: the per-column question limits;
+    ``grid``: the allowed thresholds (None: no limit - tests and local tools only; a node
+    always has both). ``audit``: where a refusal by the budget raises an alert.
     """
 
     def __init__(
@@ -223,11 +353,15 @@ class Verifier:
         schema: PartySchema,
         disputes: DisputeRegistry | None = None,
         budget: ThresholdBudget | None = None,
+        grid: ThresholdGrid | None = None,
+        audit: AuditLog | None = None,
     ):
         self.table = table
         self.schema = schema
         self.disputes = disputes
         self.budget = budget
+        self.grid = grid
+        self.audit = audit
 
     def check(self, predicate: Mapping[str, Any] | str | bytes | PredicateBase) -> PredicateBase:
         """Parse ``predicate`` and make sure this holder can answer it (its columns exist here,
@@ -252,6 +386,8 @@ class Verifier:
                     f"{parsed.kind} predicate: column {name!r} is {column.dtype}; a threshold "
                     f"needs a number column ({', '.join(self._number_columns())})"
                 )
+        if self.grid is not None:
+            self.grid.check(parsed)
         return parsed
 
     def _number_columns(self) -> list[str]:
@@ -282,7 +418,8 @@ class Verifier:
         Order: the USCC and the predicate are validated; the predicate's categories must be
         among ``authorised_categories`` (else ``Refused('consent', ...)``); an open dispute
         covering them answers ``disputed``; no row answers ``no-data``; a parameterised
-        question is counted against the threshold budget (``Refused('rate-limit', ...)``);
+        question is counted against the budget of every column it reads
+        (``Refused('rate-limit', ...)``, and an audit alert);
         then the predicate is evaluated.
         """
         if not isinstance(uscc, str):
@@ -311,10 +448,25 @@ class Verifier:
             return Answer.DISPUTED
         if code not in self.table.index:
             return Answer.NO_DATA
-        key = parsed.budget_key()
-        if self.budget is not None and key is not None:
-            self.budget.admit(bank_id=bank_id, uscc=code, topic=key[0], parameter=key[1], at=at)
+        if self.budget is not None:
+            try:
+                self.budget.admit(bank_id=bank_id, uscc=code, charges=parsed.charges(), at=at)
+            except Refused as exc:
+                self._alert(bank_id, code, parsed, exc)
+                raise
         return self._evaluate(parsed, code)
+
+    def _alert(self, bank_id: str, code: str, parsed: PredicateBase, exc: Refused) -> None:
+        """Every budget refusal is an alert in the audit log: a bank at its limit is either
+        misconfigured or probing a value, and the holder's operator should look."""
+        if self.audit is None:
+            return
+        self.audit.alert(
+            peer=bank_id,
+            operation="verify.alert",
+            subject=code,
+            reason=f"{parsed.describe()}: {exc.reason}",
+        )
 
     def _value(self, code: str, column: str) -> Any:
         if column not in self.table.columns:

@@ -11,7 +11,6 @@ predicts, and reports an enterprise whose consent was revoked in between as not 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import time
 from types import SimpleNamespace
@@ -24,7 +23,6 @@ from federation.audit import AuditLog
 from federation.transport.base import new_meta
 from models.metrics import psi
 from models.scorecard import PdoScaling
-from parties.config import load_node_config
 from protos import bank_pb2
 
 pytestmark = pytest.mark.e2e
@@ -36,63 +34,19 @@ V2 = dict(n_trees=3, max_depth=2, learning_rate=0.8, max_bin=8, random_state=1)
 
 
 @pytest.fixture(scope="module")
-def world(start_federation, tmp_path_factory: pytest.TempPathFactory):
-    from parties.bank.alignment import align
-    from parties.bank.secureboost import train_secureboost
-    from parties.node import holder_peers
-    from xinyidai.tracking import TrackingConfig, log_training, promote, secureboost_record
+def world(start_bank_world):
+    from xinyidai.tracking import promote
 
-    workdir = tmp_path_factory.mktemp("monitoring")
-    tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)  # the bank node's registry
-        fed, examples = start_federation(
-            workdir, enterprises=600, seed=23, deadline_s=60.0, workers=1
-        )
-        bank = load_node_config(fed.configs["bank"])
-        audit = AuditLog(bank.resolved_audit_url, "bank")
-        with holder_peers(bank, audit=audit) as peers:
-            alignment = align(
-                bank, peers, job_id="mon-align", salt=SALT, min_overlap=0.2, audit=audit
-            )
-        models = {}
-        for version, (job, params) in enumerate((("mon-v1", V1), ("mon-v2", V2)), 1):
-            with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
-                clf, report = train_secureboost(
-                    bank,
-                    alignment,
-                    holders=peers,
-                    params={**params, "key_bits": 2048, "workers": 1},
-                    job_id=job,
-                    audit=audit,
-                )
-            parts = {
-                h: hashlib.sha256(
-                    (fed.node_dir(h) / "models" / "bank" / f"{job}.json").read_bytes()
-                ).hexdigest()
-                for h in ("tax", "utility")
-            }
-            record = secureboost_record(
-                clf,
-                report,
-                parties=["bank", "tax", "utility"],
-                model_name=MODEL,
-                holder_parts=parts,
-            )
-            tracked = log_training(record, tracking=tracking)
-            assert tracked.version == str(version)
-            models[str(version)] = SimpleNamespace(clf=clf, report=report, job=job)
-        promote(MODEL, "1", by="alice", reason="e2e", tracking=tracking)
-        yield SimpleNamespace(
-            fed=fed,
-            bank=bank,
-            audit=audit,
-            alignment=alignment,
-            models=models,
-            tracking=tracking,
-            examples=examples,
-        )
-        audit.close()
+    base = start_bank_world(
+        "monitoring", enterprises=600, seed=23, salt=SALT, align_job="mon-align"
+    )
+    models = {}
+    for version, (job, params) in enumerate((("mon-v1", V1), ("mon-v2", V2)), 1):
+        trained = base.train(MODEL, params=params, job_id=job)
+        assert trained.version == str(version)
+        models[str(version)] = SimpleNamespace(clf=trained.clf, report=trained.report, job=job)
+    promote(MODEL, "1", by="alice", reason="e2e", tracking=base.tracking)
+    return SimpleNamespace(**vars(base), models=models)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ by batch - and checks every refusal a holder makes itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from types import SimpleNamespace
@@ -20,7 +19,6 @@ from typer.testing import CliRunner
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import PeerError
 from federation.transport.base import PeerRefused, new_meta
-from parties.config import load_node_config
 from protos import bank_pb2, holder_pb2
 
 pytestmark = pytest.mark.e2e
@@ -31,67 +29,13 @@ MODEL = "credit-sbt"
 
 
 @pytest.fixture(scope="module")
-def world(start_federation, tmp_path_factory: pytest.TempPathFactory):
-    from parties.bank.alignment import align
-    from parties.bank.secureboost import train_secureboost
-    from parties.node import holder_peers
-    from xinyidai.tracking import (
-        TrackingConfig,
-        log_training,
-        promote,
-        secureboost_record,
-    )
+def world(start_bank_world):
+    from xinyidai.tracking import promote
 
-    workdir = tmp_path_factory.mktemp("scoring")
-    tracking = TrackingConfig.resolve(directory=workdir / "mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)  # the bank node's registry
-        fed, examples = start_federation(
-            workdir, enterprises=700, seed=11, deadline_s=60.0, workers=1
-        )
-        bank = load_node_config(fed.configs["bank"])
-        audit = AuditLog(bank.resolved_audit_url, "bank")
-        with holder_peers(bank, audit=audit) as peers:
-            alignment = align(
-                bank, peers, job_id="score-align", salt=SALT, min_overlap=0.2, audit=audit
-            )
-        with holder_peers(bank, audit=audit, service="SecureBoostHolder") as peers:
-            clf, report = train_secureboost(
-                bank,
-                alignment,
-                holders=peers,
-                params={**PARAMS, "key_bits": 2048, "workers": 1},
-                audit=audit,
-            )
-        parts = {
-            h: hashlib.sha256(
-                (fed.node_dir(h) / "models" / "bank" / f"{report.job_id}.json").read_bytes()
-            ).hexdigest()
-            for h in ("tax", "utility")
-        }
-        record = secureboost_record(
-            clf,
-            report,
-            parties=["bank", "tax", "utility"],
-            model_name=MODEL,
-            holder_parts=parts,
-            scoring_endpoint={"node_config": str(fed.configs["bank"])},
-        )
-        tracked = log_training(record, tracking=tracking)
-        promote(MODEL, tracked.version, by="alice", reason="e2e", tracking=tracking)
-        yield SimpleNamespace(
-            fed=fed,
-            bank=bank,
-            audit=audit,
-            alignment=alignment,
-            clf=clf,
-            report=report,
-            examples=examples,
-            tracking=tracking,
-            version=tracked.version,
-            parts=parts,
-        )
-        audit.close()
+    base = start_bank_world("scoring", enterprises=700, seed=11, salt=SALT, align_job="score-align")
+    trained = base.train(MODEL, params=PARAMS, scoring_endpoint=True)
+    promote(MODEL, trained.version, by="alice", reason="e2e", tracking=base.tracking)
+    return SimpleNamespace(**vars(base), **vars(trained))
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -201,21 +145,25 @@ def test_score_by_cli_and_by_version_number(world):
     assert human.exit_code == 0 and f"{by_alias.points:.1f}" in human.output
 
 
-def test_score_by_pyfunc_reports_each_code(world):
+def test_score_by_pyfunc_reports_each_code(world, monkeypatch):
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     code = _authorised(world)[0]
     revoked = world.examples["tax"]["revoked"]
     unknown = world.examples["tax"]["unauthorised"]
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # A user points MLflow at the store as below; set_*_uri also writes MLFLOW_TRACKING_URI and
+    # MLFLOW_REGISTRY_URI into os.environ, which node processes started by a later module would
+    # inherit. monkeypatch records the variables and MLflow's globals and restores them all.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking.tracking_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", world.tracking.registry_uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     mlflow.set_tracking_uri(world.tracking.tracking_uri)
     mlflow.set_registry_uri(world.tracking.registry_uri)
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-        out = model.predict(pd.DataFrame({"uscc": [code, revoked, unknown]}))
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    out = model.predict(pd.DataFrame({"uscc": [code, revoked, unknown]}))
     assert list(out["uscc"]) == [code, revoked, unknown]
     assert out["status"].iloc[0] == "ok"
     assert abs(out["points"].iloc[0] - _score(world, code).points) < 1e-9

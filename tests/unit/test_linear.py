@@ -31,6 +31,7 @@ from federation.crypto import ciphertexts_from_bytes, public_params_from_bytes
 from federation.transport.base import PeerRefused, ServiceRuntime, new_meta
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
+from models.base import UNGATED
 from models.linear import (
     BACKENDS,
     BackendError,
@@ -525,7 +526,7 @@ def test_schema_drift_between_fit_and_predict_is_refused(paillier_run, tmp_path)
         feature_names=tax_names[:1],
         banks=["bank"],
         blobs=BlobStore(tmp_path / "blobs", max_bytes=1 << 20),
-    )
+    ).use_gate(UNGATED)  # in-process, the test's own data (as local_holders)
     moved.load_model("bank", r.clf.job_id_, r.servicers["tax"].model("bank", r.clf.job_id_))
     runtime = ServiceRuntime(moved, node_id="tax", audit=None, purposes=PurposePolicy())
     peers = {"tax": InProcessPeer(runtime, self_id="bank", audit=None, deadline_s=5)}
@@ -577,7 +578,7 @@ def test_holder_policy_callers_tags_and_restarts(paillier_run, tmp_path):
         banks=["bank"],
         blobs=BlobStore(tmp_path / "blobs", max_bytes=1 << 20),
         models_dir=r.servicers["tax"].models_dir,
-    )
+    ).use_gate(UNGATED)
     runtime = ServiceRuntime(restarted, node_id="tax", audit=None, purposes=PurposePolicy())
     peers = dict(r.peers, tax=InProcessPeer(runtime, self_id="bank", audit=None, deadline_s=5))
     again = r.clf.predict_proba(r.data.X_bank, holders=peers)[:, 1]

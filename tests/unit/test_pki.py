@@ -29,6 +29,7 @@ from federation.pki import (
     issue_node_certificate,
     load_platform_public_key,
     load_platform_signing_key,
+    peer_node_id,
 )
 from xinyidai.cli.main import app
 
@@ -223,6 +224,57 @@ def test_certificate_identity_rejects_certificates_without_one_san(pki: PkiLayou
         certificate_identity(two.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(ConfigError, match="not a PEM certificate"):
         certificate_identity(b"-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
+
+
+@pytest.mark.parametrize(
+    ("sans", "message"),
+    [
+        ([x509.RFC822Name("bank")], "no SAN DNS name"),  # an e-mail SAN never names a node
+        ([x509.UniformResourceIdentifier("bank")], "no SAN DNS name"),
+        ([x509.RFC822Name("bank"), x509.DNSName("tax"), x509.DNSName("bank")], "found 2"),
+        ([x509.DNSName("bank.example.com")], "not a node id"),
+        ([x509.DNSName("*")], "not a node id"),
+    ],
+)
+def test_only_one_san_dns_name_that_is_a_node_id_names_a_node(
+    sans: list[x509.GeneralName], message: str
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    pem = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bank")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bank")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    for read in (certificate_identity, peer_node_id):  # peer_node_id caches: twice each
+        for _ in range(2):
+            with pytest.raises(ConfigError, match=message):
+                read(pem)
+    named = [x509.RFC822Name("someone@bank"), x509.DNSName("bank")]  # other types beside it: fine
+    assert peer_node_id(_with_sans(key, named)) == "bank"
+
+
+def _with_sans(key: ec.EllipticCurvePrivateKey, sans: list[x509.GeneralName]) -> bytes:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
 
 
 # ------------------------------------------------------------------------------------------------

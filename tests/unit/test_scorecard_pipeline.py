@@ -33,6 +33,7 @@ from carriers import RecordingPeer
 from federation.blobs import BlobStore
 from federation.transport.base import ServiceRuntime
 from federation.transport.policy import PurposePolicy
+from models.base import UNGATED
 from models.linear import LinearHolderServicer
 from models.linear.backends import encode_contribution
 from models.metrics import ks_statistic, roc_auc
@@ -135,6 +136,8 @@ def build_holders(data: SimpleNamespace, workdir: Path) -> SimpleNamespace:
         points = ScorecardHolderServicer(
             node_id=name, linear=linear, source=view, banks=["bank"], models_dir=models
         )
+        for gated in (linear, points):  # in-process, the test's own data (as local_holders)
+            gated.use_gate(UNGATED)
         for servicer, peers in ((woe, woe_peers), (linear, lin_peers), (points, pts_peers)):
             runtime = ServiceRuntime(servicer, node_id=name, audit=None, purposes=PurposePolicy())
             peers[name] = RecordingPeer(runtime, self_id="bank", audit=None, deadline_s=600)

@@ -18,6 +18,7 @@ from federation.blobs import BlobStore
 from federation.transport.base import CallFailed, ServiceRuntime
 from federation.transport.inproc import InProcessPeer
 from federation.transport.policy import PurposePolicy
+from models.base import UNGATED
 from models.secureboost import FederatedTrainingError, SecureBoostClassifier
 from models.secureboost.passive import SecureBoostHolderServicer, local_holders
 from models.secureboost.reference import SecureBoostError
@@ -48,7 +49,7 @@ class RestartingPeer(InProcessPeer):
             min_node_samples=old.min_node_samples,
             workers=1,
             models_dir=old.models_dir,
-        )
+        ).use_gate(UNGATED)  # the test's own in-process data, as local_holders does
         self.runtime = ServiceRuntime(
             fresh, node_id=old.node_id, audit=None, purposes=PurposePolicy()
         )

@@ -3,21 +3,24 @@ tables, validation errors, consent categories, disputes and the threshold budget
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from federation.audit import AuditLog, sqlite_url
 from federation.errors import ConfigError, Refused
+from parties.config import VerificationConfig
 from parties.data import uscc
 from parties.data.loader import load_table
 from parties.data.schema import TAX, UTILITY
 from parties.data.synth import synthesize_city
 from parties.disputes import DisputeRegistry
 from parties.holder.predicates import PredicateError, Threshold, parse_predicate, predicate_json
-from parties.holder.verify import Answer, ThresholdBudget, Verifier
+from parties.holder.verify import Answer, ThresholdBudget, ThresholdGrid, Verifier
 
 ALL = ("tax", "electricity", "water", "gas")
 
@@ -293,7 +296,7 @@ def test_threshold_budget_limits_distinct_thresholds(tmp_path: Path, tables: dic
     vat(7.5e4, code=other)  # per enterprise,
     months = {"kind": "threshold", "column": "consecutive_normal_months", "op": ">=", "value": 6}
     ask(v, code, months, at=now)  # and per column
-    for _ in range(5):  # fixed questions have no parameter to bisect
+    for _ in range(5):  # a fixed question is one question on its column, however often asked
         ask(v, code, {"kind": "normal_taxpayer"}, at=now)
     for grade in ("A", "B", "M"):
         ask(v, code, {"kind": "tax_grade_at_least", "grade": grade}, at=now)
@@ -344,3 +347,129 @@ def test_parse_accepts_json_and_round_trips() -> None:
     assert isinstance(p, Threshold) and p.value == 100000.0
     assert parse_predicate(predicate_json(p)) == p
     assert p.describe() == "vat_paid_12m >= 100000"
+
+
+# ------------------------------------------------------------------------------------------------
+# The verification oracle closed (issue 10, item 5): one budget per column, both cuts at one
+# threshold refused, a lifetime cap, a fixed grid, an audit alert on every budget refusal
+
+
+def _budgeted(tmp_path: Path, tables: dict, **limits) -> tuple[Verifier, AuditLog]:
+    audit = AuditLog(sqlite_url(tmp_path / "audit.db"), "tax")
+    budget = ThresholdBudget(sqlite_url(tmp_path / "consent.db"), **limits)
+    return Verifier(table=tables["tax"], schema=TAX, budget=budget, audit=audit), audit
+
+
+def _vat(value: float, op: str = ">=") -> dict:
+    return {"kind": "threshold", "column": "vat_paid_12m", "op": op, "value": value}
+
+
+def test_both_cuts_at_one_threshold_are_refused_they_would_test_equality(
+    tmp_path: Path, tables: dict
+) -> None:
+    v, _ = _budgeted(tmp_path, tables, max_distinct=10)
+    code = str(tables["tax"].index[0])
+    ask(v, code, _vat(1e5, ">="))
+    ask(v, code, _vat(1e5, "<"))  # the same cut: the same bit, free
+    for op in (">", "<="):
+        with pytest.raises(Refused, match="would test whether the value equals it") as info:
+            ask(v, code, _vat(1e5, op))
+        assert info.value.code == "rate-limit"
+    # ... and it stays refused after any window: the value rarely moves
+    with pytest.raises(Refused, match="other cut at 100000"):
+        ask(v, code, _vat(1e5, ">"), at=time.time() + 30 * 86_400)
+    ask(v, code, _vat(2e5, ">"))  # another threshold is another question
+
+
+def test_every_kind_of_question_on_a_column_draws_on_one_budget(
+    tmp_path: Path, tables: dict
+) -> None:
+    v, _ = _budgeted(tmp_path, tables, max_distinct=1)
+    code = str(tables["tax"].index[0])
+    ask(v, code, _vat(1e5))
+    with pytest.raises(Refused, match="on 'vat_paid_12m'"):  # the paid ratio reads vat_paid_12m
+        ask(v, code, {"kind": "paid_at_least", "tax": "vat", "ratio": 0.9})
+    # a derived quantity counts against every column it reads
+    ask(v, code, {"kind": "paid_at_least", "tax": "cit", "ratio": 0.9})
+    with pytest.raises(Refused, match="on 'cit_payable_12m'"):
+        ask(v, code, {"kind": "threshold", "column": "cit_payable_12m", "op": ">=", "value": 1e5})
+    # refused as a whole: the paid ratio spent nothing on vat_payable_12m either
+    ask(v, code, {"kind": "threshold", "column": "vat_payable_12m", "op": ">=", "value": 1e5})
+
+
+def test_supply_questions_are_the_cut_above_zero_of_their_column(
+    tmp_path: Path, tables: dict
+) -> None:
+    audit = AuditLog(sqlite_url(tmp_path / "audit.db"), "utility")
+    budget = ThresholdBudget(sqlite_url(tmp_path / "consent.db"), max_distinct=5)
+    v = Verifier(table=tables["utility"], schema=UTILITY, budget=budget, audit=audit)
+    code = str(tables["utility"].index[0])
+    ask(v, code, {"kind": "supplied_for_months", "utility": "electricity", "months": 3})
+    ask(v, code, {"kind": "threshold", "column": "elec_avg_amount_3m", "op": ">", "value": 0})
+    with pytest.raises(Refused, match="equals it"):  # "> 0" and ">= 0" would test "== 0"
+        ask(v, code, {"kind": "threshold", "column": "elec_avg_amount_3m", "op": ">=", "value": 0})
+
+
+def test_lifetime_cap_per_bank_enterprise_and_column(tmp_path: Path, tables: dict) -> None:
+    v, _ = _budgeted(tmp_path, tables, max_distinct=2, window_s=3600, lifetime=4)
+    code, other = str(tables["tax"].index[0]), str(tables["tax"].index[1])
+    day = 86_400.0
+    start = 1_800_000_000.0
+    for i, value in enumerate((1e4, 2e4, 5e4, 1e5)):  # two a day: within every window's limit
+        ask(v, code, _vat(value), at=start + (i // 2) * day)
+    with pytest.raises(Refused, match=r"lifetime limit 4") as info:
+        ask(v, code, _vat(2e5), at=start + 30 * day)
+    assert info.value.code == "rate-limit"
+    assert ask(v, code, _vat(2e4), at=start + 30 * day) in (Answer.YES, Answer.NO)  # asked before
+    ask(v, other, _vat(2e5), at=start + 30 * day)  # another enterprise has its own
+    ask(v, code, _vat(2e5), bank_id="bank2", at=start + 30 * day)  # and another bank
+
+
+def test_every_budget_refusal_raises_an_audit_alert(tmp_path: Path, tables: dict) -> None:
+    v, audit = _budgeted(tmp_path, tables, max_distinct=1)
+    code = str(tables["tax"].index[0])
+    ask(v, code, _vat(1e5))
+    assert not [r for r in audit.query() if r.operation == "verify.alert"]
+    for predicate in (_vat(2e5), _vat(1e5, ">")):
+        with pytest.raises(Refused):
+            ask(v, code, predicate)
+    alerts = [r for r in audit.query() if r.operation == "verify.alert"]
+    assert [a.subject for a in alerts] == [code, code]
+    assert all(a.peer == "bank" and a.decision == "alert" for a in alerts)
+    assert "vat_paid_12m >= 200000" in alerts[0].reason and "limit 1" in alerts[0].reason
+    assert "equals it" in alerts[1].reason
+    assert audit.verify().ok
+
+
+def test_thresholds_off_the_grid_are_refused_naming_the_nearest(tables: dict) -> None:
+    config = VerificationConfig()
+    grid = ThresholdGrid(default=config.resolved_grid, columns=config.columns, ratios=config.ratios)
+    v = Verifier(table=tables["tax"], schema=TAX, grid=grid)
+    code = str(tables["tax"].index[0])
+    with pytest.raises(PredicateError, match=r"75000 is not one of .* nearest: 50000, 100000"):
+        v.check(_vat(75_000))
+    with pytest.raises(PredicateError, match=r"100001 .* nearest: 100000, 200000"):
+        ask(v, code, _vat(100_001))  # refused before anything is read or counted
+    assert ask(v, code, _vat(100_000)) in (Answer.YES, Answer.NO)
+    months = {"kind": "threshold", "column": "consecutive_normal_months", "op": ">="}
+    ask(v, code, {**months, "value": 12})  # a per-column grid
+    with pytest.raises(PredicateError, match="nearest: 6, 12"):
+        v.check({**months, "value": 10})
+    with pytest.raises(PredicateError, match=r"paid_at_least ratio: 0\.93 .* nearest: 0\.9, 0\.95"):
+        v.check({"kind": "paid_at_least", "tax": "vat", "ratio": 0.93})
+
+
+def test_verification_settings_in_node_yaml() -> None:
+    default = VerificationConfig()
+    assert (default.max_distinct, default.window_h, default.lifetime) == (3, 24.0, 12)
+    grid = set(default.resolved_grid)
+    assert {0.0, 1e5, 2e5, 5e5, 1e6} <= grid and 75_000.0 not in grid
+    custom = VerificationConfig.model_validate(
+        {"grid": [3, 1, 2, 2], "columns": {"vat_paid_12m": [1e6]}, "lifetime": 5}
+    )
+    assert custom.grid == [1.0, 2.0, 3.0] and custom.lifetime == 5
+    for bad, field in (({"grid": []}, "grid"), ({"ratios": [0, 1]}, "ratios"),
+                       ({"grid": [float("inf")]}, "grid"), ({"max_distinct": 0}, "max_distinct"),
+                       ({"lifetime": 0}, "lifetime")):  # fmt: skip
+        with pytest.raises(ValidationError, match=field):
+            VerificationConfig.model_validate(bad)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from federation.audit import AuditLog, sqlite_url
+from federation.audit import AuditLog, ChainHead, sqlite_url
 from federation.errors import ConfigError
 
 app = typer.Typer(help="Verify and read a node's hash-chained audit log.", no_args_is_help=True)
@@ -25,14 +25,15 @@ UrlOption = Annotated[
 
 
 def open_log(node_dir: Path, url: str | None) -> AuditLog:
-    """Open an existing log (never create one by mistake from a mistyped directory)."""
+    """Open an existing log read-only: never create one by mistake from a mistyped directory,
+    and never recreate tables someone dropped (that is an error naming the file)."""
     node_id = node_dir.resolve().name or "node"
     if url is None:
         path = node_dir / "audit.db"
         if not path.is_file():
             raise ConfigError(f"{path}: no audit log here - is {node_dir} a node directory?")
         url = sqlite_url(path)
-    return AuditLog(url, node_id)
+    return AuditLog(url, node_id, create=False)
 
 
 def _parse_time(value: str | None, option: str) -> float | None:
@@ -58,13 +59,56 @@ def _iso(ts: float | None) -> str:
 
 
 @app.command("verify")
-def verify(node_dir: NodeDir, url: UrlOption = None) -> None:
-    """Check every hash, link and the head; exit 1 and name each tampered record if broken."""
+def verify(
+    node_dir: NodeDir,
+    url: UrlOption = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--witness",
+            help="A peer's node directory: every head of this log the peer recorded must still "
+            "be in the chain (repeatable).",
+        ),
+    ] = None,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--anchor",
+            help="A head SEQ:HASH published earlier (e.g. from `audit verify`'s output); the "
+            "record at SEQ must still have HASH (repeatable).",
+        ),
+    ] = None,
+) -> None:
+    """Check every hash, link and the head, and every witnessed or anchored head; exit 1 and
+    name each tampered record if broken.
+
+    Without ``--witness``/``--anchor`` a consistent rewrite of the tail (hashes recomputed, head
+    moved) cannot be seen: the chain has no key. Peers' logs can see it - each recorded this
+    node's head in every call they had with it."""
     console = Console(highlight=False, soft_wrap=True)
-    with open_log(node_dir, url) as log:
-        result = log.verify()
+    anchors = []
+    for text in anchor or []:
+        try:
+            anchors.append(ChainHead.parse(text))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)[:200], param_hint="--anchor") from None
+    witnesses = [open_log(peer_dir, None) for peer_dir in witness or []]
+    try:
+        with open_log(node_dir, url) as log:
+            result = log.verify(anchors=anchors, witnesses=witnesses)
+            n_witnessed = {w.node_id: len(w.heads_of(log.node_id)) for w in witnesses}
+    finally:
+        for w in witnesses:
+            w.close()
     if result.ok:
-        console.print(f"audit chain intact: {result.n_records} records, head {result.head_hash}")
+        console.print(
+            f"audit chain intact: {result.n_records} records, head {result.head_hash}"
+            f" (as anchor: {result.head_seq}:{result.head_hash})"
+        )
+        for name, count in n_witnessed.items():
+            console.print(f"  {count} head(s) witnessed by {escape(name)}: all present")
+        if anchors:
+            console.print(f"  {len(anchors)} anchor(s): all present")
         return
     console.print(
         f"[bold red]audit chain BROKEN[/]: {len(result.problems)} problem(s) in "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +24,39 @@ from xinyidai.launcher import Federation
 
 DEMO_PARAMS = {"n_trees": 5, "max_depth": 3, "learning_rate": 0.3, "random_state": 0}
 PSI_SALT = b"xinyidai-demo-federation"
+
+
+class _Step:
+    """One demo step: times it into ``timings[timing]`` when it succeeds; a ``XinyidaiError``
+    is printed as "<what> failed" and swallowed (``failed`` is then True), any other error
+    propagates. The caller returns early on ``failed``."""
+
+    def __init__(self, console: Console, timings: dict[str, float], *, what: str, timing: str):
+        self.console = console
+        self.timings = timings
+        self.what = what
+        self.timing = timing
+        self.failed = False
+        self._t0 = 0.0
+
+    def __enter__(self) -> _Step:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            self.timings[self.timing] = time.perf_counter() - self._t0
+            return False
+        if isinstance(exc, XinyidaiError):
+            self.console.print(f"  [red]{self.what} failed:[/] {exc}")
+            self.failed = True
+            return True
+        return False
 
 
 def train_in_federation(
@@ -54,22 +88,19 @@ def _align(
     from parties.node import holder_peers
 
     console.print("\n[bold]Alignment[/] (private set intersection on USCCs, bank ∩ tax ∩ utility)")
-    t0 = time.perf_counter()
-    try:
-        with holder_peers(bank_cfg, audit=audit) as peers:
-            alignment = align(
-                bank_cfg,
-                peers,
-                job_id="demo-align",
-                salt=PSI_SALT,
-                min_overlap=0.2,
-                audit=audit,
-                progress=lambda m: console.print(f"  {m}", highlight=False),
-            )
-    except XinyidaiError as exc:
-        console.print(f"  [red]alignment failed:[/] {exc}")
+    step = _Step(console, timings, what="alignment", timing="align bank ∩ tax ∩ utility (PSI)")
+    with step, holder_peers(bank_cfg, audit=audit) as peers:
+        alignment = align(
+            bank_cfg,
+            peers,
+            job_id="demo-align",
+            salt=PSI_SALT,
+            min_overlap=0.2,
+            audit=audit,
+            progress=lambda m: console.print(f"  {m}", highlight=False),
+        )
+    if step.failed:
         return None
-    timings["align bank ∩ tax ∩ utility (PSI)"] = time.perf_counter() - t0
     console.print(
         f"  bank {alignment.bank_size} applicants; common set {alignment.size} enterprises "
         f"(same rows, same order at all three nodes)",
@@ -104,20 +135,18 @@ def _train_secureboost(
         console.print(f"  {message:14} {now - last[0]:6.2f} s", highlight=False)
         last[0] = now
 
-    try:
-        with holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
-            clf, report = train_secureboost(
-                bank_cfg,
-                alignment,
-                holders=peers,
-                params={**params, "key_bits": 2048, "workers": workers},
-                audit=audit,
-                progress=tick,
-            )
-    except XinyidaiError as exc:
-        console.print(f"  [red]training failed:[/] {exc}")
+    step = _Step(console, timings, what="training", timing="train + evaluate SecureBoost")
+    with step, holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
+        clf, report = train_secureboost(
+            bank_cfg,
+            alignment,
+            holders=peers,
+            params={**params, "key_bits": 2048, "workers": workers},
+            audit=audit,
+            progress=tick,
+        )
+    if step.failed:
         return None
-    timings["train + evaluate SecureBoost"] = time.perf_counter() - t1
     owners = ", ".join(f"{k} {v}" for k, v in sorted(report.split_owners.items()))
     console.print(
         f"  {report.n_train} training / {report.n_test} test rows (stratified 70/30); "
@@ -142,23 +171,20 @@ def train_scorecard_in_federation(
         "\n[bold]Scorecard[/] (federated WOE binning → vertical logistic regression → points; "
         "each holder keeps its own points table)"
     )
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _, card = scorecard_over_nodes(
-                bank_cfg,
-                alignment,
-                params={"key_bits": 2048, "workers": 2},
-                audit=audit,
-                job_id="demo-scorecard",
-            )
-    except XinyidaiError as exc:
-        console.print(f"  [red]scorecard failed:[/] {exc}")
+    step = _Step(console, timings, what="scorecard", timing="train + evaluate scorecard")
+    with step, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, card = scorecard_over_nodes(
+            bank_cfg,
+            alignment,
+            params={"key_bits": 2048, "workers": 2},
+            audit=audit,
+            job_id="demo-scorecard",
+        )
+    if step.failed:
         return False
     for note in caught:
         console.print(f"  note: {note.message}", highlight=False)
-    timings["train + evaluate scorecard"] = time.perf_counter() - t0
     for line in comparison_lines(card):
         console.print(f"  {line}", highlight=False)
     return True
@@ -199,8 +225,7 @@ def _register_and_promote(
     clf, report = trained
     tracking = TrackingConfig.resolve(fed.workdir / "mlflow")
     console.print("\n[bold]Registry[/] (MLflow: run, each party's own data digest, model version)")
-    t0 = time.perf_counter()
-    try:
+    with _Step(console, timings, what="registration", timing="register + promote (MLflow)") as step:
         with holder_peers(bank_cfg, audit=audit) as peers:
             datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
         run = register_secureboost(
@@ -222,10 +247,8 @@ def _register_and_promote(
             audit=audit,
             tracking=tracking,
         )
-    except XinyidaiError as exc:
-        console.print(f"  [red]registration failed:[/] {exc}")
+    if step.failed:
         return None
-    timings["register + promote (MLflow)"] = time.perf_counter() - t0
     console.print(
         f"  models:/{run.model_name}/{run.version} registered and promoted to [bold]champion[/] "
         f"(store {tracking.describe()})",
@@ -242,49 +265,44 @@ def _score(
     from protos import bank_pb2
 
     console.print("\n[bold]Scoring service[/] (usable but invisible: each holder checks consent)")
-    t1 = time.perf_counter()
-    try:
-        with operator_client(bank_cfg, deadline_s=60) as ops:
-            batch = ops.call(
-                "ScoreBatch",
-                bank_pb2.ScoreBatchRequest(
-                    meta=new_meta(job_id="demo-score"),
-                    model_name=model_name,
-                    model_ref="champion",
-                    region="51",
-                    threshold=0.0,
-                    limit=3,
-                ),
-            )
-            excluded = ", ".join(f"{k} {v}" for k, v in sorted(batch.excluded.items()))
+    step = _Step(console, timings, what="scoring", timing="score a region + one enterprise")
+    with step, operator_client(bank_cfg, deadline_s=60) as ops:
+        batch = ops.call(
+            "ScoreBatch",
+            bank_pb2.ScoreBatchRequest(
+                meta=new_meta(job_id="demo-score"),
+                model_name=model_name,
+                model_ref="champion",
+                region="51",
+                threshold=0.0,
+                limit=3,
+            ),
+        )
+        excluded = ", ".join(f"{k} {v}" for k, v in sorted(batch.excluded.items()))
+        console.print(
+            f"  whitelist for region 51…: {batch.scored} of {batch.candidates} applicants "
+            f"scored ({excluded or 'none excluded'}); top 3:",
+            highlight=False,
+        )
+        for e in batch.enterprises:
             console.print(
-                f"  whitelist for region 51…: {batch.scored} of {batch.candidates} applicants "
-                f"scored ({excluded or 'none excluded'}); top 3:",
+                f"    {e.uscc}  {e.points:6.1f} points  PD {e.probability_default:.3f}",
                 highlight=False,
             )
-            for e in batch.enterprises:
-                console.print(
-                    f"    {e.uscc}  {e.points:6.1f} points  PD {e.probability_default:.3f}",
-                    highlight=False,
-                )
-            if batch.enterprises:
-                one = ops.call(
-                    "Score",
-                    bank_pb2.ScoreRequest(
-                        meta=new_meta(job_id="demo-score"),
-                        uscc=batch.enterprises[0].uscc,
-                        model_name=model_name,
-                        model_ref="champion",
-                    ),
-                )
-                console.print(
-                    f"  Score {one.uscc}: PD {one.probability_default:.3f}, "
-                    f"{one.points:.0f} points, {one.model_name} v{one.model_version}, "
-                    f"reasons: {', '.join(one.reason_categories) or '-'}",
-                    highlight=False,
-                )
-    except XinyidaiError as exc:
-        console.print(f"  [red]scoring failed:[/] {exc}")
-        return False
-    timings["score a region + one enterprise"] = time.perf_counter() - t1
-    return True
+        if batch.enterprises:
+            one = ops.call(
+                "Score",
+                bank_pb2.ScoreRequest(
+                    meta=new_meta(job_id="demo-score"),
+                    uscc=batch.enterprises[0].uscc,
+                    model_name=model_name,
+                    model_ref="champion",
+                ),
+            )
+            console.print(
+                f"  Score {one.uscc}: PD {one.probability_default:.3f}, "
+                f"{one.points:.0f} points, {one.model_name} v{one.model_version}, "
+                f"reasons: {', '.join(one.reason_categories) or '-'}",
+                highlight=False,
+            )
+    return not step.failed
