@@ -35,7 +35,7 @@ from federation.files import write_atomic
 from federation.ids import is_name, name_problem
 from federation.transport.base import FAILED_PRECONDITION, CallFailed, CallInfo, invalid
 from federation.transport.calls import SubjectAccess
-from models.binning import BinningError
+from models.binning import BinningError, QuantileBinner
 from models.limits import HolderLimits
 from models.rows import MaskError, mask_from_bytes
 
@@ -499,6 +499,24 @@ class HolderModule(Generic[JobT, ModelT]):
         if positions.size and (positions.min() < 0 or positions.max() >= n):
             raise invalid(f"{what or call.method}: rows must be in [0, {n})")
         return Rows(values=table[positions], names=names, positions=positions, n_rows=n)
+
+    def bin_rows(
+        self, call: CallInfo, rows: Rows, max_bin: int
+    ) -> tuple[QuantileBinner, np.ndarray]:
+        """Bin a job's rows locally (quantile bins, this holder's own). A column that cannot be
+        binned is named by index only: column names stay at the holder (the bank sees keyed
+        hashes), so the name goes to this node's log, not into the refusal."""
+        binner = QuantileBinner(max_bin=max_bin)
+        try:
+            bins = binner.fit_transform(rows.values, feature_names=rows.names)
+        except BinningError as exc:
+            log.error("%s: %s job %s: %s", self.node_id, self.protocol, call.meta.job_id, exc)
+            where = "a feature" if exc.index is None else f"feature #{exc.index}"
+            raise failed(
+                f"{self.node_id} cannot bin {where} of {len(rows.names)}: {exc.reason} "
+                f"(the column name is in {self.node_id}'s log)"
+            ) from None
+        return binner, bins
 
     @staticmethod
     def row_mask(buf: bytes, n_rows: int, what: str) -> np.ndarray:

@@ -32,8 +32,7 @@ from federation.errors import Refused
 from federation.files import write_atomic
 from federation.transport.base import CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
-from models.base import FeaturesFor, HolderModule, JobKey, Rows, failed
-from models.binning import BinningError, QuantileBinner
+from models.base import FeaturesFor, HolderModule, JobKey, failed
 from models.limits import HolderLimits
 from models.local import HolderArgs
 from models.local import local_holders as _local_holders
@@ -211,7 +210,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 f"the bank aligned {request.n_rows} rows, this holder has {rows.values.shape[0]}"
             )
         params, packer = self._start_crypto(request)
-        binner, bins = self._bin(call, rows, int(request.max_bin))
+        binner, bins = self.bin_rows(call, rows, int(request.max_bin))
         terms = start_terms(request, binner)
         splits, revealed = self._resume(call, existing, terms, resume) if resume else ({}, {})
         job = SecureBoostJob(
@@ -292,20 +291,6 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 f"slots, this holder {packer.slot_bits}"
             )
         return params, packer
-
-    def _bin(self, call: CallInfo, rows: Rows, max_bin: int) -> tuple[QuantileBinner, np.ndarray]:
-        binner = QuantileBinner(max_bin=max_bin)
-        try:
-            bins = binner.fit_transform(rows.values, feature_names=rows.names)
-        except BinningError as exc:
-            log.error("%s: SecureBoost job %s: %s", self.node_id, call.meta.job_id, exc)
-            # Column names stay at the holder (the bank sees keyed hashes only): name by index.
-            where = "a feature" if exc.index is None else f"feature #{exc.index}"
-            raise failed(
-                f"{self.node_id} cannot bin {where} of {len(rows.names)}: {exc.reason} "
-                f"(the column name is in {self.node_id}'s log)"
-            ) from None
-        return binner, bins
 
     def _resume(
         self, call: CallInfo, existing: SecureBoostJob | None, terms: dict[str, Any], resume: int

@@ -33,7 +33,7 @@ from federation.errors import Refused
 from federation.transport.base import CallInfo, invalid
 from federation.transport.inproc import InProcessPeer
 from models.base import FeaturesFor, HolderModule, JobKey, Rows, failed
-from models.binning import MISSING_BIN, BinningError, QuantileBinner
+from models.binning import MISSING_BIN, QuantileBinner
 from models.limits import HolderLimits
 from models.local import HolderArgs, local_holders
 from models.woe.holder_state import HolderFeatureWoe, HolderWoeModel, WoeJob
@@ -256,16 +256,7 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         """Bin locally, then merge every bin under ``min_bin`` rows into a neighbour (a bin of
         one row would hand that row's label to the bank). Returns the binner, per feature the
         map binner bin → sent bin, the sent bins of every row and the rows per sent bin."""
-        binner = QuantileBinner(max_bin=max_bin)
-        try:
-            bins = binner.fit_transform(rows.values, feature_names=rows.names)
-        except BinningError as exc:
-            log.error("%s: WOE job %s: %s", self.node_id, call.meta.job_id, exc)
-            where = "a feature" if exc.index is None else f"feature #{exc.index}"
-            raise failed(
-                f"{self.node_id} cannot bin {where} of {len(rows.names)}: {exc.reason} "
-                f"(the column name is in {self.node_id}'s log)"
-            ) from None
+        binner, bins = self.bin_rows(call, rows, max_bin)
         small_maps, counts = [], []
         sent = np.empty(bins.shape, dtype=np.int64)
         for j in range(bins.shape[1]):
