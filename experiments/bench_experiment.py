@@ -9,6 +9,14 @@ encryptions per second next to the raw ``gmpy2.powmod`` r^n rate (textbook Paill
     python experiments/bench_experiment.py --suite issue3 \\
         --out experiments/results/bench_experiment.json
 
+``--suite categorical`` (issue 13): a synthetic 3-party set with text categories (declared and
+inferred) and, when ``../shared/data`` has it, the UCI 3-party split with its coded columns
+(SEX, EDUCATION, MARRIAGE, PAY_*) declared categorical; each also against a centralised
+LightGBM with native categoricals (pandas categories) on the same rows.
+
+    python experiments/bench_experiment.py --suite categorical \\
+        --out experiments/results/bench_categorical.json
+
 The issue-3 suite: (a) ``experiments/default_credit_2party.yaml``, (b)
 ``experiments/uci_credit_3party.yaml`` (both read ``../shared/data/default_credit``; skipped with
 a message when it is absent) and (c) a synthetic city of ``--city`` enterprises (default 100,000)
@@ -91,6 +99,145 @@ def city_config(directory: Path, enterprises: int, depth: int) -> Path:
     return path
 
 
+CATEGORICAL_MODEL = {"type": "secureboost", "n_trees": 5, "max_depth": 3, "max_bin": 32}
+
+
+def categorical_city(directory: Path, n: int = 6000, seed: int = 13) -> tuple[Path, dict[str, Any]]:
+    """A synthetic 3-party set with text categories (issue 13): the bank's sales channel
+    (inferred: a text column), the tax holder's region (30 names, padded, some missing, a few
+    rare — declared) and the utility holder's meter type (declared), each with a numeric
+    column. Risk by region is non-monotone in any order of the names. Returns the config and
+    the joined raw frame with the test mask (for the native-categorical LightGBM baseline)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, n + 1)
+    regions = [f"region-{i:02d}" for i in range(30)]
+    region_risk = rng.normal(0, 0.9, len(regions))
+    meters = ["single-phase", "three-phase", "industrial", "shared", "prepaid"]
+    meter_risk = np.array([0.0, -0.4, -0.7, 0.5, 0.9])
+    channels = ["branch", "online", "broker", "partner"]
+    channel_risk = np.array([-0.5, 0.3, 0.8, -0.2])
+    region = rng.integers(0, len(regions), n)
+    meter = rng.integers(0, len(meters), n)
+    channel = rng.integers(0, len(channels), n)
+    x_bank, x_tax, x_util = rng.normal(size=(3, n))
+    logit = (
+        region_risk[region]
+        + meter_risk[meter]
+        + channel_risk[channel]
+        + 0.5 * x_bank
+        + 0.3 * x_tax
+        + 0.3 * x_util
+        - 1.0
+    )
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    region_text = np.array([f" {regions[r]} " for r in region], dtype=object)
+    region_text[rng.random(n) < 0.03] = ""
+    region_text[rng.choice(n, 8, replace=False)] = "offshore"  # rare: merged into "other"
+    bank = pd.DataFrame(
+        {"id": ids, "y": y, "x_bank": x_bank, "channel": [channels[c] for c in channel]}
+    )
+    tax = pd.DataFrame({"id": ids, "region": region_text, "x_tax": x_tax})
+    utility = pd.DataFrame({"id": ids, "meter": [meters[m] for m in meter], "x_util": x_util})
+    for name, frame in (("bank", bank), ("tax", tax), ("utility", utility)):
+        frame.to_csv(directory / f"{name}.csv", index=False)
+    plain = {"id_column": "id", "id_kind": "plain"}
+    config = {
+        "name": "categorical-city",
+        "description": f"synthetic text categories, {n} rows, bank + tax + utility",
+        "bank": {"path": "bank.csv", **plain, "label_column": "y"},
+        "holders": {
+            "tax": {"path": "tax.csv", **plain, "category": "tax", "categorical": ["region"]},
+            "utility": {
+                "path": "utility.csv",
+                **plain,
+                "category": "electricity",
+                "categorical": ["meter"],
+            },
+        },
+        "split": {"kind": "id_mod", "modulus": 5, "remainder": 0},
+        "model": CATEGORICAL_MODEL,
+        "crypto": {"key_bits": 2048, "workers": 2},
+        "run": {"deadline_s": 600},
+    }
+    path = directory / "categorical-city.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    joined = bank.merge(tax, on="id").merge(utility, on="id")
+    joined["region"] = joined["region"].str.strip().replace("", None)
+    frame = joined[["x_bank", "channel", "region", "x_tax", "meter", "x_util"]]
+    return path, {
+        "frame": frame,
+        "y": joined["y"].to_numpy(),
+        "test": ids % 5 == 0,
+        "categorical": ["channel", "region", "meter"],
+    }
+
+
+def uci_categorical(directory: Path) -> tuple[Path, dict[str, Any]] | None:
+    """``uci_credit_3party.yaml`` with its coded columns declared categorical: the bank's SEX,
+    EDUCATION, MARRIAGE and the utility's repayment statuses PAY_0..PAY_6 (codes -2..8)."""
+    import pandas as pd
+
+    source = ROOT / "experiments" / "uci_credit_3party.yaml"
+    config = yaml.safe_load(source.read_text())
+    data = (source.parent / config["bank"]["path"]).resolve()
+    if not data.exists():
+        print(f"SKIP uci-credit-3party-categorical: {data} not found")
+        return None
+    for party in [config["bank"], *config["holders"].values()]:
+        party["path"] = str(data)
+    config["name"] = "uci-credit-3party-categorical"
+    config["bank"]["categorical"] = ["SEX", "EDUCATION", "MARRIAGE"]
+    pays = ["PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6"]
+    config["holders"]["utility"]["categorical"] = pays
+    path = directory / "uci-categorical.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    raw = pd.read_csv(data)
+    features = [
+        *config["bank"]["features"],
+        *config["holders"]["tax"]["features"],
+        *config["holders"]["utility"]["features"],
+    ]
+    return path, {
+        "frame": raw[features],
+        "y": raw[config["bank"]["label_column"]].to_numpy(),
+        "test": raw["ID"].to_numpy() % 5 == 0,
+        "categorical": ["SEX", "EDUCATION", "MARRIAGE", *pays],
+    }
+
+
+def native_lightgbm_auc(baseline: dict[str, Any], model: dict[str, Any]) -> float:
+    """Centralised LightGBM on every party's columns, categories as pandas categories
+    (LightGBM's native many-vs-many splits), same train/test rows and tree settings."""
+    import lightgbm as lgb
+
+    from models.metrics import roc_auc
+    from parties.data.encoding import lightgbm_frame
+
+    frame = baseline["frame"].copy()
+    for name in baseline["categorical"]:
+        frame[name] = frame[name].astype(str).where(frame[name].notna())
+    X = lightgbm_frame(frame, baseline["categorical"])
+    y, test = baseline["y"], baseline["test"]
+    depth = int(model["max_depth"])
+    clf = lgb.LGBMClassifier(
+        n_estimators=int(model["n_trees"]),
+        max_depth=depth,
+        num_leaves=2**depth,
+        learning_rate=0.3,
+        max_bin=int(model.get("max_bin", 32)),
+        min_child_samples=20,
+        reg_lambda=1.0,
+        random_state=0,
+        n_jobs=1,
+        verbose=-1,
+    )
+    clf.fit(X[~test], y[~test])
+    return roc_auc(y[test], clf.predict_proba(X[test])[:, 1])
+
+
 def run_one(path: Path, workdir: Path) -> dict[str, Any] | None:
     config, digest = load_experiment(path)
     absent = missing_data(config)
@@ -122,10 +269,14 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
         cpu = ", ".join(f"{k} {v['cpu_seconds']:.1f}" for k, v in nodes.items())
         sent = ", ".join(f"{k} {v['bytes_sent'] / 1e6:.1f}" for k, v in nodes.items())
         rss = ", ".join(f"{k} {v['peak_rss_mb']:.0f}" for k, v in nodes.items())
+        native = r.get("centralised_native_auc")
+        central = f"{r['centralised_auc']:.4f}" + (
+            f" (native categoricals {native:.4f})" if native is not None else ""
+        )
         out.append(
             f"| {r['experiment']} (depth {r['params']['max_depth']}, {r['params']['n_trees']} trees) "
             f"| {r['n_aligned']} | {r['n_train']}/{r['n_test']} | {r['test_auc']:.4f} "
-            f"| {r['bank_only_auc']:.4f} | {r['centralised_auc']:.4f} | {r['train_seconds']:.1f} "
+            f"| {r['bank_only_auc']:.4f} | {central} | {r['train_seconds']:.1f} "
             f"| {per_tree:.1f} | {cpu} | {sent} | {rss} |"
         )
     out.append("")
@@ -140,12 +291,17 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", type=Path, action="append", default=[], help="experiment YAML")
-    ap.add_argument("--suite", choices=["issue3"], help="the issue-3 benchmark set")
+    ap.add_argument(
+        "--suite",
+        choices=["issue3", "categorical"],
+        help="the issue-3 benchmark set, or the issue-13 categorical workloads",
+    )
+    ap.add_argument("--no-uci", action="store_true", help="categorical suite: synthetic only")
     ap.add_argument("--city", type=int, default=100_000, help="synthetic city size (0: skip)")
     ap.add_argument("--city-depth", type=int, default=4)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    configs = list(args.config) + (SUITE if args.suite else [])
+    configs = list(args.config) + (SUITE if args.suite == "issue3" else [])
     rates = engine_rates(2048, workers=2)
     print(json.dumps(rates))
     rows: list[dict[str, Any]] = []
@@ -155,7 +311,23 @@ def main() -> int:
             data = run_one(path, work)
             if data is not None:
                 rows.append(data)
-        if args.suite and args.city:
+        if args.suite == "categorical":
+            for make in (categorical_city, None if args.no_uci else uci_categorical):
+                if make is None:
+                    continue
+                folder = work / make.__name__
+                folder.mkdir()
+                made = make(folder)
+                if made is None:
+                    continue
+                path, baseline = made
+                data = run_one(path, work)
+                if data is not None:
+                    data["centralised_native_auc"] = native_lightgbm_auc(
+                        baseline, yaml.safe_load(path.read_text())["model"]
+                    )
+                    rows.append(data)
+        if args.suite == "issue3" and args.city:
             city_dir = work / "city"
             city_dir.mkdir()
             data = run_one(city_config(city_dir, args.city, args.city_depth), work)

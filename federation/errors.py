@@ -45,14 +45,19 @@ class Refused(XinyidaiError):
 
 
 class PeerError(XinyidaiError):
-    """A call to a peer node failed: it is down, timed out, or answered with an error."""
+    """A call to a peer node failed: it is down, timed out, or answered with an error.
+
+    The error names the peer, so a detail in which the peer names itself first (``"tax: ..."``,
+    as a node's runtime words its statuses) is kept without that prefix: the node is named
+    once (``peer 'tax' Verify: PERMISSION_DENIED: no authorisation ...``).
+    """
 
     def __init__(self, peer: str, operation: str, detail: str, *, code: str = "UNAVAILABLE"):
         self.peer = peer
         self.operation = operation
-        self.detail = detail
+        self.detail = detail.removeprefix(f"{peer}: ") if peer else detail
         self.code = code
-        super().__init__(f"peer '{peer}' {operation}: {code}: {detail}")
+        super().__init__(f"peer '{peer}' {operation}: {code}: {self.detail}")
 
 
 class AuditChainError(XinyidaiError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import os
 import re
 import tempfile
@@ -39,6 +40,7 @@ __all__ = [
     "PkiLayout",
     "certificate_identity",
     "describe_pki",
+    "host_names",
     "init_pki",
     "issue_node_certificate",
     "load_platform_public_key",
@@ -52,6 +54,8 @@ CA_COMMON_NAME = "xinyidai federation CA"
 _NODE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _RESERVED = frozenset({"ca"})  # would collide with ca.pem / ca.key
 _CLOCK_SKEW = dt.timedelta(minutes=5)  # back-date notBefore so a slightly slow peer clock works
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LOOPBACK = ("127.0.0.1", "::1")
 
 
 def node_id_problem(node_id: object) -> str | None:
@@ -123,6 +127,41 @@ class PkiLayout:
         for node in self.nodes:
             out += [self.node_cert(node), self.node_key(node)]
         return [*out, self.platform_signing_key, self.platform_signing_pub]
+
+
+def host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """The SAN entries for the host names and addresses a node is reached by (``--host``).
+
+    Why only fully qualified names (with a dot) and IP addresses: a certificate's identity is
+    its one dot-free DNS name (the node id, ``certificate_identity``); a dot-free host name
+    would be a second candidate identity. ``localhost`` therefore becomes the loopback
+    addresses 127.0.0.1 and ::1. Wildcards are refused: a node is reached by names, not patterns.
+    """
+    out: list[x509.GeneralName] = []
+    for raw in hosts:
+        host = raw.strip().lower().rstrip(".")
+        shown = raw if len(raw) <= 64 else raw[:61] + "..."
+        if host == "localhost":
+            out += [x509.IPAddress(ipaddress.ip_address(a)) for a in _LOOPBACK]
+            continue
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(host.strip("[]"))))
+            continue
+        except ValueError:
+            pass
+        labels = host.split(".")
+        if len(labels) < 2 or len(host) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+            raise ConfigError(
+                f"host {shown!r}: give a fully qualified host name with a dot (e.g. "
+                "tax.example.org), an IP address or localhost; a dot-free name would read as a "
+                "node id, and wildcards are not allowed"
+            )
+        out.append(x509.DNSName(host))
+    unique: list[x509.GeneralName] = []
+    for name in out:
+        if name not in unique:
+            unique.append(name)
+    return unique
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,7 +253,11 @@ def _make_ca(days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 
 
 def _make_node_cert(
-    node_id: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, days: int
+    node_id: str,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    days: int,
+    hosts: Sequence[x509.GeneralName] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -257,8 +300,9 @@ def _make_node_cert(
             ),
             critical=False,
         )
-        # The SAN is the node's identity; exactly one DNS name and nothing else.
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
+        # The SAN's one dot-free DNS name is the node's identity; host names (with a dot) and
+        # IP addresses beside it only say where the node is reached (``host_names``).
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id), *hosts]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
@@ -345,16 +389,27 @@ def _load_ca(layout: PkiLayout) -> tuple[x509.Certificate, ec.EllipticCurvePriva
 
 
 def issue_node_certificate(
-    directory: Path, node_id: str, *, days: int = 365, overwrite: bool = False
+    directory: Path,
+    node_id: str,
+    *,
+    days: int = 365,
+    overwrite: bool = False,
+    hosts: Sequence[str] = (),
 ) -> PkiLayout:
-    """Add a node to an existing CA: write ``<node_id>.pem`` and ``<node_id>.key``.
+    """Add a node (or a bank operator: an identity a bank lists under ``operators:``) to an
+    existing CA: write ``<node_id>.pem`` and ``<node_id>.key``.
 
-    Refuses to replace an existing node certificate unless ``overwrite=True`` (re-issuing
-    changes the node's key, which its peers will notice only as a new certificate).
+    ``hosts``: the host names / IP addresses the node is reached by, added to its SAN so a
+    client can verify it by the name it dials (``host_names``). Refuses to replace an existing
+    certificate unless ``overwrite=True`` (re-issuing changes the node's key, which its peers
+    will notice only as a new certificate).
     """
     directory = Path(directory)
     _check_days(days)
     validate_node_id(node_id)
+    if isinstance(hosts, str):
+        raise ConfigError("hosts must be a list of host names, not one string")
+    sans = host_names(hosts)
     layout = PkiLayout(directory, (node_id,))
     ca_cert, ca_key = _load_ca(layout)
     if not overwrite:
@@ -364,7 +419,7 @@ def issue_node_certificate(
                 f"{existing[0]}: node '{node_id}' already has a certificate; pass overwrite=True "
                 "(--overwrite) to re-issue it"
             )
-    cert, key = _make_node_cert(node_id, ca_cert, ca_key, days)
+    cert, key = _make_node_cert(node_id, ca_cert, ca_key, days, sans)
     _write_all(
         {
             layout.node_cert(node_id): (cert.public_bytes(serialization.Encoding.PEM), 0o644),
@@ -379,10 +434,13 @@ def issue_node_certificate(
 
 
 def certificate_identity(pem: bytes) -> str:
-    """The node id a certificate speaks for: its single SAN DNSName.
+    """The node id a certificate speaks for: its one dot-free SAN DNSName.
 
     The CN is deliberately ignored - hostname verification uses the SAN, so identity must too,
-    or a certificate could claim one name to TLS and another to the application.
+    or a certificate could claim one name to TLS and another to the application. SAN DNS names
+    with a dot are the host names the node is reached by (``pki issue --host``) and never an
+    identity; every dot-free DNS name is a candidate identity, so there must be exactly one and
+    it must be a node id. Other SAN types (IP addresses, e-mail, URI) never name a node.
     """
     try:
         cert = x509.load_pem_x509_certificate(pem)
@@ -398,12 +456,21 @@ def certificate_identity(pem: bytes) -> str:
             "certificate has no SAN DNS name, so it names no node (other SAN types, such as "
             "an e-mail address, never name a node)"
         )
-    if len(names) != 1:
-        raise ConfigError(f"certificate must carry exactly one SAN DNS name, found {len(names)}")
-    problem = node_id_problem(names[0])
+    labels = [n for n in names if "." not in n]
+    if not labels:
+        raise ConfigError(
+            "certificate SAN DNS name is not a node id: its DNS names all contain a dot "
+            "(host names); a node id is one dot-free DNS label"
+        )
+    if len(labels) != 1:
+        raise ConfigError(
+            "certificate must carry exactly one SAN DNS name that is a node id (dot-free), "
+            f"found {len(labels)}"
+        )
+    problem = node_id_problem(labels[0])
     if problem is not None:
         raise ConfigError(f"certificate SAN DNS name is not a node id: {problem}")
-    return names[0]
+    return labels[0]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -450,7 +517,9 @@ def describe_pki(directory: Path) -> list[CertificateInfo]:
             raise ConfigError(f"{path}: not a PEM certificate") from None
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = tuple(san.get_values_for_type(x509.DNSName))
+            names = tuple(san.get_values_for_type(x509.DNSName)) + tuple(
+                str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+            )
         except x509.ExtensionNotFound:
             names = ()
         try:

@@ -224,6 +224,8 @@ class HolderModule(Generic[JobT, ModelT]):
     model_file: ClassVar[str] = "{job}.json"
     feature_error: ClassVar[type[Exception]] = BinningError
     reads_features: ClassVar[bool] = True
+    # Column names this holder treats as categories (``use_categorical``); none by default.
+    categorical: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -500,15 +502,30 @@ class HolderModule(Generic[JobT, ModelT]):
             raise invalid(f"{what or call.method}: rows must be in [0, {n})")
         return Rows(values=table[positions], names=names, positions=positions, n_rows=n)
 
+    def use_categorical(self, names: Iterable[str]) -> Self:
+        """Treat the columns ``names`` as categories (codes from ``parties.data.encoding``):
+        binned one bin per category, split natively where the protocol can; returns ``self``."""
+        self.categorical = frozenset(str(n) for n in names)
+        return self
+
+    def categorical_indices(self, names: Sequence[str]) -> list[int]:
+        """Positions of this holder's categorical columns among ``names``."""
+        return [j for j, n in enumerate(names) if n in self.categorical]
+
     def bin_rows(
         self, call: CallInfo, rows: Rows, max_bin: int
     ) -> tuple[QuantileBinner, np.ndarray]:
-        """Bin a job's rows locally (quantile bins, this holder's own). A column that cannot be
-        binned is named by index only: column names stay at the holder (the bank sees keyed
-        hashes), so the name goes to this node's log, not into the refusal."""
+        """Bin a job's rows locally (quantile bins, category bins for categorical columns, this
+        holder's own). A column that cannot be binned is named by index only: column names stay
+        at the holder (the bank sees keyed hashes), so the name goes to this node's log, not
+        into the refusal."""
         binner = QuantileBinner(max_bin=max_bin)
         try:
-            bins = binner.fit_transform(rows.values, feature_names=rows.names)
+            bins = binner.fit_transform(
+                rows.values,
+                feature_names=rows.names,
+                categorical=self.categorical_indices(rows.names),
+            )
         except BinningError as exc:
             log.error("%s: %s job %s: %s", self.node_id, self.protocol, call.meta.job_id, exc)
             where = "a feature" if exc.index is None else f"feature #{exc.index}"

@@ -62,7 +62,11 @@ class TableConfig(_Strict):
     id_kind: Literal["uscc", "plain"] = "uscc"
     label_column: str | None = None
     features: list[str] | None = None  # None: every other column of the file
+    categorical: list[str] | None = None  # features holding categories (text or codes)
     category: str = "bank"  # the data category of the features (tax, electricity, ...)
+    # column -> the label this node publishes for it in Hello and training (default: a stable
+    # alias "<node>:fNN" by the column's position; the column name itself never leaves the node)
+    labels: dict[str, str] | None = None
 
     def table_schema(self, node_id: str) -> PartySchema:
         """The schema the node's file is validated against (errors name the node and file)."""
@@ -87,6 +91,7 @@ class TableConfig(_Strict):
             features=features,
             label_column=self.label_column,
             category=self.category,
+            categorical=[c for c in self.categorical or [] if c in features],
         )
 
 
@@ -261,6 +266,36 @@ class PolicyConfig(_Strict):
         return self
 
 
+class MlflowConfig(_Strict):
+    """Where a bank node finds its model registry (MLflow), in ``node.yaml`` ``mlflow:``.
+
+    Why in the node's file: the bank resolves ``credit-sbt@champion`` in this store on every
+    score, so which store it is must not depend on the directory the node was started from.
+    ``MLFLOW_TRACKING_URI`` in the node's environment overrides it (as MLflow's own tools do).
+    Neither set: ``NODE_DIR/mlflow`` (``mlflow.db`` + ``artifacts/``), logged at start."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="an MLflow server (http://...) or database URL (sqlite:///..., "
+        "postgresql://...); credentials in it are never logged",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="the model registry, if not the tracking store"
+    )
+    dir: Path | None = Field(
+        default=None,
+        description="a local store folder (mlflow.db + artifacts/), relative to node.yaml",
+    )
+
+    @model_validator(mode="after")
+    def _one_store(self) -> MlflowConfig:
+        if self.tracking_uri is not None and self.dir is not None:
+            raise ValueError("give either tracking_uri or dir, not both")
+        if self.registry_uri is not None and self.tracking_uri is None:
+            raise ValueError("registry_uri needs tracking_uri (a local dir is its own registry)")
+        return self
+
+
 class NodeConfig(_Strict):
     node_id: str
     role: Literal["bank", "holder"]
@@ -274,6 +309,7 @@ class NodeConfig(_Strict):
     allowed_purposes: list[str] = Field(default_factory=lambda: ["financing"])
     peers: list[PeerConfig] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
+    mlflow: MlflowConfig | None = None  # the bank's model registry (MlflowConfig)
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
     verification: VerificationConfig = Field(default_factory=lambda: VerificationConfig())
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
@@ -312,6 +348,8 @@ class NodeConfig(_Strict):
             self.data = self.data.model_copy(update={"path": fix(self.data.path)})
         if self.platform_public_key is not None:
             self.platform_public_key = fix(self.platform_public_key)
+        if self.mlflow is not None and self.mlflow.dir is not None:
+            self.mlflow = self.mlflow.model_copy(update={"dir": fix(self.mlflow.dir)})
         return self
 
     def to_yaml(self) -> str:

@@ -177,15 +177,31 @@ class Node:
 
     def _bank_service(self, config: NodeConfig, column_key: bytes) -> Any:
         """The ``Bank`` service, with persistent clients of every configured holder."""
+        from parties.bank.registry import TrackingConfig
+        from parties.bank.scoring import BankScorer
         from parties.bank.service import BankServicer
 
         self.peers = {p.node_id: connect(config, p, audit=self.audit) for p in config.holders}
+        # The registry the node resolves versions in: named in its log at start, so "no
+        # registered model" can be checked against the store an operator meant.
+        self.registry = TrackingConfig.for_node(config)
+        log.info("node %s: model registry: %s", config.node_id, self.registry.describe())
+        scorer = BankScorer(
+            node_id=config.node_id,
+            table=self.table,
+            schema=self.schema,
+            holders=self.peers,
+            models_dir=config.node_dir / "models",
+            as_of=config.data.as_of if config.data is not None else None,
+            tracking=self.registry.tracking,
+        )
         return BankServicer(
             config=config,
             table=self.table,
             schema=self.schema,
             holders=self.peers,
             column_key=column_key,
+            scorer=scorer,
         )
 
     def _holder_services(self, config: NodeConfig, column_key: bytes) -> tuple[Any, list[Any]]:
@@ -250,6 +266,7 @@ class Node:
         from models.secureboost.passive import SecureBoostHolderServicer
         from models.woe.passive import WoeHolderServicer
         from parties.holder.views import feature_views
+        from parties.summary import node_aliases
 
         limits = holder_limits(config, audit=self.audit)
         common: dict[str, Any] = {
@@ -263,7 +280,11 @@ class Node:
         }
         secureboost = SecureBoostHolderServicer(features_for=view.features_for, **common)
         woe = WoeHolderServicer(
-            features_for=view.features_for, min_bin_samples=20, column_key=column_key, **common
+            features_for=view.features_for,
+            min_bin_samples=20,
+            column_key=column_key,
+            aliases=node_aliases(config, self.schema),  # the names the bank's reports show
+            **common,
         )
         # LR features: the holder's table, or its own WOE values of a WOE job (scorecards)
         views = feature_views(
@@ -277,6 +298,10 @@ class Node:
             banks=[p.node_id for p in config.banks],
             models_dir=config.node_dir / "models",
         )
+        # Columns the experiment declared (or inferred) categorical: category bins, native set
+        # splits in SecureBoost, a bin per category in WOE (docs/secureboost.md).
+        for service in (secureboost, woe, linear):
+            service.use_categorical(self.schema.categorical_features)
         return [secureboost, woe, linear, points]
 
     def _scoring_parts(self, config: NodeConfig, secureboost: Any, view: Any) -> dict[str, Any]:

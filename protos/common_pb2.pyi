@@ -57,16 +57,18 @@ class BlobRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[RequestMeta, _Mapping]] = ..., blob_id: _Optional[str] = ...) -> None: ...
 
 class ColumnInfo(_message.Message):
-    __slots__ = ("name_hash", "dtype", "category", "grade")
+    __slots__ = ("name_hash", "dtype", "category", "grade", "alias")
     NAME_HASH_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     GRADE_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
     name_hash: str
     dtype: str
     category: str
     grade: int
-    def __init__(self, name_hash: _Optional[str] = ..., dtype: _Optional[str] = ..., category: _Optional[str] = ..., grade: _Optional[int] = ...) -> None: ...
+    alias: str
+    def __init__(self, name_hash: _Optional[str] = ..., dtype: _Optional[str] = ..., category: _Optional[str] = ..., grade: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class TableSummary(_message.Message):
     __slots__ = ("table", "n_rows", "columns", "schema_digest", "data_digest")
@@ -83,24 +85,30 @@ class TableSummary(_message.Message):
     def __init__(self, table: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnInfo, _Mapping]]] = ..., schema_digest: _Optional[str] = ..., data_digest: _Optional[str] = ...) -> None: ...
 
 class ConsentStats(_message.Message):
-    __slots__ = ("active", "revoked", "expired", "enterprises")
+    __slots__ = ("active", "revoked", "expired", "enterprises", "auth_set_sha256", "auth_set_size")
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_FIELD_NUMBER: _ClassVar[int]
     ENTERPRISES_FIELD_NUMBER: _ClassVar[int]
+    AUTH_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTH_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     active: int
     revoked: int
     expired: int
     enterprises: int
-    def __init__(self, active: _Optional[int] = ..., revoked: _Optional[int] = ..., expired: _Optional[int] = ..., enterprises: _Optional[int] = ...) -> None: ...
+    auth_set_sha256: str
+    auth_set_size: int
+    def __init__(self, active: _Optional[int] = ..., revoked: _Optional[int] = ..., expired: _Optional[int] = ..., enterprises: _Optional[int] = ..., auth_set_sha256: _Optional[str] = ..., auth_set_size: _Optional[int] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("meta", "protocol_version")
+    __slots__ = ("meta", "protocol_version", "alignment_id")
     META_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     meta: RequestMeta
     protocol_version: str
-    def __init__(self, meta: _Optional[_Union[RequestMeta, _Mapping]] = ..., protocol_version: _Optional[str] = ...) -> None: ...
+    alignment_id: str
+    def __init__(self, meta: _Optional[_Union[RequestMeta, _Mapping]] = ..., protocol_version: _Optional[str] = ..., alignment_id: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("node_id", "role", "caller_id", "software_version", "protocol_version", "tables", "consent", "allowed_purposes", "categories")

@@ -90,14 +90,22 @@ class SecureBoostHistogramRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., tree: _Optional[int] = ..., depth: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[SecureBoostNodeRequest, _Mapping]]] = ...) -> None: ...
 
 class SecureBoostNodeHistogram(_message.Message):
-    __slots__ = ("node", "split_ids", "ciphertexts")
+    __slots__ = ("node", "split_ids", "ciphertexts", "groups")
     NODE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_IDS_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     node: int
     split_ids: _containers.RepeatedScalarFieldContainer[int]
     ciphertexts: bytes
-    def __init__(self, node: _Optional[int] = ..., split_ids: _Optional[_Iterable[int]] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[SecureBoostCategoryGroup]
+    def __init__(self, node: _Optional[int] = ..., split_ids: _Optional[_Iterable[int]] = ..., ciphertexts: _Optional[bytes] = ..., groups: _Optional[_Iterable[_Union[SecureBoostCategoryGroup, _Mapping]]] = ...) -> None: ...
+
+class SecureBoostCategoryGroup(_message.Message):
+    __slots__ = ("category_ids",)
+    CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    category_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, category_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SecureBoostHistogramReply(_message.Message):
     __slots__ = ("nodes",)
@@ -106,18 +114,20 @@ class SecureBoostHistogramReply(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[SecureBoostNodeHistogram, _Mapping]]] = ...) -> None: ...
 
 class SecureBoostApplySplit(_message.Message):
-    __slots__ = ("meta", "tree", "node", "split_ids", "rows")
+    __slots__ = ("meta", "tree", "node", "split_ids", "rows", "category_ids")
     META_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_IDS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     tree: int
     node: int
     split_ids: _containers.RepeatedScalarFieldContainer[int]
     rows: bytes
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., tree: _Optional[int] = ..., node: _Optional[int] = ..., split_ids: _Optional[_Iterable[int]] = ..., rows: _Optional[bytes] = ...) -> None: ...
+    category_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., tree: _Optional[int] = ..., node: _Optional[int] = ..., split_ids: _Optional[_Iterable[int]] = ..., rows: _Optional[bytes] = ..., category_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SecureBoostPartition(_message.Message):
     __slots__ = ("left",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/woe.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"\xa9\x01\n\x08WoeStart\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x17\n\x0fpaillier_params\x18\x02 \x01(\x0c\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x0f\n\x07max_bin\x18\x04 \x01(\r\x12\x17\n\x0fmin_bin_samples\x18\x05 \x01(\r\x12\x14\n\x0c\x61lignment_id\x18\x06 \x01(\t\x12\x0c\n\x04rows\x18\x07 \x01(\x0c\"D\n\x0eWoeFeatureInfo\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x11\n\tname_hash\x18\x02 \x01(\t\x12\x0e\n\x06n_bins\x18\x03 \x01(\r\";\n\nWoeStarted\x12-\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1b.xinyidai.v1.WoeFeatureInfo\"c\n\x11WoeBinSumsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\t\x12\x15\n\rn_ciphertexts\x18\x03 \x01(\r\"3\n\x10WoeFeatureCounts\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\"j\n\nWoeBinSums\x12/\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1d.xinyidai.v1.WoeFeatureCounts\x12\x16\n\x0epack_slot_bits\x18\x02 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\"M\n\x10WoeFeatureResult\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x0f\n\x07\x62in_map\x18\x02 \x03(\r\x12\x0b\n\x03woe\x18\x03 \x03(\x01\x12\n\n\x02iv\x18\x04 \x01(\x01\"s\n\tWoeFinish\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\r\n\x05\x61\x62ort\x18\x02 \x01(\x08\x12/\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1d.xinyidai.v1.WoeFeatureResult\"!\n\x0bWoeFinished\x12\x12\n\nn_features\x18\x01 \x01(\r2\xc2\x02\n\tWoeHolder\x12\x37\n\x05Start\x12\x15.xinyidai.v1.WoeStart\x1a\x17.xinyidai.v1.WoeStarted\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x12\x42\n\x07\x42inSums\x12\x1e.xinyidai.v1.WoeBinSumsRequest\x1a\x17.xinyidai.v1.WoeBinSums\x12:\n\x06\x46inish\x12\x16.xinyidai.v1.WoeFinish\x1a\x18.xinyidai.v1.WoeFinishedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/woe.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"\xa9\x01\n\x08WoeStart\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x17\n\x0fpaillier_params\x18\x02 \x01(\x0c\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x0f\n\x07max_bin\x18\x04 \x01(\r\x12\x17\n\x0fmin_bin_samples\x18\x05 \x01(\r\x12\x14\n\x0c\x61lignment_id\x18\x06 \x01(\t\x12\x0c\n\x04rows\x18\x07 \x01(\x0c\"Y\n\x0eWoeFeatureInfo\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x11\n\tname_hash\x18\x02 \x01(\t\x12\x0e\n\x06n_bins\x18\x03 \x01(\r\x12\x13\n\x0b\x63\x61tegorical\x18\x04 \x01(\x08\";\n\nWoeStarted\x12-\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1b.xinyidai.v1.WoeFeatureInfo\"c\n\x11WoeBinSumsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\t\x12\x15\n\rn_ciphertexts\x18\x03 \x01(\r\"3\n\x10WoeFeatureCounts\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x04\"j\n\nWoeBinSums\x12/\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x1d.xinyidai.v1.WoeFeatureCounts\x12\x16\n\x0epack_slot_bits\x18\x02 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\"M\n\x10WoeFeatureResult\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x0f\n\x07\x62in_map\x18\x02 \x03(\r\x12\x0b\n\x03woe\x18\x03 \x03(\x01\x12\n\n\x02iv\x18\x04 \x01(\x01\"s\n\tWoeFinish\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\r\n\x05\x61\x62ort\x18\x02 \x01(\x08\x12/\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1d.xinyidai.v1.WoeFeatureResult\"!\n\x0bWoeFinished\x12\x12\n\nn_features\x18\x01 \x01(\r2\xc2\x02\n\tWoeHolder\x12\x37\n\x05Start\x12\x15.xinyidai.v1.WoeStart\x1a\x17.xinyidai.v1.WoeStarted\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x12\x42\n\x07\x42inSums\x12\x1e.xinyidai.v1.WoeBinSumsRequest\x1a\x17.xinyidai.v1.WoeBinSums\x12:\n\x06\x46inish\x12\x16.xinyidai.v1.WoeFinish\x1a\x18.xinyidai.v1.WoeFinishedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WOESTART']._serialized_start=55
   _globals['_WOESTART']._serialized_end=224
   _globals['_WOEFEATUREINFO']._serialized_start=226
-  _globals['_WOEFEATUREINFO']._serialized_end=294
-  _globals['_WOESTARTED']._serialized_start=296
-  _globals['_WOESTARTED']._serialized_end=355
-  _globals['_WOEBINSUMSREQUEST']._serialized_start=357
-  _globals['_WOEBINSUMSREQUEST']._serialized_end=456
-  _globals['_WOEFEATURECOUNTS']._serialized_start=458
-  _globals['_WOEFEATURECOUNTS']._serialized_end=509
-  _globals['_WOEBINSUMS']._serialized_start=511
-  _globals['_WOEBINSUMS']._serialized_end=617
-  _globals['_WOEFEATURERESULT']._serialized_start=619
-  _globals['_WOEFEATURERESULT']._serialized_end=696
-  _globals['_WOEFINISH']._serialized_start=698
-  _globals['_WOEFINISH']._serialized_end=813
-  _globals['_WOEFINISHED']._serialized_start=815
-  _globals['_WOEFINISHED']._serialized_end=848
-  _globals['_WOEHOLDER']._serialized_start=851
-  _globals['_WOEHOLDER']._serialized_end=1173
+  _globals['_WOEFEATUREINFO']._serialized_end=315
+  _globals['_WOESTARTED']._serialized_start=317
+  _globals['_WOESTARTED']._serialized_end=376
+  _globals['_WOEBINSUMSREQUEST']._serialized_start=378
+  _globals['_WOEBINSUMSREQUEST']._serialized_end=477
+  _globals['_WOEFEATURECOUNTS']._serialized_start=479
+  _globals['_WOEFEATURECOUNTS']._serialized_end=530
+  _globals['_WOEBINSUMS']._serialized_start=532
+  _globals['_WOEBINSUMS']._serialized_end=638
+  _globals['_WOEFEATURERESULT']._serialized_start=640
+  _globals['_WOEFEATURERESULT']._serialized_end=717
+  _globals['_WOEFINISH']._serialized_start=719
+  _globals['_WOEFINISH']._serialized_end=834
+  _globals['_WOEFINISHED']._serialized_start=836
+  _globals['_WOEFINISHED']._serialized_end=869
+  _globals['_WOEHOLDER']._serialized_start=872
+  _globals['_WOEHOLDER']._serialized_end=1194
 # @@protoc_insertion_point(module_scope)

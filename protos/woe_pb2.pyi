@@ -26,14 +26,16 @@ class WoeStart(_message.Message):
     def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., paillier_params: _Optional[bytes] = ..., n_rows: _Optional[int] = ..., max_bin: _Optional[int] = ..., min_bin_samples: _Optional[int] = ..., alignment_id: _Optional[str] = ..., rows: _Optional[bytes] = ...) -> None: ...
 
 class WoeFeatureInfo(_message.Message):
-    __slots__ = ("feature", "name_hash", "n_bins")
+    __slots__ = ("feature", "name_hash", "n_bins", "categorical")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     NAME_HASH_FIELD_NUMBER: _ClassVar[int]
     N_BINS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     feature: int
     name_hash: str
     n_bins: int
-    def __init__(self, feature: _Optional[int] = ..., name_hash: _Optional[str] = ..., n_bins: _Optional[int] = ...) -> None: ...
+    categorical: bool
+    def __init__(self, feature: _Optional[int] = ..., name_hash: _Optional[str] = ..., n_bins: _Optional[int] = ..., categorical: _Optional[bool] = ...) -> None: ...
 
 class WoeStarted(_message.Message):
     __slots__ = ("features",)

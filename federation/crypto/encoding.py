@@ -235,7 +235,7 @@ class GradHessPacker:
                 or g_sum > count * self.g_q_max
             ):
                 raise PackingOverflowError(
-                    f"packed sum {i} is inconsistent (count {count}): wrong key, corrupted "
+                    f"item {i} of the packed sums (0-based) is inconsistent (count {count}): wrong key, corrupted "
                     f"ciphertext, or more than {self.n_samples_max} samples summed"
                 )
             sum_g.append((g_sum - count * offset) / scale)
@@ -311,7 +311,7 @@ class CiphertextPacker:
         cts = [mpz(c) for c in ciphertexts]
         for i, c in enumerate(cts):
             if not 0 < c < nsq:
-                raise CryptoError(f"ciphertext {i} is not in [1, n^2)")
+                raise CryptoError(f"item {i} of the ciphertexts (0-based) is not in [1, n^2)")
         k, w = self.slots_per_ciphertext, self.slot_bits
         n_groups = self.n_packed(len(cts))
         if engine is None or engine.workers <= 1 or n_groups < 2 * engine.workers:
@@ -339,7 +339,8 @@ class CiphertextPacker:
             v = int(v)
             if v < 0 or v.bit_length() > k * w:
                 raise PackingOverflowError(
-                    f"packed plaintext {i} has {v.bit_length()} bits, more than {k} slots of {w}"
+                    f"item {i} of the packed plaintexts (0-based) has {v.bit_length()} bits, "
+                    f"more than {k} slots of {w}"
                 )
             for _ in range(k):
                 out.append(v & mask)

@@ -303,13 +303,15 @@ class PaillierEngine:
         for i, v in enumerate(values):
             if not isinstance(v, int | np.integer | mpz):
                 raise PlaintextRangeError(
-                    f"plaintext {offset + i} is {type(v).__name__}, not an integer; "
+                    f"item {offset + i} of the plaintexts (0-based) is {type(v).__name__}, not an "
+                    "integer; "
                     "encode real values with FixedPointCodec or GradHessPacker first"
                 )
             m = mpz(v)
             if not 0 <= m < n:
                 raise PlaintextRangeError(
-                    f"plaintext {offset + i} is outside [0, n); encode signed values with "
+                    f"item {offset + i} of the plaintexts (0-based) is outside [0, n); encode "
+                    "signed values with "
                     "FixedPointCodec (negative x becomes n - |x|)"
                 )
             out.append(m)
@@ -321,7 +323,9 @@ class PaillierEngine:
         for i, v in enumerate(values):
             c = mpz(v)
             if not 0 < c < nsq:
-                raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2)")
+                raise CiphertextFormatError(
+                    f"item {i} of the ciphertexts (0-based) is not in [1, n^2)"
+                )
             out.append(c)
         return out
 
@@ -424,7 +428,7 @@ def crt_decrypt(ciphertexts: Iterable[int], private_key: PaillierPrivateKey) -> 
     for i, c in enumerate(ciphertexts):
         c = mpz(c)
         if not 0 < c < nsq:
-            raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2)")
+            raise CiphertextFormatError(f"item {i} of the ciphertexts (0-based) is not in [1, n^2)")
         cts.append(c)
     return [int(m) for m in CrtKey(private_key.p, private_key.q).decrypt(cts)]
 

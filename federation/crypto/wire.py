@@ -45,7 +45,9 @@ def ciphertexts_to_bytes(
     for i, c in enumerate(ciphertexts):
         c = mpz(c)
         if not 0 < c < nsq:
-            raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2); nothing serialised")
+            raise CiphertextFormatError(
+                f"item {i} of the ciphertexts (0-based) is not in [1, n^2); nothing serialised"
+            )
         out.append(c.to_bytes(width, "big"))
     return b"".join(out)
 
@@ -65,5 +67,5 @@ def ciphertexts_from_bytes(
     cts = from_fixed(bytes(buf) if not isinstance(buf, bytes) else buf, width)
     for i, c in enumerate(cts):
         if not 0 < c < nsq:
-            raise CiphertextFormatError(f"ciphertext {i} is not in [1, n^2)")
+            raise CiphertextFormatError(f"item {i} of the ciphertexts (0-based) is not in [1, n^2)")
     return cts

@@ -6,10 +6,13 @@ servicer, can depend on this vocabulary without pulling in either half.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,10 @@ INTERNAL = "INTERNAL"
 
 UNIMPLEMENTED = "UNIMPLEMENTED"
 CANCELLED = "CANCELLED"
+
+TRANSPORT_FAILURES = frozenset({UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED})
+"""Statuses that say the peer did not answer (down, stalled, cut off), not what it decided: the
+only ones a relaying node turns into UNAVAILABLE, and (UNAVAILABLE) the only one gRPC retries."""
 
 REFUSAL_METADATA_KEY = "xinyidai-refusal"
 HEAD_METADATA_KEY = "xinyidai-head"
@@ -85,6 +92,20 @@ TRAFFIC = Traffic()
 _BLOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+_RELAYED = frozenset(
+    {
+        INVALID_ARGUMENT,
+        PERMISSION_DENIED,
+        NOT_FOUND,
+        FAILED_PRECONDITION,
+        RESOURCE_EXHAUSTED,
+        INTERNAL,
+        UNIMPLEMENTED,
+    }
+)
+"""Statuses a relaying node answers with as they are (others, e.g. UNKNOWN, become INTERNAL)."""
+
+
 class PeerRefused(PeerError):
     """The peer answered, and said no by policy (purpose, consent, caller, dispute...)."""
 
@@ -111,6 +132,26 @@ class CallFailed(Exception):
 
 def invalid(detail: str) -> CallFailed:
     return CallFailed(INVALID_ARGUMENT, detail)
+
+
+def relay_failure(exc: PeerError, *, role: str) -> CallFailed:
+    """A peer's failure, to answer our own caller with: its status class kept, the peer named
+    once (``<role> '<id>': <what it said>``).
+
+    Why: a client must be able to tell its own mistake (INVALID_ARGUMENT), a missing
+    precondition or a refusal (with its refusal code) from a node that did not answer; only the
+    last is UNAVAILABLE (and so retried by gRPC). Answered as is: the runtime does not prefix
+    a relayed status with its own node id."""
+    name = f"{role} '{exc.peer}'"
+    if exc.code in TRANSPORT_FAILURES:
+        return CallFailed(UNAVAILABLE, f"{name} did not answer ({exc.code}): {exc.detail}")
+    if exc.code == PERMISSION_DENIED:
+        refusal = getattr(exc, "refusal", "") or "policy"
+        return CallFailed(
+            PERMISSION_DENIED, f"{name}: {exc.detail}", refusal=refusal, decision="deny"
+        )
+    status = exc.code if exc.code in _RELAYED else INTERNAL
+    return CallFailed(status, f"{name}: {exc.detail}", decision="error")
 
 
 def check_blob_id(blob_id: str) -> str:
@@ -156,12 +197,32 @@ def subject_of(request: Message) -> str:
 
 
 def new_meta(
-    purpose: str = "financing", *, job_id: str = "", model_id: str = ""
+    purpose: str = "financing", *, job_id: str = "", model_id: str = "", request_id: str = ""
 ) -> common_pb2.RequestMeta:
-    """A RequestMeta with a fresh request id."""
+    """A RequestMeta with ``request_id`` (a fresh one if empty)."""
     return common_pb2.RequestMeta(
-        purpose=purpose, job_id=job_id, model_id=model_id, request_id=uuid.uuid4().hex
+        purpose=purpose,
+        job_id=job_id,
+        model_id=model_id,
+        request_id=request_id or uuid.uuid4().hex,
     )
+
+
+MAX_REQUEST_ID = 64
+
+
+def child_request_id(parent: str, peer: str, part: int = 0) -> str:
+    """The request id of a call a node makes to ``peer`` while serving request ``parent``:
+    ``<parent>.<peer>`` (``.<part>`` for the second and later calls of one request).
+
+    Why: an auditor follows one logical request from the bank's record to each holder's by its
+    id, and a holder recognises the bank's retry of the same call. Cut to the 64 characters a
+    request id may have (the parent's tail gives way); a fresh id when there is no parent or the
+    suffix alone is too long."""
+    suffix = f".{peer}" + (f".{part}" if part else "")
+    if not parent or len(suffix) >= MAX_REQUEST_ID:
+        return uuid.uuid4().hex
+    return parent[: MAX_REQUEST_ID - len(suffix)] + suffix
 
 
 @dataclass
@@ -178,6 +239,88 @@ class CallInfo:
     """Every enterprise the request was about (batch requests: many); handlers append."""
     peer_head: str = ""  # the caller's audit chain head (SEQ:HASH) as its request stated
     recorded: bool = False  # set by the runtime once the call's one record is written
+    note: str = ""  # why this record is special (a retry), written as its reason
+    replay_key: Hashable | None = None  # set by the runtime when its answer may be replayed
+
+
+class RecentRequests:
+    """Answers to recent requests, so a retry of one is recognised and answered the same.
+
+    Keyed by (caller, method, request id, sha256 of the request bytes): gRPC resends the very
+    bytes of a request it retries, so only a true repeat matches (the same id on another request
+    — a job's shared meta — does not). Bounded: ``max_entries`` requests of the last ``ttl_s``
+    seconds, answers up to ``max_bytes`` in total (older ones go first; a bigger answer is not
+    kept, and a retry of it runs again).
+
+    Why at the callee: a client cannot tell a lost answer from a lost request, so it resends;
+    the callee answers the resend from here, without doing the work again (no second call to a
+    holder, no second entry in an enterprise's report), and records it as a retry.
+    """
+
+    def __init__(
+        self, *, max_entries: int = 1024, ttl_s: float = 300.0, max_bytes: int = 32 << 20
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, _Recent] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(caller: str, method: str, request_id: str, raw: bytes) -> Hashable:
+        return (caller, method, request_id, hashlib.sha256(raw).digest())
+
+    def begin(self, key: Hashable) -> _Recent | None:
+        """None for a new request (now in progress under ``key``); else the earlier one's."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            found = self._entries.get(key)
+            if found is not None:
+                return found
+            self._entries[key] = _Recent(now)
+            while len(self._entries) > self.max_entries:
+                self._drop(next(iter(self._entries)))
+            return None
+
+    def finish(self, key: Hashable, outcome: bytes | CallFailed | None) -> None:
+        """The answer given under ``key`` (None: none to replay; a retry runs again)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            size = len(outcome) if isinstance(outcome, bytes) else 0
+            if outcome is None or size > self.max_bytes:
+                self._drop(key)
+            else:
+                entry.outcome, entry.size = outcome, size
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    self._drop(next(iter(self._entries)))
+            entry.done.set()
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.size
+        entry.done.set()
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            first = next(iter(self._entries))
+            if now - self._entries[first].started <= self.ttl_s:
+                return
+            self._drop(first)
+
+
+class _Recent:
+    """One remembered request: when it started, its answer once given."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.outcome: bytes | CallFailed | None = None
+        self.size = 0
 
 
 def message_class(descriptor: Any) -> type[Message]:

@@ -388,12 +388,17 @@ class GrpcPeer(PeerBase):
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         detail = exc.details() if hasattr(exc, "details") else str(exc)
         refusal = ""
+        answered = False  # the callee recorded the call: its head came back with the status
         trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
         for key, value in trailing or ():
             if key == REFUSAL_METADATA_KEY:
                 refusal = value if isinstance(value, str) else value.decode()
+            elif key == HEAD_METADATA_KEY:
+                answered = True
         name = code.name if code is not None else "UNKNOWN"
-        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and not answered:
+            # Only when this node could not be reached: a status it answered with (e.g. a
+            # holder behind it that did not answer) is not about this address.
             detail = f"{detail} (at {self.address})"
         return CallFailed(name, detail or name, refusal=refusal)
 

@@ -39,6 +39,7 @@ from federation.transport.calls import (
     UNIMPLEMENTED,
     CallFailed,
     CallInfo,
+    RecentRequests,
     cap,
     message_class,
     prefix,
@@ -216,6 +217,10 @@ class ServiceRuntime:
         self.gate = gate
         self.service: ServiceDescriptor = servicer.service
         self.methods: dict[str, MethodDescriptor] = {m.name: m for m in self.service.methods}
+        # Unary methods whose answer a retry of the same request gets again (``_replay``):
+        # those the servicer names, whose work must not be done twice for one request.
+        self.replayable = frozenset(getattr(servicer, "replayable", ()))
+        self.recent = RecentRequests()
 
     def limit(self, *, max_message_bytes: int | None, gate: CallGate | None) -> None:
         """Set the node's message limit and concurrency gate (the gRPC server does, once)."""
@@ -295,6 +300,8 @@ class ServiceRuntime:
         if call.recorded:
             return
         call.recorded = True
+        if call.note:  # a retry: said first, so a reader of the log sees it before the rest
+            reason = f"{call.note}; {reason}" if reason else call.note
         TRAFFIC.add(
             sent=call.counts.get("response_bytes", 0), received=call.counts.get("request_bytes", 0)
         )
@@ -366,8 +373,58 @@ class ServiceRuntime:
             failed = CallFailed(
                 INTERNAL, f"{self.node_id}: internal error in {call.method} (see the node's log)"
             )
-        self._record(call, decision, reason, trailer)  # raises "not recorded" if it cannot
+        try:
+            self._record(call, decision, reason, trailer)  # raises "not recorded" if it cannot
+        except CallFailed:
+            self._settle(call, None)
+            raise
+        self._settle(call, failed)
         return failed
+
+    # -- retries of one request (request id handling) --------------------------------------------
+    def _replay(self, call: CallInfo, raw: bytes) -> bytes | None:
+        """A retry of a request this node has answered: its answer again (bytes, or the same
+        failure raised), recorded as a retry with no subject (the first record names the
+        enterprise; a retry adds no second entry about it). None: a new request, now
+        remembered under ``call.replay_key`` until ``_settle``.
+
+        Only the servicer's ``replayable`` methods, and only requests with a request id."""
+        request_id = getattr(call.meta, "request_id", "")
+        if call.method not in self.replayable or not request_id:
+            return None
+        key = RecentRequests.key(call.caller, call.method, request_id, raw)
+        earlier = self.recent.begin(key)
+        if earlier is None:
+            call.replay_key = key
+            return None
+        call.counts["retry"] = 1
+        call.subject = ""
+        call.note = f"retry of request {request_id[:64]}"
+        remaining = call.time_remaining()
+        if not earlier.done.wait(timeout=60.0 if remaining is None else max(0.0, remaining)):
+            raise CallFailed(
+                DEADLINE_EXCEEDED,
+                f"{self.node_id}: deadline passed while the first attempt of this request "
+                "was still running",
+                decision="error",
+            )
+        outcome = earlier.outcome
+        if outcome is None:  # not kept (too big, or never recorded): do it again, marked
+            call.note += ": answer not kept, run again"
+            return None
+        call.note += ": answer replayed"
+        if isinstance(outcome, CallFailed):
+            raise CallFailed(
+                outcome.status, outcome.detail, refusal=outcome.refusal, decision=outcome.decision
+            )
+        call.counts["response_bytes"] = len(outcome)
+        return outcome
+
+    def _settle(self, call: CallInfo, outcome: bytes | CallFailed | None) -> None:
+        """Keep the answer of a replayable call for its retries (None: keep none)."""
+        if call.replay_key is not None:
+            self.recent.finish(call.replay_key, outcome)
+            call.replay_key = None
 
     def _run(self, call: CallInfo, body: Callable[[], Any], trailer: dict[str, str]) -> Any:
         """Run ``body``; on any error record it and raise the CallFailed to answer with."""
@@ -478,6 +535,9 @@ class ServiceRuntime:
                 self._check_size(call, len(raw), "request", raw)
                 request = self._parse(method, raw)
                 self._admit(call, request)
+                replayed = self._replay(call, raw)
+                if replayed is not None:
+                    return replayed
                 response = getattr(self.servicer, name)(request, call)
                 out: bytes = response.SerializeToString()
                 call.counts["response_bytes"] = len(out)
@@ -486,8 +546,10 @@ class ServiceRuntime:
 
             result: bytes = self._run(call, body, trailer)
             self._record(call, "allow", "", trailer)
+            self._settle(call, result)
             return result
         finally:
+            self._settle(call, None)  # no-op once settled; else (not recorded) keep nothing
             permit.release()
 
     def client_stream(

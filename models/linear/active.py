@@ -28,6 +28,7 @@ from models.linear.backends import (
     BackendError,
     BankCrypto,
     CryptoOptions,
+    crypto_parameters,
     get_backend,
     sum_contributions,
 )
@@ -173,7 +174,10 @@ class LinearBank:
             "decryptions": 0,
             "encrypt_s": 0.0,
             "decrypt_s": 0.0,
+            "setup_s": 0.0,
+            "epoch_s": [],
         }
+        self._mark = 0.0
 
     # -- the job ---------------------------------------------------------------------------
     def train(
@@ -187,6 +191,7 @@ class LinearBank:
         labels = check_labels(y, n)
         plan = TrainingPlan(self.params, n, validation_rows)
         self._n_rows = n
+        began = time.perf_counter()
         crypto = get_backend(self.backend).bank(self.options) if self.holders else None
         parts = _BankParts(self, X, crypto)
         d = self.driver
@@ -202,6 +207,10 @@ class LinearBank:
                     self._start(crypto, n)
                     self._check_batches(plan)
                     self._peers()
+                # keys, public material and Start are setup: every epoch is timed on its own
+                self._mark = time.perf_counter()
+                self.stats["setup_s"] = self._mark - began
+                self.stats["epoch_s"] = []
                 d.stage = "training"
                 result = optimise(self.params, labels, plan, parts, on_epoch=self._progress)
                 d.stage = "finish"
@@ -214,6 +223,9 @@ class LinearBank:
     def _model(self, parts: _BankParts, result: TrainResult) -> LinearBankModel:
         """The bank's part at the kept epoch; after divergence, raised with the model attached."""
         w, b = parts.snapshots[result.keep_epoch]
+        times = self.stats["epoch_s"]
+        if len(times) < result.n_iter:  # a diverged last epoch reports no progress
+            times.append(time.perf_counter() - self._mark)
         model = LinearBankModel(
             job_id=self.job_id,
             backend=self.backend,
@@ -223,6 +235,7 @@ class LinearBank:
             holder_features=dict(self.n_features),
             result=result,
             stats=dict(self.stats),
+            crypto=crypto_parameters(self.backend, self.options),
         )
         if result.outcome == "diverged":
             err = DivergenceError(
@@ -236,6 +249,9 @@ class LinearBank:
         return model
 
     def _progress(self, epoch: int, loss: float) -> None:
+        now = time.perf_counter()
+        self.stats["epoch_s"].append(now - self._mark)
+        self._mark = now
         self.driver.stage = f"epoch {epoch}"
         if self.on_epoch is not None:
             self.on_epoch(epoch, loss)

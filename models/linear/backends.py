@@ -410,9 +410,11 @@ class PaillierHolder(HolderCrypto):
 
 
 class CkksBank(BankCrypto):
-    """Residuals as CKKS vectors (one per slot-count rows, zero-padded); the public context
-    (galois keys for the holders' slot sums, no secret key, no relinearisation keys) goes to
-    the holders once per job."""
+    """Residuals as CKKS vectors in the packed layout (``ckks.encrypt_blocks``: chunks of
+    slot-count rows; a shorter batch padded to a power-of-two block repeated across the
+    slots); the public context (galois keys for the holders' rotations, no secret key, no
+    relinearisation keys) goes to the holders once per job. A holder answers ONE ciphertext
+    per batch whose first slots are its masked gradient; only those slots are released."""
 
     name = "ckks"
 
@@ -429,68 +431,66 @@ class CkksBank(BankCrypto):
         return ckks.public_bytes(self.ctx)
 
     def encrypt_residuals(self, r: np.ndarray) -> tuple[Iterator[bytes], int | None]:
-        items = ckks.encrypt_chunks(self.ctx, np.asarray(r, dtype=np.float64), self.slots)
+        with _as_backend_error():
+            items = ckks.encrypt_blocks(self.ctx, np.asarray(r, dtype=np.float64), self.slots)
         payload = ckks.pack_vectors(items)
         return iter([payload]), len(payload)
 
     def decrypt_masked(self, payload: bytes, n_values: int) -> bytes:
         with _as_backend_error():
             items = ckks.unpack_vectors(payload, "masked gradient")
-        if len(items) != n_values:
-            raise BackendError(f"masked gradient has {len(items)} vectors for {n_values} values")
-        out = np.empty(n_values)
+        if len(items) != 1:
+            raise BackendError(f"masked gradient has {len(items)} ciphertexts, expected 1")
+        with _as_backend_error("masked gradient: "):
+            values = ckks.decrypt_slots(self.ctx, items[0], n_values)
+        if not np.all(np.isfinite(values)):
+            raise BackendError("masked gradient has non-finite values")
         grid = 2.0**CKKS_RELEASE_BITS
-        for i, item in enumerate(items):
-            with _as_backend_error(f"masked gradient vector {i}: "):
-                value = ckks.decrypt_vector(self.ctx, item)
-            if len(value) != 1 or not math.isfinite(value[0]):
-                raise BackendError(f"masked gradient vector {i} is not one finite value")
-            out[i] = round(value[0] * grid) / grid
-        return out.astype("<f8").tobytes()
+        return (np.round(values * grid) / grid).astype("<f8").tobytes()
 
 
 class CkksHolder(HolderCrypto):
-    """Per feature: Σ_chunks [[r_c]] ⊙ x_c (plaintext products), a slot sum (rotations), plus a
-    fresh encryption of a uniform mask in ±2^36 (re-randomises the ciphertext and masks every
-    slot). The bank decrypts one masked value per feature."""
+    """All features at once: ``ckks.packed_masked_products`` turns the batch's residual
+    vectors and the holder's (batch × d) features into ONE ciphertext of Σ_i r_i x_ij + m_j
+    in slots 0..d-1 (independent uniform masks in ±2^36 on every slot, added as a fresh
+    encryption, which also re-randomises it). The bank decrypts it and releases d values."""
 
     name = "ckks"
     inline = False
 
     def __init__(self, public: bytes, *, residual_scale_bits: int = 0, workers: int | None = 1):
         with _as_backend_error():
-            context = ckks.load_public_context(public)
-        capacity = context.capacity_bits
-        self.slots = context.slots
+            self.context = ckks.load_public_context(public)
+        capacity = self.context.capacity_bits
+        self.slots = self.context.slots
         self.mask_bits = min(CKKS_MASK_BITS, int(capacity) - 16)
         if self.mask_bits < 16:
             raise BackendError(
                 f"CKKS parameters leave {capacity:.0f} bits after a product: too few to mask"
             )
-        self.ctx = context.ctx
         self.X = np.zeros((0, 0))
+        self._rows = b""
+        self._plaintexts: dict[tuple[int, int], Any] = {}
 
     def prepare(self, features: np.ndarray, batch_rows: int) -> None:
         self.X = np.asarray(features, dtype=np.float64)
+        self._rows, self._plaintexts = b"", {}
 
     def masked_gradient(self, payload: bytes, rows: np.ndarray) -> tuple[bytes, Any]:
         with _as_backend_error():
             items = ckks.unpack_vectors(payload, "encrypted residuals")
-        if len(items) != max(1, -(-rows.size // self.slots)):
-            raise BackendError(f"{len(items)} CKKS vectors for a batch of {rows.size} rows")
+        key = hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).digest()
+        if key != self._rows:  # full batch: the same rows every epoch, encoded once
+            self._rows, self._plaintexts = key, {}
         with _as_backend_error():
-            vectors = ckks.load_vectors(self.ctx, items, "encrypted residuals")
-        if any(v.size() != self.slots for v in vectors):
-            raise BackendError(f"every residual vector must fill the {self.slots} slots")
-        Xb = np.zeros((len(vectors) * self.slots, self.X.shape[1]))
-        Xb[: rows.size] = self.X[rows]
-        out, masks = [], []
-        bound = 2.0**self.mask_bits
-        for j in range(Xb.shape[1]):
-            mask = (secrets.randbits(53) / 2.0**53 * 2.0 - 1.0) * bound
-            out.append(ckks.masked_inner_product(self.ctx, vectors, Xb[:, j], self.slots, mask))
-            masks.append(mask)
-        return ckks.pack_vectors(out), np.asarray(masks)
+            out, masks = ckks.packed_masked_products(
+                self.context,
+                items,
+                self.X[rows],
+                mask_bits=self.mask_bits,
+                cache=self._plaintexts,
+            )
+        return ckks.pack_vectors([out]), masks
 
     def unmask(self, masks: Any, decrypted: bytes) -> np.ndarray:
         if len(decrypted) != 8 * len(masks):
@@ -508,6 +508,19 @@ BACKENDS: dict[str, Backend] = {
     "ckks": Backend("ckks", CkksBank, CkksHolder),
 }
 """Registry: the backend's name (``LinearStart.backend``, the estimator's ``backend=``)."""
+
+
+def crypto_parameters(backend: str, options: CryptoOptions) -> dict[str, Any]:
+    """The public description of a job's keys, for results, tracking and lineage: Paillier's
+    modulus size, or CKKS's ring dimension, modulus chain, scale and HE-standard security
+    estimate (a CKKS key has no "key size")."""
+    if get_backend(backend).name == "ckks":
+        return ckks.describe_parameters(
+            options.ckks_poly_modulus_degree,
+            options.ckks_coeff_mod_bit_sizes,
+            options.ckks_scale_bits,
+        )
+    return {"scheme": "paillier-djn", "key_bits": int(options.key_bits)}
 
 
 def get_backend(name: str) -> Backend:
@@ -534,6 +547,7 @@ __all__ = [
     "PaillierBank",
     "PaillierHolder",
     "PairwiseMasks",
+    "crypto_parameters",
     "encode_contribution",
     "get_backend",
     "new_x25519",

@@ -55,3 +55,5 @@ class LinearBankModel:
     holder_features: dict[str, int]
     result: TrainResult
     stats: dict[str, Any] = field(default_factory=dict)
+    crypto: dict[str, Any] = field(default_factory=dict)
+    """The job's key parameters (``backends.crypto_parameters``): no secret in it."""

@@ -25,7 +25,7 @@ from federation.transport.base import PeerBase
 from models.estimator import BankFrameMixin
 from models.estimator import SchemaDriftError as BaseSchemaDriftError
 from models.linear.active import LinearBank
-from models.linear.backends import BACKENDS, CryptoOptions
+from models.linear.backends import BACKENDS, CryptoOptions, crypto_parameters
 from models.linear.bank_state import LinearBankModel, ScoringError
 from models.linear.predict import predict_linear
 from models.linear.reference import (
@@ -168,6 +168,13 @@ class VerticalLogisticRegression(BankFrameMixin):
             ckks_scale_bits=int(self.ckks_scale_bits),
         )
 
+    def crypto_params(self) -> dict[str, Any]:
+        """What the job's keys are, as results, tracking and lineage should state them:
+        Paillier's modulus size, or CKKS's ring dimension, modulus chain, scale and security
+        estimate (``federation.crypto.ckks.describe_parameters``): a CKKS key has no
+        "key_bits"."""
+        return crypto_parameters(self.backend, self.crypto_options())
+
     # -- training --------------------------------------------------------------------------
     def fit(
         self,
@@ -249,6 +256,10 @@ class VerticalLogisticRegression(BankFrameMixin):
         self.n_features_in_ = len(names)
         self.alignment_id_ = alignment_id
         self.stats_ = dict(model.stats)
+        # one entry per epoch (n_iter_), setup (keys, public material, Start) apart
+        self.epoch_seconds_ = [float(x) for x in model.stats.get("epoch_s", [])]
+        self.setup_seconds_ = float(model.stats.get("setup_s", 0.0))
+        self.crypto_ = dict(model.crypto) if model.crypto else self.crypto_params()
 
     # -- scoring ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -314,6 +325,7 @@ class VerticalLogisticRegression(BankFrameMixin):
                 "coef": self.coef_[0].tolist(),
                 "intercept": float(self.intercept_[0]),
                 "scaler": self.scaler_.to_dict(),
+                "crypto": self.crypto_,
                 "result": {
                     "n_iter": r.n_iter,
                     "keep_epoch": r.keep_epoch,
@@ -341,6 +353,7 @@ class VerticalLogisticRegression(BankFrameMixin):
                 intercept=float(data["intercept"]),
                 holders=[str(h) for h in data["holders"]],
                 holder_features={str(k): int(v) for k, v in data["holder_features"].items()},
+                crypto=dict(data.get("crypto") or {}),
                 result=TrainResult(
                     n_iter=int(res["n_iter"]),
                     keep_epoch=int(res["keep_epoch"]),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,12 @@ from federation.ids import name_problem
 from federation.transport.base import PeerBase
 from models.driver import HolderDriver
 from models.rows import MaskError, mask_from_bytes, mask_to_bytes
-from models.secureboost.bank_splits import Choice, HolderCandidates, choose_split
+from models.secureboost.bank_splits import (
+    Choice,
+    HolderCandidates,
+    choose_split,
+    with_category_prefixes,
+)
 from models.secureboost.bank_state import (
     BANK,
     BankCheckpoint,
@@ -53,6 +58,7 @@ from models.secureboost.reference import (
     base_score,
     check_labels,
     children_eligible,
+    goes_left,
     grad_hess,
     leaf_weight,
     quantize,
@@ -165,10 +171,21 @@ class SecureBoostBank:
             self.holders, purpose=purpose, job_id=self.job_id, thread_name="sb-peer"
         )
         self.stats: dict[str, Any] = {"holder_candidates": 0, "decryptions": 0, "resumes": 0}
+        self.categorical: tuple[int, ...] = ()  # the bank's own categorical features (train)
 
     # -- the job ---------------------------------------------------------------------------
-    def train(self, bank_bins: np.ndarray, n_bins: np.ndarray, y: Any) -> BankModel:
-        """Run the whole job; returns the bank's model part or raises with every holder reset."""
+    def train(
+        self,
+        bank_bins: np.ndarray,
+        n_bins: np.ndarray,
+        y: Any,
+        *,
+        categorical: Sequence[int] = (),
+    ) -> BankModel:
+        """Run the whole job; returns the bank's model part or raises with every holder reset.
+
+        ``categorical``: the bank's own features whose bins are categories (split as sets)."""
+        self.categorical = tuple(int(j) for j in categorical)
         bins = np.asarray(bank_bins)
         n = bins.shape[0]
         if n > MAX_ROWS:
@@ -424,7 +441,14 @@ class SecureBoostBank:
                     cands = {name: c[o.node] for name, c in holder_cands.items() if o.node in c}
                     own = (bins[idx], n_bins, g_q[idx], h_q[idx])
                     choice = choose_split(
-                        p, list(self.holders), own, g_node, h_node, idx.size, cands
+                        p,
+                        list(self.holders),
+                        own,
+                        g_node,
+                        h_node,
+                        idx.size,
+                        cands,
+                        own_categorical=self.categorical,
                     )
                 if choice is None:
                     weight = leaf_weight(g_node, h_node, p)
@@ -446,11 +470,13 @@ class SecureBoostBank:
         tree: Tree,
     ) -> list[_Open]:
         """Apply the chosen split (here, or at its holder); the node's two children."""
-        owner, gain, feature, threshold, tied_ids, tied_counts = choice
+        owner, gain, feature, threshold, tied_ids, tied_counts, category_ids = choice
         if owner == BANK:
-            left = o.rows & (bins[:, feature] <= threshold)
+            left = o.rows & goes_left(bins[:, feature], threshold)
         else:
-            left = self._apply_holder_split(owner, t, o, tied_ids, tied_counts, in_sample)
+            left = self._apply_holder_split(
+                owner, t, o, tied_ids, tied_counts, in_sample, category_ids=category_ids
+            )
         right = o.rows & ~left
         n_left = int((left & in_sample).sum())
         tree.nodes[o.node] = TreeNode(
@@ -492,7 +518,7 @@ class SecureBoostBank:
         replies: dict[str, pb.SecureBoostHistogramReply] = d.each_call("Histograms", request)
         d.stage = f"tree {t}, depth {depth}: decrypting"
         cp = self._gh.ciphertext_packer()
-        layout: list[tuple[str, int, np.ndarray, int]] = []
+        layout: list[tuple[str, int, np.ndarray, list[np.ndarray], int]] = []
         all_cts: list[Any] = []
         for name, reply in replies.items():
             with d.blame(name):
@@ -503,13 +529,19 @@ class SecureBoostBank:
                     )
                 for hist in reply.nodes:
                     ids = np.array(hist.split_ids, dtype=np.uint64)
+                    groups = [np.array(g.category_ids, dtype=np.uint64) for g in hist.groups]
+                    if any(g.size < 2 for g in groups):
+                        raise ProtocolError(
+                            f"holder '{name}' node {hist.node}: a category group of < 2"
+                        )
+                    n_sums = ids.size + sum(g.size for g in groups)
                     cts = ciphertexts_from_bytes(hist.ciphertexts, engine.params)
-                    if len(cts) != cp.n_packed(ids.size):
+                    if len(cts) != cp.n_packed(n_sums):
                         raise ProtocolError(
                             f"holder '{name}' node {hist.node}: {len(cts)} ciphertexts for "
-                            f"{ids.size} candidates"
+                            f"{n_sums} sums"
                         )
-                    layout.append((name, hist.node, ids, len(cts)))
+                    layout.append((name, hist.node, ids, groups, len(cts)))
                     all_cts.extend(cts)
         plains = engine.decrypt(all_cts)
         self.stats["decryptions"] += len(plains)
@@ -517,24 +549,40 @@ class SecureBoostBank:
 
     def _unpack(
         self,
-        layout: list[tuple[str, int, np.ndarray, int]],
+        layout: list[tuple[str, int, np.ndarray, list[np.ndarray], int]],
         plains: list[Any],
         sizes: dict[int, int],
     ) -> dict[str, dict[int, HolderCandidates]]:
-        """Decrypted packed sums → each holder's (ΣG, ΣH, count) per candidate, per node."""
+        """Decrypted packed sums → each holder's (ΣG, ΣH, count) per candidate, per node;
+        categorical groups → their ordered prefixes (``with_category_prefixes``)."""
         gh = self._gh
         cp = gh.ciphertext_packer()
         out: dict[str, dict[int, HolderCandidates]] = {name: {} for name in self.holders}
         pos = 0
-        for name, node, ids, n_cts in layout:
+        for name, node, ids, groups, n_cts in layout:
             with self.driver.blame(name):
-                slots = cp.unpack(plains[pos : pos + n_cts], ids.size) if ids.size else []
+                n_sums = ids.size + sum(g.size for g in groups)
+                slots = cp.unpack(plains[pos : pos + n_cts], n_sums) if n_sums else []
                 pos += n_cts
-                g_left, h_left, n_left = gh.unpack(slots)
-                if ids.size and n_left.max() > sizes[node]:
+                g_all, h_all, n_all = gh.unpack(slots)
+                if n_sums and n_all.max() > sizes[node]:
                     raise ProtocolError(f"holder '{name}' node {node}: a count exceeds the node")
-                out[name][node] = HolderCandidates(ids, g_left, h_left, n_left)
-                self.stats["holder_candidates"] += int(ids.size)
+                k = ids.size
+                found = HolderCandidates(ids, g_all[:k], h_all[:k], n_all[:k])
+                per_group = []
+                for members in groups:
+                    end = k + members.size
+                    if int(n_all[k:end].sum()) != sizes[node]:
+                        raise ProtocolError(
+                            f"holder '{name}' node {node}: a category group does not cover "
+                            "the node's rows"
+                        )
+                    per_group.append((members, g_all[k:end], h_all[k:end], n_all[k:end]))
+                    k = end
+                if per_group:
+                    found = with_category_prefixes(found, per_group, self.params.reg_lambda)
+                out[name][node] = found
+                self.stats["holder_candidates"] += int(n_sums)
         return out
 
     def _apply_holder_split(
@@ -545,11 +593,18 @@ class SecureBoostBank:
         split_ids: list[int],
         counts: list[int],
         in_sample: np.ndarray,
+        *,
+        category_ids: Sequence[int] = (),
     ) -> np.ndarray:
         d = self.driver
         d.stage = f"tree {t}, node {o.node}: apply split"
         request = pb.SecureBoostApplySplit(
-            meta=d.meta(), tree=t, node=o.node, split_ids=split_ids, rows=mask_to_bytes(o.rows)
+            meta=d.meta(),
+            tree=t,
+            node=o.node,
+            split_ids=split_ids,
+            rows=mask_to_bytes(o.rows),
+            category_ids=list(category_ids),
         )
         reply: pb.SecureBoostPartition = d.call(holder, "ApplySplit", request)
         with d.blame(holder):

@@ -14,7 +14,7 @@ bank's own splits and bin edges, leaf weights; the holders keep their part.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class SecureBoostClassifier(BankFrameMixin):
         on_tree: Callable[[int], None] | None = None,
         checkpoint_dir: Path | None = None,
         resume_wait_s: float = 0.0,
+        categorical: Sequence[str] | None = None,
     ) -> SecureBoostClassifier:
         """Train with the holders; the bank's data never leaves this process in the clear.
 
@@ -126,12 +127,22 @@ class SecureBoostClassifier(BankFrameMixin):
         ``on_tree(t)`` is called when tree t is complete (progress bars). ``checkpoint_dir``:
         save the job after every tree and resume a job of the same ``job_id`` found there;
         ``resume_wait_s``: how long to wait for a holder that went away mid-job (0: fail).
+        ``categorical``: columns of ``X_bank`` holding category codes
+        (``parties.data.encoding``): one bin per category, split as sets (default: the
+        frame's ``attrs["categorical"]``, as ``parties.bank.table.BankTable`` sets it).
         """
+        if categorical is None:
+            categorical = list(getattr(X_bank, "attrs", {}).get("categorical") or [])
         params = self.boost_params()
         X = self._numeric_frame(X_bank, "X_bank")
         labels = check_labels(np.asarray(y), len(X))
+        columns = [str(c) for c in X.columns]
+        unknown = [c for c in categorical if c not in columns]
+        if unknown:
+            raise SecureBoostError(f"categorical column(s) {unknown} are not in X_bank")
+        nominal = [columns.index(c) for c in categorical]
         binner = QuantileBinner(max_bin=params.max_bin)
-        bins = binner.fit_transform(X.to_numpy(), feature_names=list(X.columns))
+        bins = binner.fit_transform(X.to_numpy(), feature_names=columns, categorical=nominal)
         bank = SecureBoostBank(
             params=params,
             holders=holders,
@@ -145,7 +156,7 @@ class SecureBoostClassifier(BankFrameMixin):
             checkpoint_dir=checkpoint_dir,
             resume_wait_s=resume_wait_s,
         )
-        model = bank.train(bins, binner.n_bins_, labels)
+        model = bank.train(bins, binner.n_bins_, labels, categorical=nominal)
         self.alignment_id_ = alignment_id
         # All-or-nothing: only a finished job replaces the fitted state.
         self._set_fitted(model, binner, params)

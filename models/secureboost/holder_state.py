@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 Splits = dict[int, dict[int, tuple[int, int]]]
-"""tree → node → (feature, threshold bin): the meaning of the holder's own splits."""
+"""tree → node → (feature, threshold bin): the meaning of the holder's own splits (a negative
+threshold: the bitmask of a categorical split's left bins, ``reference.goes_left``)."""
 
 Revealed = dict[int, set[int]]
 """feature → threshold bins the bank holds partitions for (the probe-model bound)."""
@@ -107,6 +108,8 @@ class TreeState:
     histograms: dict[int, list[list[mpz]]] = field(default_factory=dict)
     samples: dict[int, np.ndarray] = field(default_factory=dict)  # node → in-sample row mask
     candidates: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # node → category id → (feature, bin) of the categorical groups returned for the node
+    categories: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
     # node → all its rows (subsample or not), where this holder knows them: the children of its
     # own splits and every node it was asked to split (ApplySplit rows are checked against it)
     known: dict[int, np.ndarray] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from models.secureboost.holder_state import (
     checkpoint_to_dict,
     start_terms,
 )
-from models.secureboost.reference import MAX_DEPTH
+from models.secureboost.reference import MAX_DEPTH, goes_left
 from models.secureboost.tree import (
     ReachProgram,
     depth_of,
@@ -429,13 +429,16 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                         f"node {node_id}: by_subtraction needs its sibling computed directly"
                     )
             state.candidates.clear()  # ids of the previous level are void now
+            state.categories.clear()
             hists = level_histograms(job, state, samples, by_sub)
             reply = pb.SecureBoostHistogramReply()
             returned = 0
             for node_id in sorted(samples):
-                ids, cts = candidates(job, state, node_id, samples[node_id], hists[node_id])
-                reply.nodes.add(node=node_id, split_ids=ids, ciphertexts=cts)
-                returned += len(ids)
+                ids, groups, cts = candidates(job, state, node_id, samples[node_id], hists[node_id])
+                item = reply.nodes.add(node=node_id, split_ids=ids, ciphertexts=cts)
+                for members in groups:
+                    item.groups.add(category_ids=members)
+                returned += len(ids) + sum(len(m) for m in groups)
             # Keep this level for the next one's subtractions; older levels are no longer needed.
             state.histograms = hists
             state.samples = samples
@@ -453,23 +456,48 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             table = state.candidates.get(request.node)
             if table is None:
                 raise failed(f"node {request.node} of tree {request.tree} has no open candidates")
-            unknown = [i for i in request.split_ids if i not in table]
-            if unknown or not request.split_ids:
-                raise invalid(f"node {request.node}: unknown or no split id")
-            feature, threshold = min(table[i] for i in request.split_ids)
+            feature, threshold = self._chosen(state, request, table)
             rows = self.row_mask(request.rows, job.n_rows, "ApplySplit.rows")
             self._check_split_rows(state, int(request.node), rows)
             self._check_thresholds(call, job, feature, threshold)
-            left = rows & (job.bins[:, feature] <= threshold)
+            left = rows & goes_left(job.bins[:, feature], threshold)
             job.splits.setdefault(request.tree, {})[request.node] = (feature, threshold)
             job.revealed.setdefault(feature, set()).add(threshold)
             state.known[request.node] = rows
             state.known[left_child(request.node)] = left
             state.known[sibling_of(left_child(request.node))] = rows & ~left
             del state.candidates[request.node]
+            state.categories.pop(request.node, None)
             self._checkpoint(call, job)
         call.counts["rows"] = int(rows.sum())
         return pb.SecureBoostPartition(left=mask_to_bytes(left))
+
+    @staticmethod
+    def _chosen(
+        state: TreeState, request: pb.SecureBoostApplySplit, table: dict[int, tuple[int, int]]
+    ) -> tuple[int, int]:
+        """(feature, threshold) of the bank's choice: one of the node's candidate ids (the
+        smallest on a tie), or a set of category ids of one group (a categorical split,
+        kept as the negative bitmask of its bins)."""
+        node = int(request.node)
+        if request.split_ids and request.category_ids:
+            raise invalid(f"node {node}: name split_ids or category_ids, not both")
+        if request.split_ids:
+            if any(i not in table for i in request.split_ids):
+                raise invalid(f"node {node}: unknown split id")
+            return min(table[i] for i in request.split_ids)
+        cats = state.categories.get(node, {})
+        chosen = list(request.category_ids)
+        if not chosen or any(i not in cats for i in chosen) or len(set(chosen)) != len(chosen):
+            raise invalid(f"node {node}: unknown, repeated or no split id / category id")
+        features = {cats[i][0] for i in chosen}
+        if len(features) != 1:
+            raise invalid(f"node {node}: category ids of more than one group")
+        feature = features.pop()
+        in_group = sum(1 for f, _ in cats.values() if f == feature)
+        if len(chosen) >= in_group:
+            raise invalid(f"node {node}: a categorical split must leave a category on the right")
+        return feature, -sum(1 << cats[i][1] for i in chosen)
 
     @staticmethod
     def _check_split_rows(state: TreeState, node: int, rows: np.ndarray) -> None:
@@ -574,7 +602,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             if not splits:
                 reply.trees.add(tree=tree, reach=b"")
                 continue
-            go_left = {node: bins[:, f] <= t for node, (f, t) in splits.items()}
+            go_left = {node: goes_left(bins[:, f], t) for node, (f, t) in splits.items()}
             reach = leaf_reachability(model.leaves[tree], go_left, n)
             reply.trees.add(tree=tree, reach=mask_to_bytes(reach.ravel()))
         call.counts["rows"] = n
@@ -645,7 +673,7 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         go_left = np.empty((bins.shape[0], len(program.splits)), dtype=bool)
         for j, (t, n) in enumerate(program.splits):
             feature, threshold = model.splits[t][n]
-            go_left[:, j] = bins[:, feature] <= threshold
+            go_left[:, j] = goes_left(bins[:, feature], threshold)
         return program.reach(go_left)
 
 
@@ -660,13 +688,16 @@ def local_holders(
     workers: int | None = 1,
     keep_models: bool = False,
     limits: HolderLimits | None = None,
+    categorical: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, SecureBoostHolderServicer]]:
     """SecureBoost holders in this process (``models.local.local_holders``).
 
     ``workers`` is each holder's Paillier process count (1: in-process, None: all cores);
     ``keep_models``: holders write model parts and checkpoints under ``workdir/<holder>/models``
-    as a node does (needed to resume after a simulated restart).
+    as a node does (needed to resume after a simulated restart). ``categorical``: per holder,
+    its columns holding category codes (split natively, ``use_categorical``).
     """
+    nominal = dict(categorical or {})
 
     def make(args: HolderArgs, home: Path) -> SecureBoostHolderServicer:
         return SecureBoostHolderServicer(
@@ -675,7 +706,7 @@ def local_holders(
             workers=workers,
             models_dir=home / "models" if keep_models else None,
             limits=limits,
-        )
+        ).use_categorical(nominal.get(args["node_id"], ()))
 
     return _local_holders(
         make, tables, workdir, bank_id=bank_id, peer_class=peer_class, max_blob_bytes=max_blob_bytes

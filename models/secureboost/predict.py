@@ -16,7 +16,7 @@ from federation.transport.base import PeerBase, new_meta
 from models.driver import ask_holders
 from models.rows import MaskError, mask_from_bytes
 from models.secureboost.bank_state import BANK, BankModel, ProtocolError
-from models.secureboost.reference import SecureBoostError, margins_from_reach
+from models.secureboost.reference import SecureBoostError, goes_left, margins_from_reach
 from models.secureboost.tree import leaf_reachability
 from protos import secureboost_pb2 as pb
 
@@ -47,7 +47,7 @@ def predict_margin(
     reaches = []
     for tree in model.trees:
         go_left = {
-            i: bank_bins[:, node.feature] <= node.threshold
+            i: goes_left(bank_bins[:, node.feature], node.threshold)
             for i, node in tree.nodes.items()
             if not node.is_leaf and node.owner == BANK
         }

@@ -257,6 +257,137 @@ def party_candidates(
     )
 
 
+def goes_left(bins: np.ndarray, threshold: int) -> np.ndarray:
+    """Which rows of one feature's bins a split sends left.
+
+    ``threshold >= 0``: an ordered split, bins ``<= threshold``. ``threshold < 0``: a
+    categorical split, ``-threshold`` a bitmask of the bins that go left (so a categorical
+    feature has at most 63 bins, ``models.binning.MAX_CATEGORIES``); any other bin — another
+    category, "other", a category unseen at this node — goes right.
+    """
+    col = np.asarray(bins, dtype=np.int64)
+    if threshold >= 0:
+        return np.asarray(col <= threshold)
+    return np.asarray((np.int64(-threshold) >> col) & 1, dtype=bool)
+
+
+def category_order(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
+    """Categories in ascending g / (h + lambda) — their leaf weight's order, stable.
+
+    Why this order: for a convex loss the best split of categories into two sets is a prefix
+    of this order (Fisher 1958; LightGBM's many-vs-many categorical split), so k − 1 prefixes
+    replace 2^(k−1) subsets. The bank computes it in the clear from decrypted sums.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.asarray(g, dtype=np.float64) / (np.asarray(h, dtype=np.float64) + lam)
+    return np.argsort(np.nan_to_num(ratio, nan=0.0), kind="stable")
+
+
+def category_prefixes(
+    g: np.ndarray, h: np.ndarray, n: np.ndarray, lam: float
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Every prefix of ``category_order`` but the whole: (positions going left per prefix,
+    ΣG, ΣH, count of each left side). ``g``/``h`` are per-category real sums (``to_real``),
+    summed in that order so every party that has the same per-category sums gets the same
+    floats."""
+    order = category_order(g, h, lam)
+    if order.size < 2:
+        empty = np.empty(0)
+        return [], empty, empty, np.empty(0, dtype=np.int64)
+    g_left = np.cumsum(np.asarray(g, dtype=np.float64)[order])[:-1]
+    h_left = np.cumsum(np.asarray(h, dtype=np.float64)[order])[:-1]
+    n_left = np.cumsum(np.asarray(n, dtype=np.int64)[order])[:-1]
+    sets = [order[: k + 1] for k in range(order.size - 1)]
+    return sets, g_left, h_left, n_left
+
+
+@dataclass
+class CategorySplits:
+    """Categorical split candidates of one party at one node (plaintext): as ``Candidates`` but
+    with real-valued sums and the threshold a bitmask (``goes_left``)."""
+
+    feature: np.ndarray
+    threshold: np.ndarray  # int64, negative: -bitmask of the bins going left
+    g_left: np.ndarray  # float64
+    h_left: np.ndarray
+    n_left: np.ndarray
+
+
+def category_candidates(
+    bins: np.ndarray,
+    n_bins: np.ndarray,
+    g_q: np.ndarray,
+    h_q: np.ndarray,
+    categorical: Sequence[int],
+    lam: float,
+) -> CategorySplits:
+    """Prefix-of-ordered-categories candidates of a party's categorical features at one node
+    (bins non-empty in the node only), in (feature, prefix length) order."""
+    feats: list[int] = []
+    masks: list[int] = []
+    gl: list[float] = []
+    hl: list[float] = []
+    nl: list[int] = []
+    for f in categorical:
+        k = int(n_bins[f])
+        col = bins[:, f].astype(np.int64)
+        counts = np.bincount(col, minlength=k)
+        g_int = np.zeros(k, dtype=np.int64)
+        h_int = np.zeros(k, dtype=np.int64)
+        np.add.at(g_int, col, g_q)
+        np.add.at(h_int, col, h_q)
+        present = np.flatnonzero(counts)
+        sets, g_left, h_left, n_left = category_prefixes(
+            to_real(g_int[present]), to_real(h_int[present]), counts[present], lam
+        )
+        for j, chosen in enumerate(sets):
+            feats.append(int(f))
+            masks.append(-int(sum(1 << int(b) for b in present[chosen])))
+            gl.append(float(g_left[j]))
+            hl.append(float(h_left[j]))
+            nl.append(int(n_left[j]))
+    return CategorySplits(
+        feature=np.asarray(feats, dtype=np.int64),
+        threshold=np.asarray(masks, dtype=np.int64),
+        g_left=np.asarray(gl, dtype=np.float64),
+        h_left=np.asarray(hl, dtype=np.float64),
+        n_left=np.asarray(nl, dtype=np.int64),
+    )
+
+
+def all_candidates(
+    bins: np.ndarray,
+    n_bins: np.ndarray,
+    g_q: np.ndarray,
+    h_q: np.ndarray,
+    categorical: Sequence[int],
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A party's ordered candidates (numeric features) then its categorical ones, as
+    (feature, threshold, g_left real, h_left real, n_left) — the order of the tie-break."""
+    c = party_candidates(bins, n_bins, g_q, h_q)
+    if categorical:
+        numeric = ~np.isin(c.feature, np.asarray(categorical, dtype=np.int64))
+        cat = category_candidates(bins, n_bins, g_q, h_q, categorical, lam)
+    else:
+        numeric = np.ones(c.feature.size, dtype=bool)
+        cat = None
+    feature = c.feature[numeric]
+    threshold = c.threshold[numeric]
+    g_left, h_left, n_left = (
+        to_real(c.g_left[numeric]),
+        to_real(c.h_left[numeric]),
+        c.n_left[numeric],
+    )
+    if cat is not None and cat.feature.size:
+        feature = np.concatenate([feature, cat.feature])
+        threshold = np.concatenate([threshold, cat.threshold])
+        g_left = np.concatenate([g_left, cat.g_left])
+        h_left = np.concatenate([h_left, cat.h_left])
+        n_left = np.concatenate([n_left, cat.n_left])
+    return feature, threshold, g_left, h_left, n_left
+
+
 def split_gains(
     g_left: np.ndarray,
     h_left: np.ndarray,
@@ -335,8 +466,10 @@ class PartyBins:
     name: str
     bins: np.ndarray
     n_bins: np.ndarray
+    categorical: Sequence[int] = ()  # features whose bins are categories (split as sets)
 
     def __post_init__(self) -> None:
+        self.categorical = tuple(int(j) for j in self.categorical)
         self.bins = np.asarray(self.bins)
         self.n_bins = np.asarray(self.n_bins, dtype=np.int64)
         if self.bins.ndim != 2 or not np.issubdtype(self.bins.dtype, np.integer):
@@ -345,6 +478,10 @@ class PartyBins:
             raise SecureBoostError(f"party '{self.name}': one n_bins per feature expected")
         if self.bins.size and ((self.bins < 0) | (self.bins >= self.n_bins)).any():
             raise SecureBoostError(f"party '{self.name}': a bin is outside [0, n_bins)")
+        if any(not 0 <= j < self.n_bins.size or self.n_bins[j] > 63 for j in self.categorical):
+            raise SecureBoostError(
+                f"party '{self.name}': categorical features must exist and have <= 63 bins"
+            )
 
 
 class PlaintextSecureBoost:
@@ -414,7 +551,7 @@ class PlaintextSecureBoost:
                     continue
                 owner, feature, threshold, gain = best
                 party = parties[owner]
-                go_left = party.bins[:, feature] <= threshold
+                go_left = goes_left(party.bins[:, feature], threshold)
                 left, right = rows & go_left, rows & ~go_left
                 n_left = int((left & in_sample).sum())
                 n_right = idx.size - n_left
@@ -447,21 +584,20 @@ class PlaintextSecureBoost:
         for k, party in enumerate(parties):
             if k > 0 and not eligible:
                 break
-            c = party_candidates(party.bins[idx], party.n_bins, g_q[idx], h_q[idx])
-            if c.feature.size == 0:
-                continue
-            gains = split_gains(
-                to_real(c.g_left),
-                to_real(c.h_left),
-                c.n_left,
-                g_node,
-                h_node,
-                idx.size,
-                self.params,
+            feature, threshold, g_left, h_left, n_left = all_candidates(
+                party.bins[idx],
+                party.n_bins,
+                g_q[idx],
+                h_q[idx],
+                party.categorical,
+                self.params.reg_lambda,
             )
+            if feature.size == 0:
+                continue
+            gains = split_gains(g_left, h_left, n_left, g_node, h_node, idx.size, self.params)
             j = int(np.argmax(gains))
             if gains[j] > 0 and (best is None or gains[j] > best[3]):
-                best = (k, int(c.feature[j]), int(c.threshold[j]), float(gains[j]))
+                best = (k, int(feature[j]), int(threshold[j]), float(gains[j]))
         return best
 
     def decision_function(self, parties: Sequence[PartyBins]) -> np.ndarray:
@@ -471,7 +607,7 @@ class PlaintextSecureBoost:
         reaches = []
         for tree in self.trees_:
             go_left = {
-                i: by_name[node.owner].bins[:, node.feature] <= node.threshold
+                i: goes_left(by_name[node.owner].bins[:, node.feature], node.threshold)
                 for i, node in tree.nodes.items()
                 if not node.is_leaf
             }
@@ -490,14 +626,20 @@ __all__ = [
     "PRECISION_BITS",
     "BoostParams",
     "Candidates",
+    "CategorySplits",
     "LabelError",
     "PartyBins",
     "PlaintextSecureBoost",
     "SecureBoostError",
     "SecureBoostParamError",
+    "all_candidates",
     "base_score",
+    "category_candidates",
+    "category_order",
+    "category_prefixes",
     "check_labels",
     "children_eligible",
+    "goes_left",
     "grad_hess",
     "keep_candidates",
     "leaf_weight",

@@ -127,6 +127,7 @@ class FederatedWoe:
         self.chunk_size = chunk_size
         self.alignment_id = alignment_id
         self.alignment_rows = alignment_rows
+        self._categorical: dict[str, set[int]] = {}  # holder → its categorical features
 
     # -- the job ---------------------------------------------------------------------------
     def fit(
@@ -136,8 +137,15 @@ class FederatedWoe:
         holders: Mapping[str, PeerBase],
         X_bank: Any = None,
         bank_feature_names: Sequence[str] | None = None,
+        bank_categorical: Sequence[int] | None = None,
     ) -> FederatedWoe:
-        """Run the job; ``y`` holds the labels of the job's rows in the aligned order."""
+        """Run the job; ``y`` holds the labels of the job's rows in the aligned order;
+        ``bank_categorical``: indices of ``X_bank``'s columns holding category codes (default:
+        those a DataFrame names in ``attrs["categorical"]``)."""
+        if bank_categorical is None:
+            named = set(getattr(X_bank, "attrs", {}).get("categorical") or [])
+            columns = [str(c) for c in getattr(X_bank, "columns", [])]
+            bank_categorical = [j for j, c in enumerate(columns) if c in named]
         labels = check_labels(y)
         n = labels.size
         holders = dict(holders)
@@ -153,7 +161,13 @@ class FederatedWoe:
                 min_bin_samples=self.min_bin_samples,
                 monotonic=self.monotonic,
                 smoothing=self.smoothing,
-            ).fit(X_bank, labels, feature_names=bank_feature_names, party=BANK)
+            ).fit(
+                X_bank,
+                labels,
+                feature_names=bank_feature_names,
+                party=BANK,
+                categorical=bank_categorical,
+            )
             tables[BANK] = self.bank_encoder_.tables_
         self.stats_: dict[str, int] = {"ciphertexts_sent": 0, "decryptions": 0}
         if holders:
@@ -218,6 +232,8 @@ class FederatedWoe:
         return finish
 
     def _features_of(self, name: str, reply: Any) -> list[tuple[int, str, int]]:
+        # categorical features: no monotonic merge (their bins have no order)
+        self._categorical[name] = {int(f.feature) for f in reply.features if f.categorical}
         out = [(int(f.feature), f.name_hash, int(f.n_bins)) for f in reply.features]
         if [f for f, _, _ in out] != list(range(len(out))) or any(k < 2 for _, _, k in out):
             raise ProtocolError(f"holder '{name}' listed features out of order or without bins")
@@ -324,6 +340,7 @@ class FederatedWoe:
                     min_bin_samples=self.min_bin_samples,
                     monotonic=self.monotonic,
                     smoothing=self.smoothing,
+                    categorical=f in self._categorical.get(name, ()),
                 )
             )
         return tables

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from models.binning import MISSING_BIN, QuantileBinner
 from models.limits import HolderLimits
 from models.local import HolderArgs, local_holders
 from models.woe.holder_state import HolderFeatureWoe, HolderWoeModel, WoeJob
-from models.woe.reference import MIN_BIN_SAMPLES, merge_small_bins
+from models.woe.reference import MIN_BIN_SAMPLES, merge_small_bins, merge_small_categories
 from protos import woe_pb2 as pb
 
 __all__ = [
@@ -94,7 +94,9 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
 
     ``features``/``feature_names`` (one fixed alignment) or ``features_for`` (per job, see
     ``FeaturesFor``) as ``models.base.HolderModule``; column names stay here: the bank
-    gets indices and, with ``column_key`` (the node's column-hashing secret), keyed hashes.
+    gets indices and, with ``column_key`` (the node's column-hashing secret), keyed hashes —
+    or, for a column in ``aliases``, the alias the node publishes for it (stable across runs,
+    e.g. ``tax:f03``; ``parties.summary.feature_aliases``).
     ``min_bin_samples`` is this holder's policy; ``workers`` the Paillier process count.
     """
 
@@ -118,6 +120,7 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         models_dir: Path | None = None,
         column_key: bytes | None = None,
         limits: HolderLimits | None = None,
+        aliases: Mapping[str, str] | None = None,
     ):
         if int(min_bin_samples) < 1:
             raise ValueError(f"min_bin_samples must be >= 1, got {min_bin_samples}")
@@ -135,6 +138,7 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         self.min_bin_samples = int(min_bin_samples)
         self.workers = workers
         self.column_key = column_key
+        self.aliases = dict(aliases or {})
         self._row_sets: dict[JobKey, list[np.ndarray]] = {}
 
     # -- HolderModule hooks ----------------------------------------------------------------
@@ -244,8 +248,15 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
             self._row_sets.setdefault(row_key, []).append(selected)
         reply = pb.WoeStarted()
         for j, name in enumerate(job.names):
-            hashed = name_hash(self.column_key, name) if self.column_key else ""
-            reply.features.add(feature=j, name_hash=hashed, n_bins=int(job.sent_n_bins[j]))
+            hashed = self.aliases.get(name) or (
+                name_hash(self.column_key, name) if self.column_key else ""
+            )
+            reply.features.add(
+                feature=j,
+                name_hash=hashed,
+                n_bins=int(job.sent_n_bins[j]),
+                categorical=bool(job.binner.categorical_[j]),
+            )
         call.counts["features"] = len(job.names)
         call.counts["rows"] = n_rows
         return reply
@@ -261,7 +272,8 @@ class WoeHolderServicer(HolderModule[WoeJob, HolderWoeModel], BlobEndpoints):
         sent = np.empty(bins.shape, dtype=np.int64)
         for j in range(bins.shape[1]):
             raw = np.bincount(bins[:, j], minlength=int(binner.n_bins_[j]))
-            small = merge_small_bins(raw, min_bin)
+            merge = merge_small_categories if binner.categorical_[j] else merge_small_bins
+            small = merge(raw, min_bin)
             small_maps.append(small)
             sent[:, j] = small[bins[:, j]]
             counts.append(np.bincount(sent[:, j], minlength=int(small.max()) + 1))
@@ -378,9 +390,11 @@ def local_woe_holders(
     column_key: bytes | None = None,
     models_dir: Path | None = None,
     limits: HolderLimits | None = None,
+    categorical: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, InProcessPeer], dict[str, WoeHolderServicer]]:
     """WOE holders in this process (``models.local.local_holders``); model files go under
-    ``models_dir/<holder>`` when given."""
+    ``models_dir/<holder>`` when given; ``categorical``: per holder, its category columns."""
+    nominal = dict(categorical or {})
 
     def make(args: HolderArgs, _home: Path) -> WoeHolderServicer:
         return WoeHolderServicer(
@@ -390,7 +404,7 @@ def local_woe_holders(
             column_key=column_key,
             models_dir=None if models_dir is None else Path(models_dir) / args["node_id"],
             limits=limits,
-        )
+        ).use_categorical(nominal.get(args["node_id"], ()))
 
     return local_holders(
         make, tables, workdir, bank_id=bank_id, peer_class=peer_class, max_blob_bytes=max_blob_bytes

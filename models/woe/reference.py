@@ -196,6 +196,34 @@ def merge_small_bins(counts: Any, min_samples: int) -> np.ndarray:
     return _map_from_blocks(n_bins, blocks, missing_small)
 
 
+def merge_small_categories(counts: Any, min_samples: int) -> np.ndarray:
+    """``merge_small_bins`` for a categorical feature (``QuantileBinner`` category bins, the
+    last one "other"): bins have no neighbours, so every category (and a missing bin) with
+    1..min−1 rows joins "other"; an "other" still too small joins the smallest category. Sent
+    bins are renumbered 1.. in order, missing stays 0 when it is kept (or empty)."""
+    c = np.asarray(counts, dtype=np.int64).ravel()
+    n_bins = c.size
+    if n_bins < 3:
+        return merge_small_bins(c, min_samples)
+    other = n_bins - 1
+    target = np.arange(n_bins, dtype=np.int64)
+    small = (c > 0) & (c < int(min_samples))
+    small[other] = False
+    target[small] = other
+    pooled = np.bincount(target, weights=c, minlength=n_bins).astype(np.int64)
+    if 0 < pooled[other] < int(min_samples):
+        kept = [b for b in range(1, other) if pooled[b] > 0]
+        if kept:
+            into = min(kept, key=lambda b: (pooled[b], b))
+            target[target == other] = into
+    used = sorted({int(t) for t in target[c > 0]} - {MISSING_BIN})
+    renumber = {old: new for new, old in enumerate(used, start=1)}
+    renumber[MISSING_BIN] = MISSING_BIN
+    out = np.array([renumber.get(int(t), 0) for t in target], dtype=np.int64)
+    # an empty bin maps anywhere harmless: onto its own target if kept, else missing's 0
+    return out
+
+
 def _pooled_woe(
     blocks: list[tuple[int, int]], good_total: float, bad_total: float, smoothing: float
 ) -> np.ndarray:
@@ -382,19 +410,22 @@ def woe_from_counts(
     min_bin_samples: int = MIN_BIN_SAMPLES,
     monotonic: bool = True,
     smoothing: float = SMOOTHING,
+    categorical: bool = False,
 ) -> FeatureWoe:
     """Small-bin merging, then monotonic merging (optional), then WOE/IV — on counts only.
 
     The federated bank calls exactly this on the counts a holder sent (already small-merged by
     the holder: merging is idempotent), which is why the federation equals this reference.
+    ``categorical``: the bins are categories (``merge_small_categories``, never a monotonic
+    merge: categories have no order, each one or merged group keeps its own WOE).
     """
     g, b = _counts(goods, bads)
     label = name or f"#{feature}"
     if g.sum() == 0 or b.sum() == 0:
         raise WoeError("needs both goods and bads in its rows", feature=label, index=feature)
-    small = merge_small_bins(g + b, min_bin_samples)
+    small = (merge_small_categories if categorical else merge_small_bins)(g + b, min_bin_samples)
     g1, b1 = apply_map(g, b, small)
-    if monotonic:
+    if monotonic and not categorical:
         mono, direction = monotonic_merge(g1, b1, smoothing=smoothing)
     else:
         mono, direction = np.arange(g1.size, dtype=np.int64), "unconstrained"
@@ -432,8 +463,10 @@ def woe_tables(
     min_bin_samples: int = MIN_BIN_SAMPLES,
     monotonic: bool = True,
     smoothing: float = SMOOTHING,
+    categorical: Sequence[int] = (),
 ) -> list[FeatureWoe]:
-    """One :class:`FeatureWoe` per column of ``bins`` (``QuantileBinner`` bins)."""
+    """One :class:`FeatureWoe` per column of ``bins`` (``QuantileBinner`` bins; the
+    ``categorical`` columns' bins are categories)."""
     arr = np.asarray(bins)
     if arr.ndim != 2:
         raise WoeError(f"bins must be 2-D (rows, features), got shape {arr.shape}")
@@ -460,6 +493,7 @@ def woe_tables(
                 min_bin_samples=min_bin_samples,
                 monotonic=monotonic,
                 smoothing=smoothing,
+                categorical=j in set(categorical),
             )
         )
     return out
@@ -525,13 +559,15 @@ class WoeEncoder:
         *,
         feature_names: Sequence[str] | None = None,
         party: str = "",
+        categorical: Sequence[int] = (),
     ) -> WoeEncoder:
+        """``categorical``: column indices holding category codes (a bin per category)."""
         if feature_names is None and isinstance(X, pd.DataFrame):
             feature_names = [str(c) for c in X.columns]
         arr = np.asarray(X, dtype=np.float64)
         binner = QuantileBinner(max_bin=self.max_bin)
         try:
-            bins = binner.fit_transform(arr, feature_names=feature_names)
+            bins = binner.fit_transform(arr, feature_names=feature_names, categorical=categorical)
         except BinningError as exc:
             raise WoeError(exc.reason, feature=exc.feature, index=exc.index) from None
         self.binner_ = binner
@@ -545,6 +581,7 @@ class WoeEncoder:
             min_bin_samples=self.min_bin_samples,
             monotonic=self.monotonic,
             smoothing=self.smoothing,
+            categorical=categorical,
         )
         self.iv_ = np.array([t.iv for t in self.tables_])
         self.n_features_in_ = len(self.tables_)
@@ -578,6 +615,7 @@ __all__ = [
     "iv_report",
     "iv_strength",
     "merge_small_bins",
+    "merge_small_categories",
     "monotonic_merge",
     "woe_from_counts",
     "woe_iv",

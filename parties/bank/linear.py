@@ -26,6 +26,7 @@ from models.psi.store import check_name
 from parties.bank.reports import ScorecardReport, save_job
 from parties.bank.table import BankTable, IsTest, split_alignment
 from parties.config import NodeConfig
+from parties.data.encoding import one_hot_frame
 
 __all__ = ["epoch_seconds", "epoch_timer", "train_logistic"]
 
@@ -38,8 +39,9 @@ def _quiet(_: str) -> None:
 
 
 def epoch_timer(progress: Progress, on_epoch: OnEpoch | None) -> tuple[list[float], OnEpoch]:
-    """Marks at the end of every epoch (and one at the start): between two consecutive
-    epoch-ends lies exactly one epoch (the report keeps epochs 2..n: epoch 1 includes setup)."""
+    """A progress line and a mark at the end of every epoch (and one at the start). Reports
+    take ``VerticalLogisticRegression.epoch_seconds_`` instead: one entry per epoch, timed by
+    the bank's driver with setup (keys, public material, Start) apart."""
     marks: list[float] = [time.perf_counter()]
 
     def done(epoch: int, loss: float) -> None:
@@ -52,7 +54,7 @@ def epoch_timer(progress: Progress, on_epoch: OnEpoch | None) -> tuple[list[floa
 
 
 def epoch_seconds(marks: list[float]) -> list[float]:
-    """Seconds of epochs 2..n from ``epoch_timer``'s marks."""
+    """Seconds of epochs 2..n from ``epoch_timer``'s marks (epoch 1's mark includes setup)."""
     return [b - a for a, b in itertools.pairwise(marks[1:])]
 
 
@@ -83,8 +85,10 @@ def train_logistic(
         table, alignment, is_test=is_test, test_fraction=test_fraction, split_seed=split_seed
     )
     split.require_both()
-    X, labels, train_pos, test_pos = split.features, split.labels, split.train, split.test
-    marks, done = epoch_timer(progress, on_epoch)
+    # categorical columns as 0/1 indicators (one per category): a code is not a quantity
+    X = one_hot_frame(split.features)
+    labels, train_pos, test_pos = split.labels, split.train, split.test
+    _marks, done = epoch_timer(progress, on_epoch)
     clf = VerticalLogisticRegression(**dict(params or {}), job_id=job_id)
     t_fit = time.perf_counter()
     clf.fit(
@@ -121,7 +125,7 @@ def train_logistic(
         n_iter=int(clf.n_iter_),
         seconds=time.perf_counter() - started,
         train_seconds=train_seconds,
-        epoch_seconds=epoch_seconds(marks),
+        epoch_seconds=list(clf.epoch_seconds_),  # one per epoch; setup apart
         top_decile_lift=float(lift_table(y_test, proba)["lift"].iloc[0]),
         train_positions=train_pos,
         test_positions=test_pos,

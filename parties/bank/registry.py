@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from parties.config import NodeConfig
+
 
 DEFAULT_DIR = Path(".xinyidai") / "mlflow"
 """The project-local store, relative to the current directory: ``mlflow.db`` + ``artifacts/``."""
@@ -152,7 +154,52 @@ class TrackingConfig:
         """For messages: the local directory, or the server URI without credentials."""
         if self.local_dir is not None:
             return str(self.local_dir)
-        return re.sub(r"//[^/@]*@", "//***@", self.tracking_uri)
+        return redact_uri(self.tracking_uri)
+
+    @classmethod
+    def for_node(cls, config: NodeConfig) -> NodeStore:
+        """The store a bank node serves from, and why that one.
+
+        ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``) in the environment > ``node.yaml``
+        ``mlflow.tracking_uri`` > ``mlflow.dir`` > ``NODE_DIR/mlflow``. Why never the current
+        directory: a node started from another folder would silently open an empty store there
+        and answer "no registered model" for every version the bank trained."""
+        settings = config.mlflow
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return NodeStore(cls.resolve(), "the environment variable MLFLOW_TRACKING_URI")
+        if settings is not None and settings.tracking_uri:
+            store = cls.resolve(
+                tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
+            )
+            return NodeStore(store, "node.yaml mlflow.tracking_uri")
+        if settings is not None and settings.dir is not None:
+            return NodeStore(cls.resolve(settings.dir), "node.yaml mlflow.dir")
+        return NodeStore(
+            cls.resolve(config.node_dir / "mlflow"),
+            "the default in the node folder: neither node.yaml mlflow: nor MLFLOW_TRACKING_URI "
+            "is set",
+        )
+
+
+class NodeStore(NamedTuple):
+    """A bank node's registry and where that choice came from (for its start-up log line)."""
+
+    tracking: TrackingConfig
+    source: str
+
+    def describe(self) -> str:
+        return f"MLflow store {self.tracking.describe()} (from {self.source})"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without its password (``scheme://user:***@host``; a user part without ``:``
+    may be a token: ``scheme://***@host``), for logs and messages."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _secret = match.group(1).partition(":")
+        return f"//{user}:***@" if colon else "//***@"
+
+    return re.sub(r"//([^/]*)@", hide, uri)
 
 
 def config_or_default(tracking: TrackingConfig | None) -> TrackingConfig:
@@ -246,14 +293,25 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
         raise
 
 
+def store_of(client: MlflowClient) -> str:
+    """The registry a client reads, for messages: a local database's folder, or its URI
+    without a password."""
+    uri = str(getattr(client, "_registry_uri", "") or client.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri[len("sqlite:///") :]).parent)
+    return redact_uri(uri)
+
+
 def missing_message(client: MlflowClient, name: str, what: str) -> str:
+    """Names the store looked in: "no registered model" most often means the wrong store."""
     from mlflow.exceptions import MlflowException
 
+    store = store_of(client)
     try:
         client.get_registered_model(name)
     except MlflowException:
-        return f"no registered model '{name}' (so no {what})"
-    return f"model '{name}' has no {what}"
+        return f"no registered model '{name}' (so no {what}) in the MLflow store {store}"
+    return f"model '{name}' has no {what} in the MLflow store {store}"
 
 
 class ResolvedModel(NamedTuple):

@@ -7,7 +7,13 @@ asks every holder whose splits the model uses for the leaves *its* splits allow 
 one thread per holder, over the node's persistent connections), and intersects; exactly one
 leaf per tree is left. Nothing is scored from partial data: a holder that refuses makes the
 request fail (PERMISSION_DENIED naming the holder), one without data makes the reply say which
-source is missing and carry no score.
+source is missing and carry no score (the number fields are unset, never 0).
+
+A holder's failure reaches the bank's client with its status class kept and the holder named
+once (``holder 'tax': ...``): its client error stays INVALID_ARGUMENT, a missing precondition
+FAILED_PRECONDITION, a refusal PERMISSION_DENIED with its refusal code; only a holder that did
+not answer (down, too slow) makes the bank answer UNAVAILABLE. Every call to a holder carries a
+request id derived from the client's (``<id>.<holder>``), so both halves can be traced to it.
 
 - ``parties.bank.served.ModelCache``: the versions served (resolved, checked, compiled once).
 - ``BankScorer``: ``score`` (one enterprise), ``score_batch`` (a region prefix, an industry
@@ -37,17 +43,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from federation.errors import PeerError, Refused
+from federation.errors import PeerError
 from federation.transport.base import (
     FAILED_PRECONDITION,
-    UNAVAILABLE,
-    CallFailed,
     PeerBase,
-    PeerRefused,
     invalid,
     new_meta,
 )
-from federation.transport.calls import SubjectAccess, prefix
+from federation.transport.calls import SubjectAccess, child_request_id, prefix, relay_failure
 from models.scorecard import PdoScaling
 from models.secureboost.bank_state import BANK
 from models.secureboost.reference import sigmoid
@@ -243,10 +246,20 @@ class BankScorer:
         *,
         single: bool,
         auth_ids: Sequence[str] = (),
+        request_id: str = "",
+        part: int = 0,
     ) -> dict[str, Future[HolderAnswer]]:
+        """One ``ScoreReach`` per holder the model uses, concurrently; ``request_id``: the
+        client's, from which each call's is derived (``part``: the chunk of a batch)."""
+
         def one(holder: str) -> HolderAnswer:
             request = holder_pb2.ScoreReachRequest(
-                meta=new_meta(purpose, job_id=served.job_id, model_id=served.model_id),
+                meta=new_meta(
+                    purpose,
+                    job_id=served.job_id,
+                    model_id=served.model_id,
+                    request_id=child_request_id(request_id, holder, part),
+                ),
                 part_sha256=served.digests.get(holder, ""),
                 auth_ids=auth_ids,
             )
@@ -259,10 +272,17 @@ class BankScorer:
             n_ok = statuses.count("ok")
             n_leaves = int(served.weights.size)
             if len(statuses) != len(codes) or reply.n_leaves != n_leaves:
-                raise PeerError(holder, "ScoreReach", "answer does not fit the request/model")
+                raise PeerError(
+                    holder,
+                    "ScoreReach",
+                    "answer does not fit the request/model",
+                    code=FAILED_PRECONDITION,
+                )
             bits = np.unpackbits(np.frombuffer(reply.reach, dtype=np.uint8))
             if bits.size < n_ok * n_leaves or bits[n_ok * n_leaves :].any():
-                raise PeerError(holder, "ScoreReach", "reach mask has the wrong size")
+                raise PeerError(
+                    holder, "ScoreReach", "reach mask has the wrong size", code=FAILED_PRECONDITION
+                )
             reach = bits[: n_ok * n_leaves].astype(bool).reshape(n_ok, n_leaves)
             ids = list(reply.auth_ids) if len(reply.auth_ids) == len(codes) else [""] * len(codes)
             return HolderAnswer(statuses, reach, list(reply.categories), ids)
@@ -276,13 +296,12 @@ class BankScorer:
 
     @staticmethod
     def _raise_for(holder: str, exc: BaseException) -> None:
-        if isinstance(exc, PeerRefused):
-            raise Refused(exc.refusal, f"holder '{holder}': {exc.detail}") from None
+        """Answer the client with the holder's failure, its status class kept (``relay_failure``:
+        only a holder that did not answer becomes UNAVAILABLE), the holder named once."""
         if isinstance(exc, PeerError):
-            status = FAILED_PRECONDITION if exc.code == FAILED_PRECONDITION else UNAVAILABLE
-            raise CallFailed(
-                status, f"holder '{holder}' did not answer ({exc.code}): {exc.detail}; no score"
-            ) from None
+            if exc.peer != holder:  # raised about another node: name the one we asked
+                exc = PeerError(holder, exc.operation, exc.detail, code=exc.code)
+            raise relay_failure(exc, role="holder") from None
         raise exc
 
     # -- one enterprise ----------------------------------------------------------------------
@@ -293,8 +312,9 @@ class BankScorer:
         served: ServedModel,
         purpose: str,
         auth_ids: Sequence[str] = (),
+        request_id: str = "",
     ) -> bank_pb2.ScoreReply:
-        """``bank_pb2.ScoreReply``; raises ``Refused`` when a holder refuses.
+        """``bank_pb2.ScoreReply``; a holder's refusal or failure is relayed (``_raise_for``).
 
         ``served``: ``self.models.get(name, version_or_alias)``; ``auth_ids``: the
         enterprise's authorisations (``ScoreRequest.auth_ids``), given to every holder, which
@@ -312,7 +332,9 @@ class BankScorer:
             reply.missing_sources.append(self.node_id)
             return reply
         reply.sources.add(node_id=self.node_id, status="ok")
-        futures = self._ask(served, purpose, [code], single=True, auth_ids=auth_ids)
+        futures = self._ask(
+            served, purpose, [code], single=True, auth_ids=auth_ids, request_id=request_id
+        )
         answers: dict[str, HolderAnswer] = {}
         for holder, future in futures.items():
             try:
@@ -369,6 +391,7 @@ class BankScorer:
         threshold: float = 0.0,
         limit: int = 0,
         subjects: list[SubjectAccess] | None = None,
+        request_id: str = "",
     ) -> bank_pb2.ScoreBatchReply:
         """``bank_pb2.ScoreBatchReply``. Region/industry: the whitelist (points >= threshold,
         highest first, at most ``limit``). ``usccs``: every code, in the given order, with its
@@ -381,7 +404,7 @@ class BankScorer:
             codes = [uscc_codes.normalise(str(c)) for c in usccs]
         else:
             codes = self.candidates(region=region, industry=industry)
-        batch = self._batch_reach(served, purpose, codes)
+        batch = self._batch_reach(served, purpose, codes, request_id=request_id)
         if subjects is not None:
             subjects.extend(
                 SubjectAccess(
@@ -414,7 +437,9 @@ class BankScorer:
             _list_above(reply, codes, batch, good, scores, threshold=threshold, limit=limit)
         return reply
 
-    def _batch_reach(self, served: ServedModel, purpose: str, codes: list[str]) -> _Batch:
+    def _batch_reach(
+        self, served: ServedModel, purpose: str, codes: list[str], *, request_id: str = ""
+    ) -> _Batch:
         """Every holder's reach for ``codes`` it admits, in chunks of ``BATCH_CHUNK``; a code
         any source cannot score gets ``<source>:<reason>`` as its status."""
         n = len(codes)
@@ -426,8 +451,18 @@ class BankScorer:
         ask = np.flatnonzero(rows >= 0)
         chunks = [ask[i : i + BATCH_CHUNK] for i in range(0, ask.size, BATCH_CHUNK)]
         pending = [
-            (chunk, self._ask(served, purpose, [codes[i] for i in chunk], single=False))
-            for chunk in chunks
+            (
+                chunk,
+                self._ask(
+                    served,
+                    purpose,
+                    [codes[i] for i in chunk],
+                    single=False,
+                    request_id=request_id,
+                    part=k,
+                ),
+            )
+            for k, chunk in enumerate(chunks)
         ]
         reach: dict[str, np.ndarray] = {
             h: np.zeros((n, served.weights.size), dtype=bool) for h in served.owners
@@ -460,8 +495,9 @@ class BankScorer:
 
     # -- verification (proxied) --------------------------------------------------------------
     def verify(
-        self, *, holder: str, code: str, predicate_json: str, purpose: str
+        self, *, holder: str, code: str, predicate_json: str, purpose: str, request_id: str = ""
     ) -> bank_pb2.BankVerifyReply:
+        """The holder's yes/no answer; its failure relayed with its status class kept."""
         peer = self.holders.get(holder)
         if peer is None:
             raise invalid(
@@ -472,7 +508,9 @@ class BankScorer:
             answer = peer.call(
                 "Verify",
                 holder_pb2.VerifyRequest(
-                    meta=new_meta(purpose), uscc=code, predicate_json=predicate_json
+                    meta=new_meta(purpose, request_id=child_request_id(request_id, holder)),
+                    uscc=code,
+                    predicate_json=predicate_json,
                 ),
             )
         except PeerError as exc:
@@ -518,19 +556,29 @@ def score_codes(
                 usccs=codes,
             ),
         )
-    rows = [
+    rows = scored_rows(reply)
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+
+
+def scored_rows(reply: bank_pb2.ScoreBatchReply) -> list[dict[str, Any]]:
+    """One plain row per enterprise of a batch reply; a number the reply does not carry (the
+    enterprise was not scored) is NaN, never 0."""
+
+    def number(e: bank_pb2.ScoredEnterprise, name: str) -> float:
+        return float(getattr(e, name)) if e.HasField(name) else math.nan
+
+    return [
         {
             "uscc": e.uscc,
             "status": e.status,
-            "probability_default": e.probability_default if e.status == "ok" else math.nan,
-            "points": e.points if e.status == "ok" else math.nan,
+            "probability_default": number(e, "probability_default"),
+            "points": number(e, "points"),
             "reason_categories": ",".join(e.reason_categories),
             "model_name": reply.model_name,
             "model_version": reply.model_version,
         }
         for e in reply.enterprises
     ]
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
 
 def reply_dict(reply: Message) -> dict[str, Any]:

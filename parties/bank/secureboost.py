@@ -31,6 +31,7 @@ from parties.bank.monitoring import write_training_population
 from parties.bank.reports import TrainingReport, save_job
 from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
 from parties.config import NodeConfig
+from parties.data.encoding import lightgbm_frame
 
 __all__ = ["DEFAULT_PARAMS", "bank_only_baseline", "train_secureboost"]
 
@@ -69,8 +70,9 @@ def bank_only_baseline(
         n_jobs=1,
         verbose=-1,
     )
-    model.fit(X_train, y_train)
-    return np.asarray(model.predict_proba(X_test))[:, 1]
+    # category codes as pandas categories: LightGBM splits them natively, as SecureBoost does
+    model.fit(lightgbm_frame(X_train), y_train)
+    return np.asarray(model.predict_proba(lightgbm_frame(X_test)))[:, 1]
 
 
 def _split_owners(clf: SecureBoostClassifier) -> dict[str, int]:

@@ -26,7 +26,7 @@ from federation.ids import name_problem
 from federation.transport.base import invalid
 from models.secureboost.bank_state import BANK
 from models.secureboost.estimator import SecureBoostClassifier
-from models.secureboost.reference import SecureBoostError
+from models.secureboost.reference import SecureBoostError, goes_left
 from models.secureboost.tree import ReachProgram
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class ModelCache:
         go_left = np.empty((bins.shape[0], len(program.splits)), dtype=bool)
         for j, (t, i) in enumerate(program.splits):
             node = trees[t].nodes[i]
-            go_left[:, j] = bins[:, node.feature] <= node.threshold
+            go_left[:, j] = goes_left(bins[:, node.feature], node.threshold)
         owners = tuple(sorted(clf.model_.split_owners() - {BANK}))
         if digests:
             missing = [h for h in owners if h not in digests]

@@ -6,7 +6,10 @@ others' answers.
 
 ``Score``/``ScoreBatch``/``Verify`` are the scoring service (``parties.bank.scoring``,
 docs/scoring.md), for the bank's operators only. Their audit records carry the served version as
-``model_id`` ("<name>/<version>") at the bank and at every holder asked.
+``model_id`` ("<name>/<version>") at the bank and at every holder asked, and each call to a holder
+a request id derived from the operator's (``<id>.<holder>``). A retry of one of these requests
+(the same bytes under the same request id) is answered again from the first answer and recorded
+as a retry (``replayable``): no holder is asked twice for one request.
 """
 
 from __future__ import annotations
@@ -18,22 +21,30 @@ import pandas as pd
 
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
-from federation.transport.calls import SubjectAccess
+from federation.transport.calls import SubjectAccess, child_request_id
 from parties.bank.score_log import ScoreLog, log_served
 from parties.bank.scoring import BankScorer, joined_ids
 from parties.bank.served import ServedModel
 from parties.config import NodeConfig
 from parties.data.schema import PartySchema
-from parties.summary import PROTOCOL_VERSION, data_categories, hello_reply, table_summary
+from parties.summary import (
+    PROTOCOL_VERSION,
+    data_categories,
+    hello_reply,
+    node_aliases,
+    table_summary,
+)
 from protos import bank_pb2, common_pb2
 
 OPERATOR_METHODS = {"Greet", "Score", "ScoreBatch", "Verify"}
 
 
 def greet_holders(
-    holders: dict[str, PeerBase], *, purpose: str, job_id: str = ""
+    holders: dict[str, PeerBase], *, purpose: str, job_id: str = "", request_id: str = ""
 ) -> list[bank_pb2.PeerGreeting]:
-    """Call ``Hello`` on every holder at once; one ``PeerGreeting`` per holder, failures included."""
+    """Call ``Hello`` on every holder at once; one ``PeerGreeting`` per holder, failures included.
+
+    ``request_id``: the operator's, from which each ``Hello``'s is derived."""
 
     def greet(node_id: str, peer: PeerBase) -> bank_pb2.PeerGreeting:
         started = time.perf_counter()
@@ -42,7 +53,10 @@ def greet_holders(
             hello = peer.call(
                 "Hello",
                 common_pb2.HelloRequest(
-                    meta=new_meta(purpose, job_id=job_id), protocol_version=PROTOCOL_VERSION
+                    meta=new_meta(
+                        purpose, job_id=job_id, request_id=child_request_id(request_id, node_id)
+                    ),
+                    protocol_version=PROTOCOL_VERSION,
                 ),
             )
         except PeerError as exc:
@@ -61,6 +75,8 @@ def greet_holders(
 
 class BankServicer:
     service = bank_pb2.DESCRIPTOR.services_by_name["Bank"]
+    replayable = frozenset(OPERATOR_METHODS)
+    """A retry of these is answered from the first answer (``ServiceRuntime._replay``)."""
 
     def __init__(
         self,
@@ -87,7 +103,9 @@ class BankServicer:
             as_of=config.data.as_of if config.data is not None else None,
         )
         self.score_log = score_log or ScoreLog.for_config(config)
-        self._summary = table_summary(table, schema, column_key)
+        self._summary = table_summary(
+            table, schema, column_key, aliases=node_aliases(config, schema)
+        )
         self.categories = data_categories(schema)
         self._operators = set(config.operators) or {config.node_id}
         self._known = self._operators | {p.node_id for p in config.peers}
@@ -95,8 +113,9 @@ class BankServicer:
     def authorise_caller(self, caller: str, method: str) -> None:
         allowed = self._operators if method in OPERATOR_METHODS else self._known
         if caller not in allowed:
+            whom = "operators" if method in OPERATOR_METHODS else "operators or peers"
             raise Refused(
-                "caller", f"'{caller}' may not call {method} on bank '{self.config.node_id}'"
+                "caller", f"'{caller}' may not call {method} here (not one of its {whom})"
             )
 
     def Hello(self, request: common_pb2.HelloRequest, call: CallInfo) -> common_pb2.HelloReply:
@@ -104,7 +123,10 @@ class BankServicer:
 
     def Greet(self, request: bank_pb2.GreetRequest, call: CallInfo) -> bank_pb2.GreetReply:
         greetings = greet_holders(
-            self.holders, purpose=request.meta.purpose, job_id=request.meta.job_id
+            self.holders,
+            purpose=request.meta.purpose,
+            job_id=request.meta.job_id,
+            request_id=request.meta.request_id,
         )
         call.counts["holders"] = len(greetings)
         call.counts["holders_ok"] = sum(g.ok for g in greetings)
@@ -126,6 +148,7 @@ class BankServicer:
             served=served,
             purpose=call.meta.purpose,
             auth_ids=list(request.auth_ids),
+            request_id=call.meta.request_id,
         )
         covered = [f"{s.node_id}:{s.auth_id}" for s in reply.sources if s.auth_id]
         call.subjects.append(
@@ -152,6 +175,7 @@ class BankServicer:
             threshold=request.threshold,
             limit=request.limit,
             subjects=call.subjects,  # one audit row per enterprise asked about
+            request_id=call.meta.request_id,
         )
         call.counts["candidates"] = int(reply.candidates)
         call.counts["scored"] = int(reply.scored)
@@ -167,4 +191,5 @@ class BankServicer:
             code=request.uscc,
             predicate_json=request.predicate_json,
             purpose=call.meta.purpose,
+            request_id=call.meta.request_id,
         )

@@ -17,7 +17,7 @@ from federation.errors import ConfigError
 from models.psi.active import Alignment
 from models.psi.store import AlignmentError, codes_digest
 from parties.config import NodeConfig
-from parties.data.encoding import encode_table
+from parties.data.encoding import encode
 from parties.data.loader import load_table
 from parties.data.schema import PartySchema
 
@@ -41,13 +41,17 @@ class BankTable:
             raise ConfigError(f"bank '{config.node_id}': no data table configured")
         schema: PartySchema = config.data.table_schema(config.node_id)
         table = load_table(config.data.path, schema)
-        values, names = encode_table(table, schema, as_of=config.data.as_of)
+        encoded = encode(table, schema, as_of=config.data.as_of)
         label = schema.label_column
         if label is None:
             raise ConfigError(f"bank '{config.node_id}': its table has no label column")
+        features = pd.DataFrame(encoded.values, columns=encoded.names)
+        # the columns holding category codes travel with the frame (pandas keeps attrs through
+        # iloc/reset_index): SecureBoost splits them as sets, LR one-hot encodes them
+        features.attrs["categorical"] = encoded.categorical
         return cls(
             codes=list(table.index),
-            features=pd.DataFrame(values, columns=names),
+            features=features,
             labels=table[label].to_numpy(dtype=np.float64),
         )
 

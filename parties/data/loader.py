@@ -42,6 +42,7 @@ __all__ = [
     "check_table",
     "load_table",
     "read_header",
+    "read_raw",
     "table_digest",
 ]
 
@@ -388,8 +389,8 @@ def _check_keys(
             .to_numpy(dtype=object, na_value="")
         )
         reasons = uscc_mod.problems(np.where(missing, "0" * 18, norm).astype(str))
-    else:  # plain keys (benchmark row ids): each mapped to its own valid USCC
-        plain = text.where(~missing, "").str.strip().to_numpy(dtype=object, na_value="")
+    else:  # plain keys (benchmark row ids), normalised like USCCs, each mapped to a valid USCC
+        plain = uscc_mod.normalise_plain(text.where(~missing, "").astype(object))
         norm = np.full(n, "", dtype=object)
         present_ids = ~missing & (plain != "")
         if present_ids.any():
@@ -497,6 +498,31 @@ def read_header(path: str | Path) -> list[str]:
     if not first:
         raise DataValidationError(str(p), [f"{p.name}: file is empty (no header row)"])
     return [h.strip() for h in first]
+
+
+def read_raw(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The file's cells before any typing (text files: every cell as stripped text, missing
+    tokens as ``None``) and its file-level problems; ``DataValidationError`` naming the file when
+    it is absent or unreadable.
+
+    Why: an experiment's check looks at whole columns first (is this column text? are these
+    labels 0/1?) so it can say one thing per column instead of one thing per row.
+    """
+    p = Path(path)
+    try:
+        raw, _is_text, header_problems = _read(p)
+    except FileNotFoundError:
+        raise DataValidationError(str(p), [f"{p.name}: file not found ({p})"]) from None
+    except Exception as exc:  # OSError, ValueError, pyarrow's own types: the file is unusable
+        raise DataValidationError(str(p), [f"{p.name}: cannot read: {exc}"]) from None
+    out = {}
+    for col in raw.columns:
+        text, missing = _Cell(raw[col].reset_index(drop=True)).text
+        values = text.to_numpy(dtype=object, na_value=None)
+        values[missing] = None
+        out[col] = values
+    frame = pd.DataFrame(out, columns=list(raw.columns)) if out else pd.DataFrame()
+    return frame, [f"{p.name}: {m}" for m in header_problems]
 
 
 def load_table(path: str | Path, schema: PartySchema) -> pd.DataFrame:

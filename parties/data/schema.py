@@ -13,6 +13,7 @@ sensitive (credit history and the default label).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
@@ -77,6 +78,9 @@ class Column:
     grade: int = 2
     allowed: tuple[str, ...] | None = None
     min_value: float | None = None
+    # A nominal category that models use as a feature, split natively (docs/secureboost.md,
+    # "Categorical features"). Off for the sharing lists' ``industry`` (not a model feature).
+    categorical: bool = False
 
     def __post_init__(self) -> None:
         name, dtype, category = self.name, self.dtype, self.category
@@ -93,6 +97,8 @@ class Column:
             raise ConfigError(f"column {name!r}: grade {grade} not in 1..4")
         if min_value is not None and dtype not in ("float", "int"):
             raise ConfigError(f"column {name!r}: min_value only applies to numbers")
+        if self.categorical and dtype != "category":
+            raise ConfigError(f"column {name!r}: categorical needs dtype 'category'")
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,11 @@ class PartySchema:
     def feature_columns(self) -> tuple[str, ...]:
         """Names of the columns a model may learn from (neither the key nor the label)."""
         return tuple(c.name for c in self.columns if c.name != self.key and c.category != "label")
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        """Feature columns that models treat as categories (codes, native splits, one-hot)."""
+        return tuple(c.name for c in self.columns if c.categorical)
 
     @property
     def label_column(self) -> str | None:
@@ -302,13 +313,21 @@ def generic_schema(
     features: tuple[str, ...] | list[str],
     label_column: str | None = None,
     category: str = "bank",
+    categorical: Sequence[str] = (),
 ) -> PartySchema:
-    """A schema for an experiment's table: a key, numeric features and maybe a label.
+    """A schema for an experiment's table: a key, features and maybe a label.
 
     Why: public benchmark files (``default_credit``...) do not follow the sharing lists; an
     experiment names each party's key, label and feature columns instead, and every feature is
-    a number of one data category (the one an enterprise's authorisation would cover).
+    a number of one data category (the one an enterprise's authorisation would cover), except
+    the ``categorical`` ones (text or codes, encoded by ``parties.data.encoding``).
     """
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise ConfigError(
+            f"table '{role}': categorical column(s) {', '.join(map(repr, unknown))} "
+            "are not features"
+        )
     if id_column in features or (label_column is not None and label_column in features):
         raise ConfigError(f"table '{role}': the key and the label cannot also be features")
     if category not in CATEGORIES or category in ("identity", "label"):
@@ -318,7 +337,13 @@ def generic_schema(
     columns = [Column(id_column, "str", category="identity", grade=1)]
     if label_column is not None:
         columns.append(Column(label_column, "float", category="label", grade=4, required=False))
-    columns += [Column(f, "float", category=category, grade=3, required=False) for f in features]
+    nominal = set(categorical)
+    columns += [
+        Column(f, "category", category=category, grade=3, required=False, categorical=True)
+        if f in nominal
+        else Column(f, "float", category=category, grade=3, required=False)
+        for f in features
+    ]
     return PartySchema(
         role, tuple(columns), key=id_column, key_kind=id_kind, extra_columns="ignore"
     )

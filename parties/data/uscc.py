@@ -16,7 +16,8 @@ check (mod 31).
 
 ``problem`` validates a code exactly as given; call ``normalise`` first to accept full-width
 characters, spaces and lower case as typed by people. ``problems`` is the vectorised form used
-for whole tables.
+for whole tables. ``normalise_plain`` does the same for the plain row ids of benchmark data
+(trim, full-width to half-width, case-fold), so ``' A17'`` and ``'ａ17'`` are one row id.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "generate",
     "is_valid",
     "normalise",
+    "normalise_plain",
     "org_check_character",
     "problem",
     "problems",
@@ -95,6 +97,25 @@ def normalise(code: str) -> str:
     """
     text = unicodedata.normalize("NFKC", str(code))
     return "".join(text.split()).upper()
+
+
+def normalise_plain(ids: Iterable[object] | np.ndarray | pd.Series) -> np.ndarray:
+    """Plain row ids as they are matched: NFKC (full-width to half-width), trimmed, case-folded;
+    an object array, ``""`` where an id is missing or blank.
+
+    Why the same rules as USCCs: two parties that typed the same id differently ('  ab12',
+    'AB12', 'ＡＢ１２') would otherwise map it to different codes and the row would silently
+    fail to join. Inner spaces are kept: in a plain id they may be part of the id.
+    """
+    s = pd.Series(ids.to_numpy() if isinstance(ids, pd.Series | pd.Index) else list(ids))
+    missing = s.isna().to_numpy()
+    text = s.astype(object).where(~missing, "").astype(str)
+    wide = text.str.contains(r"[^\x00-\x7f]", regex=True).to_numpy(dtype=bool)
+    if wide.any():
+        text[wide] = text[wide].map(lambda v: unicodedata.normalize("NFKC", v))
+    out = text.str.strip().str.casefold().to_numpy(dtype=object)
+    out[missing] = ""
+    return out
 
 
 def _org_check(body8: str) -> str:

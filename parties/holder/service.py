@@ -26,6 +26,7 @@ per-enterprise decision — these handlers' and the protocol services' (``Predic
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from parties.consent import ConsentDecision, ConsentRegistry, check_auth_ids
 from parties.data import uscc
 from parties.data.encoding import encode_table
 from parties.data.schema import PartySchema
-from parties.summary import data_categories, hello_reply, table_summary
+from parties.summary import data_categories, hello_reply, node_aliases, table_summary
 from protos import common_pb2, holder_pb2
 
 if TYPE_CHECKING:
@@ -96,6 +97,22 @@ def _mark_disputed(
         if statuses[i] == "ok" and code in open_:
             if DisputeStatus(code, tuple(open_[code])).covers_any(categories):
                 statuses[i] = "disputed"
+
+
+def _refusal_reason(
+    code: str, status: str, decision: ConsentDecision | None, auth_ids: Sequence[str]
+) -> str:
+    """The consent refusal as the calling bank reads it: the enterprise named, the bank not
+    (it is the caller: "for this bank", never "for bank bank"), this node not (its runtime names
+    it once)."""
+    if status == "no-consent":
+        return f"no authorisation from enterprise {code} for this bank"
+    if status == "auth-id":
+        return (
+            f"none of the {len(set(auth_ids))} authorisation id(s) given is an authorisation "
+            f"from enterprise {code} for this bank"
+        )
+    return decision.reason if decision is not None else status
 
 
 MAX_BATCH = 10_000
@@ -218,6 +235,10 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
     verification, for the banks its policy lists (the protocol services run next to it)."""
 
     service = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
+    replayable = frozenset({"CheckAuthorisation", "ScoreReach", "Verify"})
+    """A retry of these (the bank's, same bytes and request id) is answered from the first
+    answer (``ServiceRuntime._replay``): one question, one answer, one entry about the
+    enterprise, one use of the verification budget."""
 
     def __init__(
         self,
@@ -249,7 +270,9 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         self.consent = consent
         self.chunk_bytes = config.limits.chunk_kb * 1024
         self.categories = data_categories(schema)
-        self._summary = table_summary(table, schema, column_key)
+        self._summary = table_summary(
+            table, schema, column_key, aliases=node_aliases(config, schema)
+        )
         self._banks = {p.node_id for p in config.banks}
         if alignments is None:
             alignments = AlignmentStore(
@@ -333,26 +356,51 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                 raise Refused(
                     "disputed",
                     f"enterprise {codes[0]} has an open dispute covering "
-                    f"{', '.join(categories)} data at {self.config.node_id}; "
-                    "no score until resolved",
+                    f"{', '.join(categories)} data here; no answer until it is resolved",
                 )
-            reason = decision.reason if decision is not None else status
-            raise Refused("auth-id" if status == "auth-id" else "consent", reason)
+            raise Refused(
+                "auth-id" if status == "auth-id" else "consent",
+                _refusal_reason(codes[0], status, decision, auth_ids),
+            )
         return admission
 
     # -- who the holder is -------------------------------------------------------------------
     def Hello(self, request: common_pb2.HelloRequest, call: CallInfo) -> common_pb2.HelloReply:
         stats = self.consent.stats(bank_id=call.caller)
         reply = hello_reply(self.config, call.caller, self.categories, self._summary)
-        reply.consent.CopyFrom(
-            common_pb2.ConsentStats(
-                active=stats.active,
-                revoked=stats.revoked,
-                expired=stats.expired,
-                enterprises=stats.enterprises,
-            )
+        consent = common_pb2.ConsentStats(
+            active=stats.active,
+            revoked=stats.revoked,
+            expired=stats.expired,
+            enterprises=stats.enterprises,
         )
+        if request.alignment_id:
+            consent.auth_set_sha256, consent.auth_set_size = self._auth_set(
+                call, request.alignment_id
+            )
+        reply.consent.CopyFrom(consent)
         return reply
+
+    def _auth_set(self, call: CallInfo, alignment_id: str) -> tuple[str, int]:
+        """sha256 over the sorted ids (one per line) of the active authorisations, for the
+        caller and the request's purpose, of the alignment's enterprises, and their number.
+
+        Why: the bank logs it with a model version (its consent snapshot), so an auditor can
+        tie the version to the exact authorisations this holder held; no USCC leaves."""
+        problem = name_problem(alignment_id, "alignment_id")
+        if problem is not None:
+            raise invalid(f"Hello: {problem}")
+        try:
+            rows = self.gate.alignments.load(call.caller, alignment_id)
+        except XinyidaiError as exc:
+            raise CallFailed("FAILED_PRECONDITION", f"Hello: {exc}") from None
+        codes = {str(c) for c in self.gate.codes[rows]}
+        ids = sorted(
+            r.auth.auth_id
+            for r in self.consent.list(bank_id=call.caller, include_inactive=False)
+            if r.auth.purpose == call.meta.purpose and r.auth.uscc in codes
+        )
+        return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest(), len(ids)
 
     def CheckAuthorisation(
         self, request: holder_pb2.AuthorisationQuery, call: CallInfo

@@ -29,7 +29,7 @@ import pandas as pd
 from federation.errors import XinyidaiError
 from federation.ids import NAME_PATTERN
 from models.psi.store import AlignmentError, AlignmentStore
-from parties.data.encoding import encode_table
+from parties.data.encoding import encode, one_hot
 from parties.data.schema import PartySchema
 
 _VIEW = re.compile(rf"^woe:({NAME_PATTERN.pattern})(?::([0-9]{{1,4}}(?:,[0-9]{{1,4}})*))?$")
@@ -51,13 +51,25 @@ class TrainingView:
         as_of: date | None = None,
     ):
         self.store = store
-        self.values, self.names = encode_table(table, schema, as_of=as_of)
+        encoded = encode(table, schema, as_of=as_of)
+        self.values, self.names = encoded.values, encoded.names
+        self.categorical = encoded.categorical
+        # LR reads categorical columns as 0/1 indicators, expanded once on the whole table so
+        # training and scoring see the same columns (``parties.data.encoding.one_hot``).
+        self.linear_values, self.linear_names = one_hot(self.values, self.names, self.categorical)
 
     def features_for(self, bank: str, alignment_id: str) -> tuple[np.ndarray, list[str]]:
         if not alignment_id:
             raise AlignmentError("a training job must name its alignment (a PSI job id)")
         rows = self.store.load(bank, alignment_id)
         return self.values[rows], self.names
+
+    def linear_features_for(self, bank: str, alignment_id: str) -> tuple[np.ndarray, list[str]]:
+        """``features_for`` with categorical columns one-hot (what a linear model reads)."""
+        if not alignment_id:
+            raise AlignmentError("a training job must name its alignment (a PSI job id)")
+        rows = self.store.load(bank, alignment_id)
+        return self.linear_values[rows], self.linear_names
 
 
 class FeatureViewError(XinyidaiError):
@@ -137,8 +149,9 @@ class FeatureViews:
     def __call__(
         self, bank: str, alignment_id: str, view: str = ""
     ) -> tuple[np.ndarray, list[str]]:
-        if not view:
-            values, names = self.training_view.features_for(bank, alignment_id)
+        if not view:  # raw features; categorical ones one-hot where the view offers it
+            read = getattr(self.training_view, "linear_features_for", None)
+            values, names = (read or self.training_view.features_for)(bank, alignment_id)
             return np.asarray(values, dtype=np.float64), [str(n) for n in names]
         model, chosen = self._resolve(bank, view)
         values, names = self._raw(bank, alignment_id, model)

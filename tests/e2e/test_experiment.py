@@ -108,6 +108,8 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
 
     tracking = TrackingConfig.resolve(tmp_path / "mlflow")
     registered = result["mlflow"]
+    assert registered["model_name"] == "tiny"  # named by the config file, not "credit-sbt"
+    assert registered["experiment"] == "tiny"  # the MLflow experiment: the experiment's name
     found = resolve(registered["model_name"], "challenger", tracking=tracking)
     assert found.version == registered["version"] and found.run_id == registered["run_id"]
     run = mlflow_client(tracking).get_run(registered["run_id"])

@@ -98,6 +98,8 @@ def test_scorecard_experiment_matches_the_centralised_scorecard(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["model"] == "scorecard" and r["backend"] == "paillier" and r["key_bits"] == 2048
+    assert r["crypto"] == {"scheme": "paillier-djn", "key_bits": 2048}
+    assert len(r["epoch_seconds"]) == r["n_iter"]  # one per epoch of the scorecard's LR
     assert (r["n_train"], r["n_test"]) == (800, 200)
     for key in ("test_auc", "test_ks", "test_gini", "bank_only_auc", "centralised_auc"):
         assert 0 <= abs(r[key]) <= 1, key
@@ -117,21 +119,39 @@ def test_scorecard_experiment_matches_the_centralised_scorecard(tmp_path):
     for column in ("vat", "income", "late", "trend"):
         assert f'"{column}"' not in bank_part
     assert "5/5 epochs" in proc.stderr or r["n_iter"] < 5
-    # registered as a credit scorecard
+    # registered under the experiment's own model name
     from xinyidai.tracking import TrackingConfig, resolve
 
     tracking = TrackingConfig.resolve(tmp_path / "mlflow")
     found = resolve(r["mlflow"]["model_name"], "challenger", tracking=tracking)
-    assert r["mlflow"]["model_name"] == "credit-scorecard"
+    assert r["mlflow"]["model_name"] == config.stem  # named by its config file (issue 13)
     assert found.run_id == r["mlflow"]["run_id"]
 
 
 def test_logistic_experiment_on_ckks_matches_the_plaintext_twin(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from xinyidai.tracking import TrackingConfig
+
     path = _config(tmp_path, {"type": "logistic", "backend": "ckks", "max_iter": 6})
     config, digest = load_experiment(path)
-    r = run_experiment(config, config_sha256=digest, workdir=tmp_path / "work", track=False).data
+    tracking = TrackingConfig.resolve(tmp_path / "mlflow")
+    r = run_experiment(
+        config, config_sha256=digest, workdir=tmp_path / "work", tracking=tracking
+    ).data
     assert r["model"] == "logistic" and r["backend"] == "ckks"
-    assert len(r["epoch_seconds"]) == r["n_iter"] - 1
+    assert len(r["epoch_seconds"]) == r["n_iter"]  # one per epoch (was n_iter - 1)
+    # CKKS's parameters, not a Paillier key size, in the result and the MLflow run
+    assert r["key_bits"] is None
+    assert r["crypto"]["scheme"] == "ckks" and r["crypto"]["poly_modulus_degree"] == 8192
+    assert r["crypto"]["coeff_mod_bit_sizes"] == [60, 40, 40, 60]
+    assert r["crypto"]["security_bits"] == 128
+    run = MlflowClient(tracking.tracking_uri).get_run(r["mlflow"]["run_id"])
+    assert run.data.tags["xinyidai.crypto.poly_modulus_degree"] == "8192"
+    assert run.data.tags["xinyidai.crypto.security_bits"] == "128"
+    assert run.data.tags.get("xinyidai.crypto.key_bits", "") == ""
+    assert "key_bits" not in run.data.params
+    assert run.data.params["ckks_coeff_mod_bit_sizes"] == "60,40,40,60"
     assert abs(r["test_auc"] - r["centralised_auc"]) < 5e-3
     assert r["test_auc"] > r["bank_only_auc"] + 0.05
     assert "test_gini" in r and abs(r["test_gini"] - (2 * r["test_auc"] - 1)) < 1e-9

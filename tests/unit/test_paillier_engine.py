@@ -234,7 +234,7 @@ def test_crt_decrypt_function_matches_phe(keys, engine):
 
 def test_plaintext_and_ciphertext_validation(keys, engine):
     pk, _, params = keys
-    with pytest.raises(PlaintextRangeError, match="plaintext 1"):
+    with pytest.raises(PlaintextRangeError, match="item 1 of the plaintexts"):
         engine.encrypt([1, -1])
     with pytest.raises(PlaintextRangeError, match="outside"):
         engine.encrypt([pk.n])
@@ -288,9 +288,9 @@ def test_ciphertext_bytes_round_trip_and_refusals(keys, engine):
     with pytest.raises(CiphertextFormatError, match="whole number"):
         ciphertexts_from_bytes(buf + b"\x00", pk)
     too_big = buf[:width] + b"\xff" * width
-    with pytest.raises(CiphertextFormatError, match="ciphertext 1"):
+    with pytest.raises(CiphertextFormatError, match="item 1 of the ciphertexts"):
         ciphertexts_from_bytes(too_big, pk)
-    with pytest.raises(CiphertextFormatError, match="ciphertext 0"):
+    with pytest.raises(CiphertextFormatError, match="item 0 of the ciphertexts"):
         ciphertexts_from_bytes(b"\x00" * width, pk)
     with pytest.raises(CiphertextFormatError):
         ciphertexts_to_bytes([pk.nsquare + 1], pk)
@@ -351,7 +351,7 @@ def test_encrypt_stream_yields_wire_chunks_in_order(keys, pool_engine, engine):
         cts = ciphertexts_from_bytes(b"".join(chunks), pk)
         assert eng.decrypt(cts) == ms
     bad = [*ms[:10], -5]
-    with pytest.raises(PlaintextRangeError, match="plaintext 10"):
+    with pytest.raises(PlaintextRangeError, match="item 10 of the plaintexts"):
         list(pool_engine.encrypt_stream(bad, chunk_size=4))
     with pytest.raises(CryptoError):
         list(engine.encrypt_stream(ms, chunk_size=0))

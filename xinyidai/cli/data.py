@@ -61,17 +61,37 @@ def synth(
 
 @app.command()
 def check(
-    file: Annotated[Path, typer.Argument(help="CSV or Parquet file to check.")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="CSV or Parquet file to check (with --config: default the party's)."),
+    ] = None,
     *,
     role: Annotated[
-        str, typer.Option("--role", help=f"Schema to check against: {', '.join(ROLES)}.")
-    ],
+        str | None, typer.Option("--role", help=f"Schema to check against: {', '.join(ROLES)}.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="An experiment YAML: check against its party's columns."),
+    ] = None,
+    party: Annotated[
+        str | None,
+        typer.Option("--party", help="With --config: which party (default: every party)."),
+    ] = None,
 ) -> None:
-    """Validate FILE against ROLE's schema; exit 1 if there is any problem."""
+    """Validate FILE against ROLE's schema, or an experiment's party files against the
+    experiment's columns (--config); exit 1 if there is any problem."""
+    if config is not None:
+        _check_experiment_files(config, file=file, party=party)
+        return
+    if role is None or file is None:
+        raise ConfigError("give FILE and --role ROLE, or --config EXPERIMENT.yaml")
     schema = schema_for(role)
-    report = check_table(file, schema)
     console = Console()
-    summary = Table(title=f"{escape(str(file))} ({role})")
+    if not file.exists():  # the file first: a table of "absent" columns would mislead
+        console.print(f"[red]1 problem:[/]\n  {escape(f'{file.name}: file not found ({file})')}")
+        raise typer.Exit(1)
+    report = check_table(file, schema)
+    summary = Table(title=f"{escape(str(file))} ({escape(role)})")
     summary.add_column("column")
     summary.add_column("missing", justify="right")
     summary.add_column("required")
@@ -80,7 +100,7 @@ def check(
             shown = f"{report.missing[c.name]:,}"
         else:
             shown = "absent"
-        summary.add_row(c.name, shown, "yes" if c.required else "")
+        summary.add_row(escape(c.name), shown, "yes" if c.required else "")
     console.print(summary)
     console.print(
         f"rows: {report.rows:,}   duplicate keys: {report.duplicate_keys:,}   "
@@ -94,3 +114,37 @@ def check(
     for p in report.problems:
         console.print("  " + escape(p), highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _check_experiment_files(config: Path, *, file: Path | None, party: str | None) -> None:
+    """``data check --config``: the experiment's own checks (columns, types, labels, keys) of
+    one party's file (``--party``, or the party FILE belongs to; FILE replaces its path) or of
+    every party's file with the overlap between them."""
+    from xinyidai.cli.experiment import print_check
+    from xinyidai.experiment import load_experiment
+    from xinyidai.experiment.check import ExperimentCheck, check_experiment, check_party
+
+    cfg, _ = load_experiment(config)
+    parties = cfg.parties()
+    if file is not None and party is None:
+        matching = [n for n, p in parties.items() if p.path == file.resolve()]
+        if len(matching) != 1:
+            raise ConfigError(
+                f"{file} is {'no' if not matching else 'more than one'} party's file in "
+                f"{config}; name the party with --party ({', '.join(parties)})"
+            )
+        party = matching[0]
+    report: ExperimentCheck
+    if party is None:
+        report = check_experiment(cfg)
+    else:
+        if party not in parties:
+            raise ConfigError(f"no party {party!r} in {config} ({', '.join(parties)})")
+        if file is not None:
+            parties[party].path = file.resolve()
+        report = check_party(cfg, party)
+    console = Console()
+    print_check(console, report)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("[green]OK[/]: the file(s) load cleanly for this experiment.")

@@ -8,14 +8,50 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
     from xinyidai.experiment import ExperimentConfig
+    from xinyidai.experiment.check import ExperimentCheck
 
 app = typer.Typer(help="Run federated experiments described by YAML configs.", no_args_is_help=True)
+
+
+@app.command("check")
+def check(
+    config: Path = typer.Argument(..., help="experiment YAML (see experiments/*.yaml)"),
+) -> None:
+    """Check every party's file of CONFIG (columns, types, labels, keys, overlap) without
+    starting anything; list every problem at once; exit 1 if there is any."""
+    from rich.console import Console
+
+    from xinyidai.experiment import load_experiment
+    from xinyidai.experiment.check import check_experiment
+
+    console = Console()
+    cfg, _ = load_experiment(config)
+    report = check_experiment(cfg)
+    print_check(console, report)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/]: {escape(cfg.name)} is ready to run.", highlight=False)
+
+
+def print_check(console: Console, report: ExperimentCheck) -> None:
+    """The check's findings, user text printed literally (a column '[b]x' stays '[b]x')."""
+    from xinyidai.experiment.check import check_summary
+
+    for line in check_summary(report):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    for note in report.notes:
+        console.print("note: " + escape(note), highlight=False, soft_wrap=True)
+    if report.problems:
+        console.print(f"[red]{len(report.problems)} problem(s):[/]", highlight=False)
+        for problem in report.problems:
+            console.print("  " + escape(problem), highlight=False, soft_wrap=True)
 
 
 @app.command("run")
@@ -36,10 +72,15 @@ def run(
     from rich.console import Console
 
     from xinyidai.experiment import load_experiment, run_experiment
+    from xinyidai.experiment.check import check_experiment
     from xinyidai.tracking import TrackingConfig
 
     console = Console(stderr=True)
     cfg, digest = load_experiment(config)
+    checked = check_experiment(cfg)  # every problem before any node starts or bar prints
+    for note in checked.notes:
+        console.print("note: " + escape(note), highlight=False, soft_wrap=True)
+    checked.raise_if_problems(str(config))
     where = (workdir or Path(".xinyidai") / "experiments" / cfg.name).resolve()
     trees = cfg.model.type == "secureboost"
     total, unit = _announce(console, cfg)
@@ -64,6 +105,7 @@ def run(
             track=track,
             tracking=TrackingConfig.resolve(mlflow_dir) if mlflow_dir else None,
             config_text=config.read_text(encoding="utf-8"),
+            checked=checked,
         )
     result.write(out)
     _report(console, result.data, out)
@@ -81,7 +123,8 @@ def _announce(console: Console, cfg: ExperimentConfig) -> tuple[int, str]:
         what, total, unit = f"{m.backend}, up to {m.max_iter} epochs", m.max_iter, "epochs"
     crypto = "CKKS" if getattr(m, "backend", "") == "ckks" else f"Paillier {cfg.crypto.key_bits}"
     console.print(
-        f"[bold]{cfg.name}[/]: bank + {', '.join(cfg.holders)}; {m.type} {what}; {crypto}",
+        f"[bold]{escape(cfg.name)}[/]: bank + {', '.join(cfg.holders)}; {m.type} {what}; "
+        f"{crypto}; model {escape(str(m.name))}",
         highlight=False,
     )
     return total, unit
@@ -106,7 +149,7 @@ def _say(bar: Progress, task: Any) -> Callable[[str], None]:
 
     def say(message: str) -> None:
         if not message.startswith(("tree ", "epoch ")):
-            bar.console.print(f"  {message}", highlight=False)
+            bar.console.print(f"  {escape(message)}", highlight=False)
         if message.startswith("aligned"):
             bar.start_task(task)
 
@@ -127,11 +170,16 @@ def _report(console: Console, d: dict[str, Any], out: Path) -> None:
             f"per enterprise; base points {d['base_points']:g}",
             highlight=False,
         )
+    if d.get("iv"):
+        top = ", ".join(f"{f['feature']} {f['iv']:.3f}" for f in d["iv"][:6])
+        console.print(escape(f"IV by feature (holders' published names): {top}"), highlight=False)
     if d["mlflow"]:
         m = d["mlflow"]
         console.print(
-            f"registered: models:/{m['model_name']}/{m['version']} (alias challenger; "
-            f"run {m['run_id']})",
+            escape(
+                f"registered: models:/{m['model_name']}/{m['version']} (alias challenger; "
+                f"run {m['run_id']}; MLflow experiment {m.get('experiment', '')})"
+            ),
             highlight=False,
         )
-    console.print(f"result: {out}", highlight=False)
+    console.print(escape(f"result: {out}"), highlight=False)

@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from federation.errors import XinyidaiError
 from xinyidai.cli import (
@@ -51,7 +52,11 @@ def main() -> None:
     try:
         app()
     except XinyidaiError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        # The message is user text (file and column names, a config's name rule): printed
+        # literally, so '[b]default' or '^[a-z0-9][a-z0-9-]{0,62}$' is not read as markup.
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False
+        )
         sys.exit(2)
 
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from federation.errors import PeerError, XinyidaiError
-from federation.transport.base import PeerRefused
+from xinyidai.cli.errors import peer_error_text
 
 app = typer.Typer(
     help="Post-loan monitoring: population stability and watch-list re-scoring at the bank.",
@@ -135,11 +135,8 @@ def watch(
                 audit=audit,
                 purpose=purpose,
             )
-    except PeerRefused as exc:
-        _err(f"refused ({exc.refusal}): {exc.detail}")
-        return
     except PeerError as exc:
-        _err(f"{exc.code}: {exc.detail}")
+        _err(peer_error_text(exc, role="bank"))
         return
     except XinyidaiError as exc:
         _err(str(exc))

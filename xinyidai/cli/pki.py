@@ -47,19 +47,51 @@ def init(
     _print_files(console, layout.files())
 
 
-@app.command("issue")
+ISSUE_HELP = "\n\n".join(
+    (
+        "Issue a certificate for one more node, or for a bank operator, from the existing CA.",
+        "Identity: the certificate names one node by its one dot-free SAN DNS name, the id "
+        "given by --node. Nodes calling a node check the server against that id (gRPC's "
+        "ssl_target_name_override); --host adds the host names and IP addresses a client "
+        "outside the federation dials, so it can check the server by host name instead.",
+        "Operators: a bank serves Greet, Score, ScoreBatch and Verify only to the ids listed "
+        "under `operators:` in its node.yaml (default: the bank's own id, i.e. the CLI on the "
+        "bank's host with the bank's certificate). For each operator: issue a certificate with "
+        "--node OPERATOR-ID, add OPERATOR-ID to `operators:`, and hand the operator the "
+        "certificate, its key and ca.pem.",
+    )
+)
+
+
+@app.command("issue", help=ISSUE_HELP)
 def issue(
     directory: DirOption,
-    node: Annotated[str, typer.Option("--node", help="Node id to add, e.g. gas.")],
+    node: Annotated[
+        str,
+        typer.Option(
+            "--node", help="Node id to add (e.g. gas), or a bank operator's id (e.g. officer-li)."
+        ),
+    ],
     days: DaysOption = 365,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Re-issue an existing node's certificate.")
     ] = False,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="A host name (with a dot) or IP address the node is reached by, added to its "
+            "certificate; repeatable. localhost adds 127.0.0.1 and ::1.",
+        ),
+    ] = None,
 ) -> None:
-    """Issue a certificate for one more node from the existing CA."""
-    layout = issue_node_certificate(directory, node, days=days, overwrite=overwrite)
+    """Issue a certificate for one more node or operator (help: ``ISSUE_HELP``)."""
+    layout = issue_node_certificate(
+        directory, node, days=days, overwrite=overwrite, hosts=host or []
+    )
     console = Console(highlight=False, soft_wrap=True)
-    console.print(f"certificate for node '{node}':", highlight=False)
+    extra = f" (also reached as {', '.join(host)})" if host else ""
+    console.print(f"certificate for node '{node}'{extra}:", highlight=False, markup=False)
     _print_files(console, [layout.node_cert(node), layout.node_key(node)])
 
 

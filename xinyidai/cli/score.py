@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from federation.errors import ConfigError, PeerError
-from federation.transport.base import PeerRefused, new_meta
+from federation.transport.base import new_meta
+from xinyidai.cli.errors import fail, peer_error_text
 
 app = typer.Typer(
     help="Score enterprises, build whitelists, verify facts - through the bank node.",
@@ -67,16 +68,14 @@ def _call(config: Path, method: str, request: Any) -> Any:
     with operator_client(node) as client:
         try:
             return client.call(method, request)
-        except PeerRefused as exc:
-            _err(f"refused ({exc.refusal}): {exc.detail}")
         except PeerError as exc:
-            _err(f"{exc.code}: {exc.detail}")
+            fail(peer_error_text(exc, role="bank"))
     raise AssertionError("unreachable")
 
 
-def _err(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(2)
+def _number(message: Any, name: str, form: str) -> str:
+    """A score's number, or "-" when the reply carries none (the enterprise was not scored)."""
+    return format(getattr(message, name), form) if message.HasField(name) else "-"
 
 
 def _print_json(reply: Any) -> None:
@@ -108,13 +107,16 @@ def one(
         return
     out = Console(highlight=False, soft_wrap=True)
     sources = ", ".join(f"{s.node_id} {s.status}" for s in reply.sources)
-    out.print(f"{reply.uscc}  model {reply.model_name}/{reply.model_version}  sources: {sources}")
-    if not reply.scored:
-        out.print(f"[yellow]no score[/]: no data at {', '.join(reply.missing_sources)}")
+    out.print(
+        escape(f"{reply.uscc}  model {reply.model_name}/{reply.model_version}  sources: {sources}")
+    )
+    if not reply.scored or not reply.HasField("points"):
+        out.print(f"[yellow]no score[/]: no data at {escape(', '.join(reply.missing_sources))}")
         raise typer.Exit(1)
     out.print(
         f"points [bold]{reply.points:.1f}[/]  probability of default "
-        f"{reply.probability_default:.4f}  reasons: {', '.join(reply.reason_categories) or '-'}"
+        f"{reply.probability_default:.4f}  reasons: "
+        f"{escape(', '.join(reply.reason_categories) or '-')}"
     )
 
 
@@ -160,22 +162,29 @@ def batch(
         return
     out = Console(highlight=False, soft_wrap=True)
     table = Table(
-        title=f"whitelist, model {reply.model_name}/{reply.model_version}: "
-        f"{len(reply.enterprises)} of {reply.candidates} candidates ({reply.scored} scored)"
+        title=escape(
+            f"whitelist, model {reply.model_name}/{reply.model_version}: "
+            f"{len(reply.enterprises)} of {reply.candidates} candidates ({reply.scored} scored)"
+        )
     )
-    for column in ("#", "uscc", "points", "P(default)", "reasons"):
+    for column in ("#", "uscc", "status", "points", "P(default)", "reasons"):
         table.add_column(column)
     for rank, e in enumerate(reply.enterprises, 1):
         table.add_row(
             str(rank),
-            e.uscc,
-            f"{e.points:.1f}",
-            f"{e.probability_default:.4f}",
-            ", ".join(e.reason_categories) or "-",
+            escape(e.uscc),
+            escape(e.status),
+            _number(e, "points", ".1f"),
+            _number(e, "probability_default", ".4f"),
+            escape(", ".join(e.reason_categories) or "-"),
         )
     out.print(table)
     if reply.excluded:
-        out.print("not scored: " + ", ".join(f"{k} {v}" for k, v in sorted(reply.excluded.items())))
+        out.print(
+            escape(
+                "not scored: " + ", ".join(f"{k} {v}" for k, v in sorted(reply.excluded.items()))
+            )
+        )
 
 
 @app.command("verify")

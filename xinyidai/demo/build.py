@@ -18,7 +18,14 @@ import numpy as np
 from federation.audit import AuditLog, sqlite_url
 from federation.pki import PkiLayout, init_pki
 from parties.authorisation import PlatformSigner
-from parties.config import LimitsConfig, NodeConfig, PeerConfig, TableConfig, TlsConfig
+from parties.config import (
+    LimitsConfig,
+    MlflowConfig,
+    NodeConfig,
+    PeerConfig,
+    TableConfig,
+    TlsConfig,
+)
 from parties.consent import ConsentRegistry
 from parties.data.synth import DEFAULT_AS_OF, synthesize_city
 from xinyidai.launcher import Federation, free_ports, prepare_workdir
@@ -76,6 +83,8 @@ def build_federation(
             platform_public_key=platform_key,
             peers=peers,
             limits=LimitsConfig(deadline_s=deadline_s, compute_workers=workers),
+            # the bank serves models from the demo's one MLflow store (WORKDIR/mlflow)
+            mlflow=MlflowConfig(dir=Path("..") / "mlflow") if node_id == "bank" else None,
         )
         configs[node_id] = node_dir / "node.yaml"
         configs[node_id].write_text(config.to_yaml())

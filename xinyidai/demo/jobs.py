@@ -135,6 +135,13 @@ def _train_secureboost(
         console.print(f"  {message:14} {now - last[0]:6.2f} s", highlight=False)
         last[0] = now
 
+    # The MLflow run opens now, so its duration is the training time (registration fills it in).
+    from xinyidai.tracking import TrackingConfig
+    from xinyidai.tracking.record import fail_training_run, open_training_run
+
+    tracking = TrackingConfig.resolve(bank_cfg.node_dir.parent / "mlflow")  # WORKDIR/mlflow
+    job_id = f"{alignment.job_id}-sb"
+    run_id = open_training_run(job_id, tracking=tracking)
     step = _Step(console, timings, what="training", timing="train + evaluate SecureBoost")
     with step, holder_peers(bank_cfg, audit=audit, service="SecureBoostHolder") as peers:
         clf, report = train_secureboost(
@@ -142,10 +149,12 @@ def _train_secureboost(
             alignment,
             holders=peers,
             params={**params, "key_bits": 2048, "workers": workers},
+            job_id=job_id,
             audit=audit,
             progress=tick,
         )
     if step.failed:
+        fail_training_run(run_id, tracking=tracking)
         return None
     owners = ", ".join(f"{k} {v}" for k, v in sorted(report.split_owners.items()))
     console.print(
@@ -227,7 +236,9 @@ def _register_and_promote(
     console.print("\n[bold]Registry[/] (MLflow: run, each party's own data digest, model version)")
     with _Step(console, timings, what="registration", timing="register + promote (MLflow)") as step:
         with holder_peers(bank_cfg, audit=audit) as peers:
-            datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
+            datasets, consent = party_evidence(
+                bank_cfg, peers, job_id=report.job_id, alignment_id=report.alignment_id
+            )
         run = register_secureboost(
             bank_cfg,
             clf,

@@ -18,14 +18,16 @@ def table_config(party: PartyConfig, *, label: str | None) -> Any:
     from parties.config import TableConfig
 
     if party.schema_role is not None:
-        return TableConfig(path=party.path, schema_role=party.schema_role)
+        return TableConfig(path=party.path, schema_role=party.schema_role, labels=party.labels)
     return TableConfig(
         path=party.path,
         id_column=party.id_column,
         id_kind=party.id_kind,
         label_column=label,
         features=party.features,
+        categorical=party.categorical,
         category=party.category,
+        labels=party.labels,
     )
 
 

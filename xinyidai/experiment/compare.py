@@ -23,9 +23,11 @@ from xinyidai.experiment.config import (
 
 
 def party_frames(config: ExperimentConfig) -> tuple[dict[str, pd.DataFrame], pd.Series]:
-    """Every party's encoded features (as its node encodes them) indexed by the code its node
-    keys rows by, and the bank's labels — read in one place, for the centralised comparison."""
-    from parties.data.encoding import encode_table
+    """Every party's encoded features (as its node encodes them: categorical columns as
+    category codes) indexed by the code its node keys rows by, and the bank's labels — read in
+    one place, for the centralised comparison. ``frames[name].attrs["categorical"]`` names the
+    categorical columns."""
+    from parties.data.encoding import encode
     from parties.data.loader import load_table
 
     frames: dict[str, pd.DataFrame] = {}
@@ -35,15 +37,19 @@ def party_frames(config: ExperimentConfig) -> tuple[dict[str, pd.DataFrame], pd.
         table = table_config(party, label=label)
         schema = table.table_schema(name)
         loaded = load_table(table.path, schema)
-        values, names = encode_table(loaded, schema)
-        frames[name] = pd.DataFrame(values, columns=names, index=loaded.index)
+        encoded = encode(loaded, schema)
+        frame = pd.DataFrame(encoded.values, columns=encoded.names, index=loaded.index)
+        frame.attrs["categorical"] = list(encoded.categorical)
+        frames[name] = frame
         if name == "bank":
             column = schema.label_column or config.bank.label_column
             labels = pd.Series(loaded[column].to_numpy(dtype=np.float64), index=loaded.index)
     return frames, labels
 
 
-def _joined(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def _joined(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, list[str]], list[str]]:
+    """(every party's columns and the label on the common rows, columns per party, the
+    categorical columns)."""
     frames, labels = party_frames(config)
     joined = pd.concat(
         [f.add_prefix(f"{name}.") for name, f in frames.items()] + [labels.rename("label")],
@@ -52,7 +58,18 @@ def _joined(config: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, list[str]
     )
     joined = joined[joined["label"].notna()]
     columns = {name: [f"{name}.{c}" for c in f.columns] for name, f in frames.items()}
-    return joined, columns
+    categorical = [f"{name}.{c}" for name, f in frames.items() for c in f.attrs["categorical"]]
+    return joined, columns, categorical
+
+
+def _one_hot(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Categorical code columns as 0/1 indicator columns (missing: all zero), for the
+    centralised linear model; categories seen only in the test rows are all zero too."""
+    if not categorical:
+        return frame
+    return pd.get_dummies(
+        frame, columns=categorical, prefix=categorical, dummy_na=False, dtype=np.float64
+    )
 
 
 def centralised_auc(
@@ -63,9 +80,13 @@ def centralised_auc(
     import lightgbm as lgb
 
     from models.metrics import roc_auc
+    from parties.data.encoding import lightgbm_frame
 
-    joined, _ = _joined(config)
-    X = joined.drop(columns=["label"]).to_numpy(dtype=np.float64)
+    joined, _, categorical = _joined(config)
+    # Categorical columns as pandas categories: LightGBM renumbers them densely (raw 31-bit
+    # category codes as numbers would make it size its tables by the largest code and stall).
+    # The categories come from the whole joined frame, so train and test share one numbering.
+    features = lightgbm_frame(joined.drop(columns=["label"]), categorical)
     y = joined["label"].to_numpy()
     m = config.model
     if not isinstance(m, SecureBoostModelConfig):
@@ -88,8 +109,8 @@ def centralised_auc(
     )
     train = joined.index.get_indexer(train_codes)
     test = joined.index.get_indexer(test_codes)
-    model.fit(X[train], y[train])
-    scores = np.asarray(model.predict_proba(X[test]))[:, 1]
+    model.fit(features.iloc[train], y[train], categorical_feature=categorical or "auto")
+    scores = np.asarray(model.predict_proba(features.iloc[test]))[:, 1]
     return roc_auc(y[test], scores)
 
 
@@ -109,7 +130,13 @@ def centralised_linear(
     from parties.bank.scorecard_model import ScorecardParams
     from parties.bank.scorecard_reference import centralised_scorecard
 
-    joined, columns = _joined(config)
+    joined, columns, categorical = _joined(config)
+    if categorical and not isinstance(config.model, ScorecardModelConfig):
+        features = _one_hot(joined.drop(columns=["label"]), categorical)
+        columns = {
+            name: [c for c in features.columns if c.startswith(f"{name}.")] for name in columns
+        }
+        joined = pd.concat([features, joined["label"]], axis=1)
     train = joined.loc[train_codes]
     test = joined.loc[test_codes]
     y_train = train["label"].to_numpy(dtype=np.float64)

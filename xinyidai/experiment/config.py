@@ -8,6 +8,7 @@ file, so an experiment folder can move as a whole.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +35,17 @@ class PartyConfig(_Strict):
     features: list[str] | None = Field(
         default=None, description="feature columns; default every column but the key and label"
     )
+    categorical: list[str] | None = Field(
+        default=None,
+        description="feature columns holding categories (text or codes); text columns not "
+        "listed here are found by the check and treated as categorical, with a note",
+    )
     category: str = Field(default="tax", description="data category of a holder's features")
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="column -> a label this party publishes to the bank for the column "
+        "(default: a stable alias such as 'tax:f03'; the column name never leaves the party)",
+    )
 
 
 class BankPartyConfig(PartyConfig):
@@ -59,7 +70,19 @@ class SplitConfig(_Strict):
         return self
 
 
-class SecureBoostModelConfig(_Strict):
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""Registered model names (MLflow, ``models:/NAME@alias``): a safe identifier."""
+
+
+class _Named(_Strict):
+    name: str | None = Field(
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+        description="the registered model's name; default derived from the config file name",
+    )
+
+
+class SecureBoostModelConfig(_Named):
     type: Literal["secureboost"] = "secureboost"
     n_trees: int = Field(default=5, ge=1)
     max_depth: int = Field(default=3, ge=1, le=8)
@@ -74,10 +97,10 @@ class SecureBoostModelConfig(_Strict):
     random_state: int = 0
 
     def classifier_params(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"type"})
+        return self.model_dump(exclude={"type", "name"})
 
 
-class _LinearFields(_Strict):
+class _LinearFields(_Named):
     """The vertical LR's optimiser (``models.linear``): full batch unless ``batch_size``."""
 
     backend: Literal["paillier", "ckks"] = "paillier"
@@ -90,7 +113,7 @@ class _LinearFields(_Strict):
     random_state: int = 0
 
     def classifier_params(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"type"})
+        return self.model_dump(exclude={"type", "name"})
 
 
 class ScorecardModelConfig(_LinearFields):
@@ -131,6 +154,12 @@ class PsiConfig(_Strict):
     min_overlap: float = Field(
         default=0.1, gt=0, description="smallest intersection: a count, or a fraction if < 1"
     )
+
+    def spec(self) -> int | float:
+        """``min_overlap`` as the PSI reads it: a whole number >= 1 is a count (YAML ``100``
+        arrives as a float here), anything below 1 a fraction of the bank's rows."""
+        value = self.min_overlap
+        return int(value) if value >= 1 and float(value).is_integer() else value
 
 
 class RunConfig(_Strict):
@@ -177,13 +206,28 @@ class ExperimentConfig(_Strict):
         return out
 
 
+def model_name_for(path: Path) -> str:
+    """The default registered model name of the experiment in ``path``: the file's name
+    without its suffix, other characters than letters, digits, '.', '_', '-' turned into '-'.
+
+    Why the file name: two experiments in two files are two models; before, every experiment
+    registered as ``credit-sbt``/``credit-scorecard``/``credit-lr``, so unrelated experiments
+    became versions of one model.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._")[:128]
+    return stem or "experiment"
+
+
 def load_experiment(path: Path) -> tuple[ExperimentConfig, str]:
-    """Read and validate CONFIG: (the config with absolute paths, sha256 of the file)."""
+    """Read and validate CONFIG: (the config with absolute paths, sha256 of the file); the
+    model's name defaults to one derived from the file name (``model_name_for``)."""
     try:
         text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     config = validate_yaml(text, ExperimentConfig, path)
+    if config.model.name is None:
+        config.model.name = model_name_for(path)
     return config.resolved(path.parent.resolve()), hashlib.sha256(text).hexdigest()
 
 

@@ -31,9 +31,12 @@ def is_test_rule(config: ExperimentConfig) -> Callable[[list[str]], np.ndarray] 
     if split.kind != "id_mod":
         return None
     from parties.data import uscc
+    from parties.data.loader import read_raw
 
     bank = config.bank
-    ids = pd.read_csv(bank.path, usecols=[bank.id_column], dtype=str)[bank.id_column].str.strip()
+    raw, _ = read_raw(bank.path)  # .csv or .parquet, as the loader reads it
+    ids = pd.Series(uscc.normalise_plain(raw[bank.id_column]), dtype=object)
+    ids = ids[ids != ""]  # a missing id is the loader's problem, named by row
     numbers = pd.to_numeric(ids, errors="coerce")
     if numbers.isna().any() or (numbers % 1 != 0).any():
         bad = ids[numbers.isna() | (numbers % 1 != 0)].iloc[0]
@@ -62,13 +65,29 @@ def align_parties(
             peers,
             job_id=f"{config.name}-psi",
             salt=hashlib.sha256(f"xinyidai-experiment|{config.name}".encode()).digest(),
-            min_overlap=config.psi.min_overlap,
+            min_overlap=config.psi.spec(),
             audit=audit,
             progress=progress,
         )
     align_seconds = time.perf_counter() - t1
     progress(f"aligned {alignment.size} enterprises in {align_seconds:.1f} s")
+    progress(unjoined_message(alignment))
     return alignment, align_seconds
+
+
+def unjoined_message(alignment: Any) -> str:
+    """How many of the bank's rows did not join, and where they were missing: said every
+    time, so a key mismatch (case, spaces...) is never a silent loss of rows."""
+    lost = alignment.bank_size - alignment.size
+    if not lost:
+        return f"joined: all {alignment.bank_size} bank rows are at every holder"
+    per = ", ".join(
+        f"{alignment.bank_size - n} not at {h}" for h, n in sorted(alignment.pairwise.items())
+    )
+    return (
+        f"not joined: {lost} of {alignment.bank_size} bank rows ({per}); they are left out of "
+        "training and testing"
+    )
 
 
 def train_model(
@@ -190,12 +209,15 @@ def register_model(
 
     progress("registering the model (MLflow: parameters, metrics, each party's digest)")
     with holder_peers(bank_cfg, audit=audit) as peers:
-        datasets, consent = party_evidence(bank_cfg, peers, job_id=report.job_id)
+        datasets, consent = party_evidence(
+            bank_cfg, peers, job_id=report.job_id, alignment_id=report.alignment_id
+        )
     evidence: dict[str, Any] = {
         "datasets": datasets,
         "consent": consent,
         "config_text": config_text,
         "config_name": f"{config.name}.yaml",
+        "model_name": config.model.name or config.name,
         "tracking": tracking,
         "audit": audit,
     }

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from federation.errors import ConfigError
 from federation.files import write_atomic
+from models.linear.backends import CryptoOptions, crypto_parameters
 from xinyidai.experiment.build import build_experiment
+from xinyidai.experiment.check import ExperimentCheck, check_experiment
 from xinyidai.experiment.compare import centralised_auc, centralised_linear
 from xinyidai.experiment.config import (
     ExperimentConfig,
     LogisticModelConfig,
     ScorecardModelConfig,
     SecureBoostModelConfig,
-    missing_data,
 )
 from xinyidai.experiment.jobs import Progress, align_parties, register_model, train_model
 
@@ -54,6 +54,7 @@ def run_experiment(
     track: bool = True,
     config_text: str = "",
     on_epoch: Callable[[int, float], None] | None = None,
+    checked: ExperimentCheck | None = None,
 ) -> ExperimentResult:
     """Build the federation, start its nodes, align, train, evaluate, stop; the result.
 
@@ -63,6 +64,9 @@ def run_experiment(
     registered (``tracking``: a ``xinyidai.tracking.TrackingConfig``; default the
     project-local store or ``MLFLOW_TRACKING_URI``). ``on_started(federation)`` runs once the
     nodes serve (tests use it to restart a holder).
+
+    Every party's file is checked first (``check_experiment``; ``checked`` when the caller ran
+    it already): any problem stops the run before a node starts.
     """
     from federation.audit import AuditLog
     from federation.crypto.paillier import prestart_workers
@@ -70,9 +74,12 @@ def run_experiment(
     from parties.config import load_node_config
     from xinyidai.launcher import stop_nodes
 
-    absent = missing_data(config)
-    if absent:
-        raise ConfigError("experiment data not found: " + "; ".join(absent))
+    if checked is None:
+        checked = check_experiment(config)
+    checked.raise_if_problems(f"experiment {config.name!r}")
+    config = checked.applied(config)
+    if track:
+        tracking = experiment_tracking(config, tracking)
     before = process_usage()
     prestart_workers()  # this process does the bank's Paillier work
     fed = build_experiment(config, workdir)
@@ -115,16 +122,31 @@ def run_experiment(
         specific = _secureboost_results(config, model, report, rows, align_seconds, progress)
     else:
         specific = _linear_results(config, m, report, rows, align_seconds, progress)
+        specific.update(_feature_report(model))
     data = {
         **_common_results(config, config_sha256, alignment, report),
         **specific,
         "job_id": report.job_id,
-        "mlflow": None if tracked is None else _mlflow_fields(tracked),
+        "mlflow": None if tracked is None else _mlflow_fields(tracked, tracking.experiment),
         "nodes": nodes,
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "workdir": str(workdir),
     }
     return ExperimentResult(data)
+
+
+def experiment_tracking(config: ExperimentConfig, tracking: Any) -> Any:
+    """The MLflow store of ``tracking`` (default: the project's), with the experiment's own
+    name as the MLflow experiment unless the caller chose one: each experiment's runs in one
+    place, not every experiment's under one shared name."""
+    from dataclasses import replace
+
+    from parties.bank.registry import DEFAULT_EXPERIMENT, TrackingConfig
+
+    base = tracking if tracking is not None else TrackingConfig.resolve()
+    if base.experiment != DEFAULT_EXPERIMENT:
+        return base
+    return replace(base, experiment=config.name)
 
 
 def _start(
@@ -183,14 +205,20 @@ def _common_results(
     config: ExperimentConfig, config_sha256: str, alignment: Any, report: Any
 ) -> dict[str, Any]:
     m = config.model
+    backend = "ckks" if getattr(m, "backend", "") == "ckks" else "paillier"
+    crypto = crypto_parameters(backend, CryptoOptions(key_bits=config.crypto.key_bits))
     return {
         "experiment": config.name,
         "config_sha256": config_sha256,
         "model": m.type,
         "params": m.classifier_params(),
-        "key_bits": config.crypto.key_bits,
+        "key_bits": crypto.get("key_bits"),  # Paillier only: a CKKS key has no single size
+        "crypto": crypto,  # CKKS: ring, modulus chain, scale, HE-standard security estimate
         "workers": config.crypto.workers,
+        "model_name": config.model.name or config.name,
+        "n_bank_rows": alignment.bank_size,
         "n_aligned": alignment.size,
+        "n_not_joined": alignment.bank_size - alignment.size,
         "n_train": report.n_train,
         "n_test": report.n_test,
         "test_auc": report.auc,
@@ -259,8 +287,27 @@ def _linear_results(
     return specific
 
 
-def _mlflow_fields(tracked: Any) -> dict[str, Any]:
-    return {"run_id": tracked.run_id, "model_name": tracked.model_name, "version": tracked.version}
+def _feature_report(model: Any) -> dict[str, Any]:
+    """A scorecard's IV per feature, highest first, holder features under the aliases their
+    holders publish (``tax:f03`` or a chosen label; the same in every run), never names."""
+    iv = getattr(model, "iv_", None)
+    if iv is None or len(iv) == 0:
+        return {}
+    return {
+        "iv": [
+            {"party": str(r.party), "feature": str(r.name), "iv": round(float(r.iv), 6)}
+            for r in iv.itertuples()
+        ]
+    }
+
+
+def _mlflow_fields(tracked: Any, experiment: str) -> dict[str, Any]:
+    return {
+        "run_id": tracked.run_id,
+        "model_name": tracked.model_name,
+        "version": tracked.version,
+        "experiment": experiment,
+    }
 
 
 def _cpus() -> int:

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from xinyidai.tracking import Promotion
 
 
+REQUEST_KINDS = {"Score": "one", "ScoreBatch": "batch", "Verify": "verify"}
+"""The bank's scoring operations, by the kind of request each serves."""
+
+
 def iso(ts: float | None, timespec: str = "seconds") -> str:
     """A UTC timestamp for the report (``-`` when unknown)."""
     if ts is None:
@@ -114,6 +118,29 @@ class Lineage:
     @property
     def broken_nodes(self) -> list[NodeAudit]:
         return [n for n in self.nodes if n.broken]
+
+    @property
+    def requests_by_kind(self) -> dict[str, int]:
+        """Score requests served with this version, by kind (one, batch, verify): the bank's
+        own ``served`` records of its scoring operations, one per request id.
+
+        Why not every record naming the version: one request leaves several records (the
+        operator's call, the bank's, each holder's), and a retry repeats the request id."""
+        counts = dict.fromkeys(REQUEST_KINDS.values(), 0)
+        bank = self.parties[0] if self.parties else None
+        seen: set[tuple[str, str]] = set()
+        for node, entry in self.score_requests:
+            kind = REQUEST_KINDS.get(entry.operation)
+            if kind is None or entry.direction != "served":
+                continue
+            if bank is not None and node.node_id != bank:
+                continue
+            key = (node.node_id, entry.request_id or f"#{entry.seq}")
+            if key in seen:
+                continue
+            seen.add(key)
+            counts[kind] += 1
+        return counts
 
     @property
     def score_requests(self) -> list[tuple[NodeAudit, AuditEntry]]:

@@ -42,6 +42,22 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+def _keys_row(tags: dict[str, str]) -> tuple[str, str]:
+    """Paillier's modulus size, or CKKS's parameters (a CKKS key has no single size)."""
+    ring = tags.get("xinyidai.crypto.poly_modulus_degree", "")
+    if not ring:
+        return ("key size (bits)", tags.get(TAG_KEY_BITS, "") or "-")
+    chain = tags.get("xinyidai.crypto.coeff_mod_bit_sizes", "").replace(",", "+")
+    total = tags.get("xinyidai.crypto.coeff_modulus_bits", "?")
+    level = tags.get("xinyidai.crypto.security_bits", "?")
+    scale = tags.get("xinyidai.crypto.scale_bits", "?")
+    return (
+        "CKKS parameters",
+        f"N = {ring}, coefficient moduli {chain} = {total} bits, scale 2^{scale}; "
+        f"~{level}-bit security (HomomorphicEncryption.org standard)",
+    )
+
+
 def _run(lin: Lineage) -> Section:
     tags = lin.tags
     run = Section("Model version and run")
@@ -62,7 +78,7 @@ def _run(lin: Lineage) -> Section:
             ("parties", ", ".join(lin.parties) or "-"),
             ("PSI (alignment) job", tags.get(TAG_PSI_JOB, "") or "-"),
             ("crypto scheme", tags.get(TAG_CRYPTO_SCHEME, "-")),
-            ("key size (bits)", tags.get(TAG_KEY_BITS, "") or "-"),
+            _keys_row(tags),
             ("code version", tags.get(TAG_CODE_VERSION, "-")),
         ],
     )
@@ -126,19 +142,28 @@ def _data(lin: Lineage) -> Section:
 
 
 def _consent(lin: Lineage) -> Section:
-    consent = Section("Consent snapshot at training time (per holder)")
+    consent = Section("Consent snapshot at registration (per holder)")
     keys = ("active", "revoked", "expired", "enterprises", "not_yet_valid")
     consent.table = Table(
-        ("holder", "taken at (UTC)", *keys),
+        ("holder", "taken at (UTC)", *keys, "authorisation set (ids, sha256)"),
         [
             (
                 holder,
                 iso(snap.get("taken_at")) if isinstance(snap.get("taken_at"), int | float) else "-",
                 *(str(snap.get(k, "-")) for k in keys),
+                f"{snap.get('auth_set_size', 0)} ids, {snap['auth_set_sha256']}"
+                if snap.get("auth_set_sha256")
+                else "-",
             )
             for holder, snap in sorted(lin.consent.items())
         ],
     )
+    if any(snap.get("auth_set_sha256") for snap in lin.consent.values()):
+        consent.lines.append(
+            "Authorisation set: computed by each holder at registration, the sha256 over the "
+            "sorted ids (one per line) of the active authorisations it held for this bank and "
+            "purpose covering the alignment's enterprises; no enterprise code left the holder."
+        )
     return consent
 
 
@@ -217,7 +242,7 @@ def _audit(lin: Lineage) -> Section:
             f"job {lin.job_id or '-'} records",
             "denied",
             "job span (UTC)",
-            "score requests",
+            "records naming the version",
             "promotions",
         ),
         audit_rows,
@@ -261,7 +286,14 @@ def _scores(lin: Lineage) -> Section:
         score_rows,
         score_alarms,
     )
-    if not score_rows:
+    if score_rows:
+        scores.lines.append(
+            "One row per audit record: "
+            + served_sentence(lin)
+            + " Each request is recorded by the operator's client, the bank and every holder "
+            "asked."
+        )
+    else:
         scores.lines.append("No score request names this version in the given logs.")
     return scores
 
@@ -292,6 +324,17 @@ def sections(lin: Lineage) -> list[Section]:
     return [make(lin) for make in _SECTIONS]
 
 
+def served_sentence(lin: Lineage) -> str:
+    """The sentence "N score request(s) served with this version (one: a, batch: b, verify: c)",
+    counted from the bank's records (``Lineage.requests_by_kind``), and the records behind them."""
+    kinds = lin.requests_by_kind
+    by_kind = ", ".join(f"{kind}: {n}" for kind, n in kinds.items())
+    return (
+        f"{sum(kinds.values())} score request(s) served with this version ({by_kind}), "
+        f"leaving {len(lin.score_requests)} audit record(s) across the nodes."
+    )
+
+
 def headline(lin: Lineage) -> tuple[list[str], list[str]]:
     """(summary sentences, alarms) for the top of the report."""
     n_ok = sum(1 for n in lin.nodes if n.verified)
@@ -300,7 +343,7 @@ def headline(lin: Lineage) -> tuple[list[str], list[str]]:
         + (f" ({', '.join(lin.aliases)})" if lin.aliases else "")
         + f", trained by job {lin.job_id or '-'} in MLflow run {lin.run_id or '-'}.",
         f"Audit logs: {len(lin.nodes)} read, {n_ok} intact, {len(lin.broken_nodes)} broken; "
-        f"{len(lin.score_requests)} score request(s) served with this version.",
+        + served_sentence(lin),
         f"Report generated {iso(lin.generated_at)} UTC.",
     ]
     alarms = []

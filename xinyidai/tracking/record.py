@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CONSENT_DIR = "consent"
+TAG_DATASET_PREFIX = "xinyidai.dataset."
+"""``xinyidai.dataset.<party>``: each party's table and digest as a run tag, so the run page
+lists every party at once (its dataset inputs fold all but the first behind "+N")."""
 CONFIG_DIR = "config"
 DATASET_SOURCE_TYPE = "xinyidai"
 
@@ -205,9 +208,13 @@ class TrainingRecord:
     ``parties``: node ids, bank first. ``step_metrics``: name -> one value per tree/epoch
     (logged with step = index). ``metrics``: final values (test AUC/KS/Gini, bank-only
     AUC...). ``consent``: per holder, counts of active/revoked/expired authorisations at
-    training time (a dict or ``ConsentStats``). ``holder_parts``: per holder, the sha256 of its
-    own model part. ``scoring_endpoint``: how the pyfunc reaches the bank's scoring service
-    (e.g. ``{"node_config": ".../bank/node.yaml"}``).
+    training time (a dict or ``ConsentStats``), with the ``auth_set_sha256`` of the
+    authorisations the holder used when it reports one. ``holder_parts``: per holder, the
+    sha256 of its own model part. ``scoring_endpoint``: how the pyfunc reaches the bank's
+    scoring service (e.g. ``{"node_config": ".../bank/node.yaml"}``). ``train_seconds``: how
+    long training took, so the run's duration is the training time. ``run_id``: the run
+    ``open_training_run`` opened when training started (default: the open run of this job id,
+    if any; else a new run whose start is set ``train_seconds`` back).
     """
 
     job_id: str
@@ -231,6 +238,8 @@ class TrainingRecord:
     code_version: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     run_name: str | None = None
+    train_seconds: float | None = None
+    run_id: str | None = None
 
     @property
     def config_sha256(self) -> str:
@@ -281,6 +290,10 @@ class TrainingRecord:
             dataset.check()
         if self.key_bits is not None and int(self.key_bits) <= 0:
             raise TrackingError(f"job '{self.job_id}': key_bits must be positive")
+        if self.train_seconds is not None and not (
+            math.isfinite(self.train_seconds) and self.train_seconds >= 0
+        ):
+            raise TrackingError(f"job '{self.job_id}': train_seconds must be a duration >= 0")
 
     def parts_manifest(self) -> dict[str, Any]:
         """``parts.json``: the sha256 of each party's model part (logged with the run and
@@ -309,6 +322,11 @@ class TrainingRecord:
         commit = version.split("+", 1)[0]
         if re.fullmatch(r"[0-9a-f]{40}", commit):
             tags["mlflow.source.git.commit"] = commit
+        for dataset in self.datasets:
+            rows = "" if dataset.n_rows is None else f", {dataset.n_rows} rows"
+            tags[f"{TAG_DATASET_PREFIX}{dataset.party}"] = (
+                f"{dataset.table}: {dataset.digest}{rows}"
+            )
         return {**{k: str(v) for k, v in self.tags.items()}, **tags}
 
 
@@ -353,6 +371,59 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def open_training_run(
+    job_id: str, *, tracking: TrackingConfig | None = None, run_name: str | None = None
+) -> str:
+    """Open the job's run (RUNNING) as training starts; returns its id.
+
+    Why at the start: MLflow shows a run's duration as end minus start, and an auditor reads
+    it as the training time. ``log_training`` of the same job id fills this run in and ends it
+    (``fail_training_run`` if training fails, so a failed job shows as FAILED, not running)."""
+    if not job_id or len(job_id) > 128:
+        raise TrackingError(f"job id must be 1-128 characters, got {job_id!r}")
+    config = config_or_default(tracking)
+    client = mlflow_client(config)
+    experiment_id = _experiment_id(client, config)
+    run = client.create_run(experiment_id, run_name=run_name or job_id, tags={TAG_JOB_ID: job_id})
+    return str(run.info.run_id)
+
+
+def fail_training_run(run_id: str, *, tracking: TrackingConfig | None = None) -> None:
+    """End a run ``open_training_run`` opened for a job that failed."""
+    mlflow_client(config_or_default(tracking)).set_terminated(run_id, "FAILED")
+
+
+def _open_run_of(client: MlflowClient, experiment_id: str, job_id: str) -> Any | None:
+    """The newest RUNNING run opened for ``job_id``, if any."""
+    quoted = job_id.replace("'", "")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_JOB_ID}` = '{quoted}' and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _training_run(client: MlflowClient, experiment_id: str, record: TrainingRecord) -> Any:
+    """The run to log ``record`` into: the one opened at training start, or a new one whose
+    start is ``train_seconds`` before now (so its duration is still the training time)."""
+    if record.run_id:
+        given = client.get_run(record.run_id)
+        if given.info.experiment_id != experiment_id:
+            raise TrackingError(f"job '{record.job_id}': run {record.run_id} is in another store")
+        return given
+    opened = _open_run_of(client, experiment_id, record.job_id)
+    if opened is not None:
+        return opened
+    start = None
+    if record.train_seconds is not None:
+        start = int((time.time() - record.train_seconds) * 1000)
+    return client.create_run(
+        experiment_id, start_time=start, run_name=record.run_name or record.job_id
+    )
+
+
 def log_training(
     record: TrainingRecord,
     *,
@@ -360,16 +431,21 @@ def log_training(
     register: bool = True,
 ) -> TrackedRun:
     """Log one training job as one run and (``register``) register the bank's part as a new
-    version of ``record.model_name`` with alias ``challenger``. The run ends FINISHED, or
-    FAILED if logging failed half-way (then the error is raised)."""
+    version of ``record.model_name`` with alias ``challenger``. The run is the one opened when
+    training started (``open_training_run``) if there is one; it ends FINISHED at the end of
+    training (start + ``train_seconds``), or FAILED if logging failed half-way (then the error
+    is raised)."""
     record.check()
     config = config_or_default(tracking)
     client = mlflow_client(config)
     from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 
     experiment_id = _experiment_id(client, config)
-    run = client.create_run(experiment_id, run_name=record.run_name or record.job_id)
+    run = _training_run(client, experiment_id, record)
     run_id = run.info.run_id
+    end_time = None
+    if record.train_seconds is not None:
+        end_time = int(run.info.start_time + record.train_seconds * 1000)
     version: str | None = None
     try:
         stamp = int(time.time() * 1000)
@@ -402,7 +478,7 @@ def log_training(
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED", end_time=end_time)
     return TrackedRun(run_id, experiment_id, record.model_name, version)
 
 
@@ -447,6 +523,7 @@ def secureboost_record(
         metrics[f"splits_{owner}"] = float(count)
     fields.setdefault("psi_job", str(getattr(report, "alignment_id", "")))
     fields.setdefault("key_bits", getattr(clf, "key_bits", None))
+    fields.setdefault("train_seconds", float(report.seconds))
     return TrainingRecord(
         job_id=str(report.job_id),
         model_name=model_name,

@@ -36,13 +36,25 @@ from xinyidai.tracking.record import (
     secureboost_record,
 )
 
+CKKS_PARAMS = ("poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "security_bits")
+"""The CKKS parameters a CKKS job logs as MLflow params (every one is a run tag too)."""
+
 
 def party_evidence(
-    config: NodeConfig, holders: Mapping[str, PeerBase], *, job_id: str, purpose: str = "financing"
-) -> tuple[list[PartyDataset], dict[str, dict[str, int]]]:
+    config: NodeConfig,
+    holders: Mapping[str, PeerBase],
+    *,
+    job_id: str,
+    purpose: str = "financing",
+    alignment_id: str = "",
+) -> tuple[list[PartyDataset], dict[str, dict[str, Any]]]:
     """Each party's own table digest and revealed schema (row count, keyed column hashes) and
     each holder's consent counts for this bank, as of now: what the registry records about the
-    data a model saw. Holders answer ``Hello`` (``DataHolder`` peers); nothing else is asked."""
+    data a model saw. Holders answer ``Hello`` (``DataHolder`` peers); nothing else is asked.
+
+    With ``alignment_id`` (the job's PSI alignment) each holder also returns the sha256 of the
+    authorisation set it holds for the alignment's enterprises, this bank and ``purpose``
+    (``auth_set_sha256``, ``auth_set_size``): the holder computes it, no USCC leaves it."""
     from parties.summary import node_secret, table_summary
 
     if config.data is None:
@@ -52,9 +64,12 @@ def party_evidence(
         load_table(config.data.path, schema), schema, node_secret(config.node_dir / "column_key")
     )
     datasets = [PartyDataset.from_summary(config.node_id, own, own.data_digest)]
-    consent: dict[str, dict[str, int]] = {}
+    consent: dict[str, dict[str, Any]] = {}
     for name, peer in holders.items():
-        reply = peer.call("Hello", common_pb2.HelloRequest(meta=new_meta(purpose, job_id=job_id)))
+        request = common_pb2.HelloRequest(
+            meta=new_meta(purpose, job_id=job_id), alignment_id=alignment_id
+        )
+        reply = peer.call("Hello", request)
         summary = reply.tables[0]
         datasets.append(PartyDataset.from_summary(name, summary, summary.data_digest))
         c = reply.consent
@@ -64,6 +79,17 @@ def party_evidence(
             "expired": c.expired,
             "enterprises": c.enterprises,
         }
+        if alignment_id:
+            if len(c.auth_set_sha256) != 64:
+                raise ConfigError(
+                    f"holder '{name}' returned no authorisation-set digest for alignment "
+                    f"'{alignment_id}' (an older node?); it is needed for the consent snapshot"
+                )
+            consent[name].update(
+                alignment=alignment_id,
+                auth_set_sha256=c.auth_set_sha256,
+                auth_set_size=c.auth_set_size,
+            )
     return datasets, consent
 
 
@@ -135,17 +161,29 @@ def register_scorecard(
     consent: Mapping[str, Any],
     config_text: str = "",
     config_name: str = "experiment.yaml",
+    model_name: str | None = None,
     tracking: TrackingConfig | None = None,
     audit: AuditLog | None = None,
 ) -> TrackedRun:
-    """Log the job to MLflow and register the bank's part: ``credit-scorecard`` (protocol
-    ``vertical-lr-scorecard``) or ``credit-lr`` (``vertical-lr``). Returns the ``TrackedRun``."""
+    """Log the job to MLflow and register the bank's part as ``model_name`` (default
+    ``credit-scorecard``, protocol ``vertical-lr-scorecard``, or ``credit-lr``,
+    ``vertical-lr``). Returns the ``TrackedRun``."""
     is_card = isinstance(model, FederatedScorecard)
     lr = model.lr_ if isinstance(model, FederatedScorecard) else model
     params: dict[str, Any] = (
         asdict(model.params) if isinstance(model, FederatedScorecard) else asdict(lr.params_)
     )
     params["backend"] = report.backend
+    crypto = dict(getattr(lr, "crypto_", None) or lr.crypto_params())
+    crypto_tags: dict[str, str] = {}
+    if report.backend == "ckks":  # a CKKS key has no single size: its parameters instead
+        params.pop("key_bits", None)
+        crypto_tags = {
+            f"xinyidai.crypto.{k}": ",".join(map(str, v)) if isinstance(v, list) else str(v)
+            for k, v in crypto.items()
+            if k != "scheme"
+        }
+        params.update({f"ckks_{k}": crypto_tags[f"xinyidai.crypto.{k}"] for k in CKKS_PARAMS})
     metrics = {
         "test_auc": report.auc,
         "test_ks": report.ks,
@@ -163,7 +201,7 @@ def register_scorecard(
     metrics = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     record = TrainingRecord(
         job_id=report.job_id,
-        model_name="credit-scorecard" if is_card else "credit-lr",
+        model_name=model_name or ("credit-scorecard" if is_card else "credit-lr"),
         protocol="vertical-lr-scorecard" if is_card else "vertical-lr",
         parties=[config.node_id, *lr.holders_],
         bank_model_json=model.to_json(),
@@ -172,6 +210,7 @@ def register_scorecard(
         step_metrics={"train_loss": list(lr.loss_curve_)},
         crypto_scheme="ckks" if report.backend == "ckks" else "paillier-djn",
         key_bits=None if report.backend == "ckks" else int(getattr(lr, "key_bits", 2048)),
+        tags=crypto_tags,
         psi_job=report.alignment_id,
         config_text=config_text,
         config_name=config_name,
@@ -179,6 +218,7 @@ def register_scorecard(
         consent=dict(consent),
         consent_taken_at=time.time(),
         scoring_endpoint={"node_config": str(config.node_dir / "node.yaml")},
+        train_seconds=float(report.train_seconds or report.seconds),
     )
     return log_registration(config, record, tracking=tracking, audit=audit)
 
