@@ -75,7 +75,8 @@ class ModelCache:
 
     ``codes``/``features``: the bank's table (row order) encoded as in training. ``models_dir``:
     ``NODE_DIR/models`` where training wrote the bank's parts. ``tracking``: the registry
-    (default: ``TrackingConfig.resolve()``, i.e. ``MLFLOW_TRACKING_URI`` or ``.xinyidai/mlflow``).
+    (a node passes ``TrackingConfig.for_node(config).tracking``; without one,
+    ``TrackingConfig.resolve()``: ``MLFLOW_TRACKING_URI`` or ``./.xinyidai/mlflow``, for local tools).
     """
 
     def __init__(

@@ -22,6 +22,7 @@ import pandas as pd
 from federation.errors import PeerError, Refused
 from federation.transport.base import CallInfo, PeerBase, new_meta
 from federation.transport.calls import SubjectAccess, child_request_id
+from parties.bank.registry import TrackingConfig
 from parties.bank.score_log import ScoreLog, log_served
 from parties.bank.scoring import BankScorer, joined_ids
 from parties.bank.served import ServedModel
@@ -90,7 +91,8 @@ class BankServicer:
         score_log: ScoreLog | None = None,
     ):
         """``scorer``: the scoring service (default: one over ``NODE_DIR/models`` and the
-        registry ``TrackingConfig.resolve()`` finds: ``MLFLOW_TRACKING_URI`` or the default).
+        registry the node serves from, ``TrackingConfig.for_node(config)``: the environment's
+        ``MLFLOW_TRACKING_URI``, else ``node.yaml`` ``mlflow:``, else ``NODE_DIR/mlflow``).
         ``score_log``: where served scores go for monitoring (default ``ScoreLog.for_config``)."""
         self.config = config
         self.holders = holders
@@ -101,6 +103,7 @@ class BankServicer:
             holders=holders,
             models_dir=config.node_dir / "models",
             as_of=config.data.as_of if config.data is not None else None,
+            tracking=TrackingConfig.for_node(config).tracking,
         )
         self.score_log = score_log or ScoreLog.for_config(config)
         self._summary = table_summary(

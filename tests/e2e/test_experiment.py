@@ -122,6 +122,9 @@ def test_experiment_run_cli_writes_the_result_contract(tmp_path):
     assert run.data.tags["xinyidai.crypto.key_bits"] == "2048"
     assert run.data.tags["xinyidai.config_sha256"] == result["config_sha256"]
     assert run.data.metrics["test_auc"] == pytest.approx(result["test_auc"])
+    # opened as training started (not at registration): MLflow's duration covers the training
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny-sb"
+    assert run.info.end_time - run.info.start_time >= 1000 * result["train_seconds"] - 50
 
 
 def test_a_holder_killed_mid_training_costs_at_most_a_tree(tmp_path):

@@ -106,6 +106,26 @@ def test_no_registered_model_names_the_store_it_looked_in(tmp_path: Path) -> Non
     assert f"in the MLflow store {tmp_path / 'empty-store'}" in message
 
 
+def test_model_commands_given_a_banks_config_use_the_store_that_bank_serves_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``xinyidai model list|show|promote --config BANK/node.yaml`` reads and writes the store the
+    node serves from, not ``./.xinyidai/mlflow``: a promotion elsewhere never reaches a score."""
+    from xinyidai.cli.main import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    node = _node(tmp_path, "mlflow: {dir: ../registry}\n")
+    out = CliRunner().invoke(app, ["model", "list", "--config", str(node)])
+    assert out.exit_code == 0, out.output
+    assert str((tmp_path / "registry").resolve()) in out.output.replace("\n", "")
+    assert not (tmp_path / ".xinyidai").exists()
+    both = CliRunner().invoke(
+        app, ["model", "list", "--config", str(node), "--mlflow-dir", str(tmp_path)]
+    )
+    assert both.exit_code != 0 and "not both" in both.output
+
+
 # -- identity: node id plus host names -----------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 Training registers every model as a new version with the alias ``challenger``; a person moves
 ``champion`` with ``promote`` (who, when and why are kept on the version and in the model's
-promotion history). Where the registry is: ``--mlflow-dir`` (default ``.xinyidai/mlflow``),
-``--tracking-uri``, or the ``MLFLOW_TRACKING_URI`` environment variable (an MLflow server).
+promotion history). Where the registry is: ``--config BANK/node.yaml`` (the store that bank node
+serves from, chosen exactly as the node chooses it), ``--mlflow-dir`` (default
+``.xinyidai/mlflow``), ``--tracking-uri``, or the ``MLFLOW_TRACKING_URI`` environment variable.
+Why ``--config``: a promotion written to another store than the one the bank serves from would
+never reach a score.
 """
 
 from __future__ import annotations
@@ -33,14 +36,32 @@ TrackingUriOption = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking server or database URI."),
 ]
+NodeConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A bank's node.yaml: use the MLflow store that node serves from (its mlflow: "
+        "setting, MLFLOW_TRACKING_URI, or NODE_DIR/mlflow).",
+    ),
+]
 NameArg = Annotated[str, typer.Argument(help="Registered model name, e.g. credit-sbt.")]
 VersionArg = Annotated[str, typer.Argument(help="Version number, or an alias (champion).")]
 
 
-def tracking_config(mlflow_dir: Path | None, tracking_uri: str | None) -> TrackingConfig:
+def tracking_config(
+    mlflow_dir: Path | None, tracking_uri: str | None, node_config: Path | None = None
+) -> TrackingConfig:
     """The store the options name (shared by ``xinyidai audit lineage``)."""
     from xinyidai.tracking import TrackingConfig
 
+    if node_config is not None:
+        if mlflow_dir is not None or tracking_uri is not None:
+            raise typer.BadParameter(
+                "give --config or --mlflow-dir/--tracking-uri, not both", param_hint="--config"
+            )
+        from parties.config import load_node_config
+
+        return TrackingConfig.for_node(load_node_config(node_config)).tracking
     return TrackingConfig.resolve(mlflow_dir, tracking_uri=tracking_uri)
 
 
@@ -49,16 +70,20 @@ def _console() -> Console:
 
 
 @app.command("list")
-def list_(mlflow_dir: MlflowDirOption = None, tracking_uri: TrackingUriOption = None) -> None:
+def list_(
+    mlflow_dir: MlflowDirOption = None,
+    tracking_uri: TrackingUriOption = None,
+    config: NodeConfigOption = None,
+) -> None:
     """Every registered model with its latest version and aliases."""
     from xinyidai.tracking import list_models
 
-    config = tracking_config(mlflow_dir, tracking_uri)
-    models = list_models(tracking=config)
+    store = tracking_config(mlflow_dir, tracking_uri, config)
+    models = list_models(tracking=store)
     if not models:
-        _console().print(f"no registered models in {escape(config.describe())}")
+        _console().print(f"no registered models in {escape(store.describe())}")
         return
-    table = Table(title=f"registered models ({escape(config.describe())})")
+    table = Table(title=f"registered models ({escape(store.describe())})")
     for column in ("name", "latest", "versions", "aliases", "description"):
         table.add_column(column, overflow="fold")
     for m in models:
@@ -79,11 +104,14 @@ def show(
     version: VersionArg,
     mlflow_dir: MlflowDirOption = None,
     tracking_uri: TrackingUriOption = None,
+    config: NodeConfigOption = None,
 ) -> None:
     """One version: aliases, run, part digests, promotion, parameters and final metrics."""
     from xinyidai.tracking import describe_version
 
-    info = describe_version(name, version, tracking=tracking_config(mlflow_dir, tracking_uri))
+    info = describe_version(
+        name, version, tracking=tracking_config(mlflow_dir, tracking_uri, config)
+    )
     console = _console()
     console.print(
         f"[bold]{escape(info['name'])} v{escape(info['version'])}[/] "
@@ -113,18 +141,19 @@ def promote(
     ] = None,
     mlflow_dir: MlflowDirOption = None,
     tracking_uri: TrackingUriOption = None,
+    config: NodeConfigOption = None,
 ) -> None:
     """Move alias champion to VERSION; print the previous champion."""
     from xinyidai.tracking import promote as run_promote
 
-    config = tracking_config(mlflow_dir, tracking_uri)
+    store = tracking_config(mlflow_dir, tracking_uri, config)
     if node_dir is not None:
         from xinyidai.cli.audit import open_log
 
         with open_log(node_dir, None) as log:
-            previous = run_promote(name, version, by=by, reason=reason, tracking=config, audit=log)
+            previous = run_promote(name, version, by=by, reason=reason, tracking=store, audit=log)
     else:
-        previous = run_promote(name, version, by=by, reason=reason, tracking=config)
+        previous = run_promote(name, version, by=by, reason=reason, tracking=store)
     target = version.strip().lstrip("vV")
     if previous == target:
         was = "it already was; the promotion is on record again"

@@ -90,6 +90,15 @@ def unjoined_message(alignment: Any) -> str:
     )
 
 
+def training_job_id(config: ExperimentConfig) -> str:
+    """The job id a config's training runs under (its MLflow run is opened under it first)."""
+    if isinstance(config.model, SecureBoostModelConfig):
+        return f"{config.name}-sb"
+    if isinstance(config.model, ScorecardModelConfig):
+        return f"{config.name}-sc"
+    return f"{config.name}-lr"
+
+
 def train_model(
     config: ExperimentConfig,
     bank_cfg: Any,
@@ -135,7 +144,7 @@ def _train_secureboost(
             alignment,
             holders=peers,
             params=params,
-            job_id=f"{config.name}-sb",
+            job_id=training_job_id(config),
             is_test=is_test_rule(config),
             test_fraction=config.split.test_fraction,
             split_seed=config.split.seed,
@@ -174,7 +183,7 @@ def _train_linear(
     if isinstance(m, ScorecardModelConfig):
         params = ScorecardParams.from_mapping({**m.classifier_params(), **crypto})
         return scorecard_over_nodes(
-            bank_cfg, alignment, params=params, job_id=f"{config.name}-sc", **split
+            bank_cfg, alignment, params=params, job_id=training_job_id(config), **split
         )
     with holder_peers(bank_cfg, audit=audit, service="LinearHolder") as linear:
         return train_logistic(
@@ -182,7 +191,7 @@ def _train_linear(
             alignment,
             holders=linear,
             params={**m.classifier_params(), **crypto},
-            job_id=f"{config.name}-lr",
+            job_id=training_job_id(config),
             **split,
         )
 

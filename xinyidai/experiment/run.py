@@ -27,7 +27,13 @@ from xinyidai.experiment.config import (
     ScorecardModelConfig,
     SecureBoostModelConfig,
 )
-from xinyidai.experiment.jobs import Progress, align_parties, register_model, train_model
+from xinyidai.experiment.jobs import (
+    Progress,
+    align_parties,
+    register_model,
+    train_model,
+    training_job_id,
+)
 
 
 def _quiet(_: str) -> None:
@@ -73,6 +79,7 @@ def run_experiment(
     from federation.usage import process_usage
     from parties.config import load_node_config
     from xinyidai.launcher import stop_nodes
+    from xinyidai.tracking.record import fail_training_run, open_training_run
 
     if checked is None:
         checked = check_experiment(config)
@@ -91,15 +98,23 @@ def run_experiment(
         _start(fed, t0, progress=progress, on_started=on_started)
         audit = AuditLog(bank_cfg.resolved_audit_url, bank_cfg.node_id)
         alignment, align_seconds = align_parties(config, bank_cfg, audit=audit, progress=progress)
-        model, report = train_model(
-            config,
-            bank_cfg,
-            alignment,
-            audit=audit,
-            progress=progress,
-            on_tree=on_tree,
-            on_epoch=on_epoch,
-        )
+        # The MLflow run opens as training starts, so its duration is the training time
+        # (registration fills it in; a failed job's run is marked FAILED).
+        run_id = open_training_run(training_job_id(config), tracking=tracking) if track else None
+        try:
+            model, report = train_model(
+                config,
+                bank_cfg,
+                alignment,
+                audit=audit,
+                progress=progress,
+                on_tree=on_tree,
+                on_epoch=on_epoch,
+            )
+        except BaseException:
+            if run_id is not None:
+                fail_training_run(run_id, tracking=tracking)
+            raise
         tracked = None
         if track:
             tracked = register_model(
