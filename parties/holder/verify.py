@@ -440,7 +440,7 @@ class Verifier:
                 raise Refused(
                     "consent",
                     f"{parsed.kind} predicate reads column {name!r} of category '{category}', "
-                    f"which enterprise {code} has not authorised for bank '{bank_id}' "
+                    f"which enterprise {code} has not authorised for this bank "
                     f"(authorised: {', '.join(sorted(authorised)) or 'none'})",
                 )
         categories = {self.schema.column(n).category for n in parsed.columns()}

@@ -226,7 +226,7 @@ def test_columns_of_unauthorised_categories_are_refused(utility: Verifier, table
         ask(utility, code, predicate, authorised=["electricity", "gas"])
     assert info.value.code == "consent"
     assert "reads column 'water_avg_volume_3m' of category 'water'" in info.value.reason
-    assert f"enterprise {code} has not authorised for bank 'bank'" in info.value.reason
+    assert f"enterprise {code} has not authorised for this bank" in info.value.reason
     assert "(authorised: electricity, gas)" in info.value.reason
     assert ask(utility, code, predicate, authorised=["water"]) in (Answer.YES, Answer.NO)
     with pytest.raises(Refused, match="authorised: none"):
