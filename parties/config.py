@@ -108,6 +108,16 @@ class LimitsConfig(_Strict):
     compute_workers: int = Field(
         default=2, ge=1, le=256, description="worker processes for PSI and Paillier work"
     )
+    obfuscator_pool: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Paillier obfuscators made ahead of time while idle (0 = off; 512 B each "
+        "at 2048 bits; federation/crypto/randomness.py)",
+    )
+    obfuscator_batch: int = Field(
+        default=256, ge=1, le=65_536, description="obfuscators made per background fill step"
+    )
     job_idle_s: float = Field(
         default=3600.0, gt=0, description="drop a training job no call touched for this long"
     )

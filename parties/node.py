@@ -336,8 +336,12 @@ class Node:
 
     def start(self) -> None:
         from federation.crypto.paillier import prestart_workers
+        from federation.crypto.pool import start_pool
 
-        prestart_workers()  # the first job's Paillier workers then start in milliseconds
+        prestart_workers()  # the forkserver imports the crypto kernels once
+        # The warm pool starts with the node, in the background, and serves every job.
+        workers = self.config.limits.compute_workers
+        threading.Thread(target=start_pool, args=(workers,), name="pools", daemon=True).start()
         self.server.start()
         self._housekeeping = threading.Event()
         threading.Thread(target=self._sweep_loop, name="housekeeping", daemon=True).start()
@@ -379,7 +383,12 @@ class Node:
         for peer in self.peers.values():
             peer.close()
         self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
-        write_usage(self.config.node_dir)  # CPU, peak memory and bytes, for experiment reports
+        write_usage(self.config.node_dir)  # CPU, peak memory, bytes: the tree, pools included
+        from federation.crypto.pool import shutdown_pools
+        from federation.psi.workers import shutdown_workers
+
+        shutdown_pools()
+        shutdown_workers()
         (self.config.node_dir / "serving.json").unlink(missing_ok=True)
         log.info("node %s stopped", self.config.node_id)
 

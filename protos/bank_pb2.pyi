@@ -70,7 +70,7 @@ class SourceStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., auth_id: _Optional[str] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
-    __slots__ = ("uscc", "model_name", "model_version", "scored", "probability_default", "points", "reason_categories", "reasons", "sources", "missing_sources")
+    __slots__ = ("uscc", "model_name", "model_version", "scored", "probability_default", "points", "reason_categories", "reasons", "sources", "missing_sources", "model_family")
     USCC_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class ScoreReply(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     MISSING_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     uscc: str
     model_name: str
     model_version: str
@@ -91,7 +92,8 @@ class ScoreReply(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[ScoreReason]
     sources: _containers.RepeatedCompositeFieldContainer[SourceStatus]
     missing_sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, uscc: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., scored: _Optional[bool] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ScoreReason, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ..., missing_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    model_family: str
+    def __init__(self, uscc: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., scored: _Optional[bool] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ScoreReason, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ..., missing_sources: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("meta", "model_name", "model_ref", "region", "industry", "usccs", "threshold", "limit")
@@ -114,21 +116,23 @@ class ScoreBatchRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., model_name: _Optional[str] = ..., model_ref: _Optional[str] = ..., region: _Optional[str] = ..., industry: _Optional[str] = ..., usccs: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ScoredEnterprise(_message.Message):
-    __slots__ = ("uscc", "status", "probability_default", "points", "reason_categories")
+    __slots__ = ("uscc", "status", "probability_default", "points", "reason_categories", "tie")
     USCC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     REASON_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    TIE_FIELD_NUMBER: _ClassVar[int]
     uscc: str
     status: str
     probability_default: float
     points: float
     reason_categories: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, uscc: _Optional[str] = ..., status: _Optional[str] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ...) -> None: ...
+    tie: bool
+    def __init__(self, uscc: _Optional[str] = ..., status: _Optional[str] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., tie: _Optional[bool] = ...) -> None: ...
 
 class ScoreBatchReply(_message.Message):
-    __slots__ = ("model_name", "model_version", "enterprises", "candidates", "scored", "excluded")
+    __slots__ = ("model_name", "model_version", "enterprises", "candidates", "scored", "excluded", "model_family")
     class ExcludedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -142,13 +146,15 @@ class ScoreBatchReply(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     enterprises: _containers.RepeatedCompositeFieldContainer[ScoredEnterprise]
     candidates: int
     scored: int
     excluded: _containers.ScalarMap[str, int]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., enterprises: _Optional[_Iterable[_Union[ScoredEnterprise, _Mapping]]] = ..., candidates: _Optional[int] = ..., scored: _Optional[int] = ..., excluded: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    model_family: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., enterprises: _Optional[_Iterable[_Union[ScoredEnterprise, _Mapping]]] = ..., candidates: _Optional[int] = ..., scored: _Optional[int] = ..., excluded: _Optional[_Mapping[str, int]] = ..., model_family: _Optional[str] = ...) -> None: ...
 
 class BankVerifyRequest(_message.Message):
     __slots__ = ("meta", "holder", "uscc", "predicate_json")

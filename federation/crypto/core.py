@@ -101,10 +101,14 @@ class Core:
         return powers
 
     def encrypt(self, plaintexts: Sequence[mpz], mode: str) -> list[mpz]:
+        return self.encrypt_with(plaintexts, self.obfuscators(len(plaintexts), mode))
+
+    def encrypt_with(self, plaintexts: Sequence[mpz], obfuscators: Sequence[mpz]) -> list[mpz]:
+        """Encrypt with given obfuscators (precomputed ones from an ObfuscatorPool)."""
         # (1 + m·n)·r mod n^2 == r + n·(m·r mod n) mod n^2; the sum is < 2n^2.
         n, nsq = self.n, self.nsq
         out = []
-        for m, r in zip(plaintexts, self.obfuscators(len(plaintexts), mode), strict=True):
+        for m, r in zip(plaintexts, obfuscators, strict=True):
             if m:
                 c = r + n * _f_mod(m * _f_mod(r, n), n)
                 if c >= nsq:
@@ -115,8 +119,10 @@ class Core:
         return out
 
     def rerandomise(self, ciphertexts: Sequence[mpz], mode: str) -> list[mpz]:
+        return self.rerandomise_with(ciphertexts, self.obfuscators(len(ciphertexts), mode))
+
+    def rerandomise_with(self, ciphertexts: Sequence[mpz], obfs: Sequence[mpz]) -> list[mpz]:
         nsq = self.nsq
-        obfs = self.obfuscators(len(ciphertexts), mode)
         return [_f_mod(c * r, nsq) for c, r in zip(ciphertexts, obfs, strict=True)]
 
     def decrypt(self, ciphertexts: Sequence[mpz]) -> list[mpz]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -63,14 +62,14 @@ from federation.crypto.keys import (
     security_bits,
 )
 from federation.crypto.pool import (
-    context,
+    WorkerConfig,
     default_start_method,
-    init_worker,
-    noop,
+    prepare_key,
     prestart_workers,
-    shutdown_pool,
+    shared_pool,
     worker_task,
 )
+from federation.crypto.randomness import ObfuscatorPool
 from federation.crypto.wire import (
     ciphertexts_from_bytes,
     ciphertexts_to_bytes,
@@ -160,7 +159,8 @@ class PaillierEngine:
         )
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._finalizer: weakref.finalize[[ProcessPoolExecutor], PaillierEngine] | None = None
+        self._config: WorkerConfig | None = None
+        self._obfuscator_pools: dict[str, ObfuscatorPool] = {}
 
     # -- properties -------------------------------------------------------------------------
 
@@ -197,21 +197,26 @@ class PaillierEngine:
         self.close()
 
     def close(self) -> None:
-        """Shut the worker pool down (waits for running chunks; queued ones are cancelled)."""
+        """Let go of the process's warm worker pool (it stays up for the next job; the node
+        stops it with ``federation.crypto.pool.shutdown_pools``) and drop any precomputed
+        obfuscators."""
+        self.drop_obfuscators()
         with self._pool_lock:
-            if self._finalizer is not None:
-                self._finalizer()  # calls shutdown_pool once
-                self._finalizer = None
             self._pool = None
 
     def _get_pool(self) -> ProcessPoolExecutor | None:
         if self.workers <= 1:
             return None
         with self._pool_lock:
-            return self._pool or self._start_pool()
+            return self._start_pool()
 
     def _start_pool(self) -> ProcessPoolExecutor:
-        """Workers get n, hs (and p, q for the key holder) once, via the initializer."""
+        """The process's warm pool (looked up on every use, so a pool the node stopped or a
+        broken one is replaced); each task carries n, hs (and p, q for the key holder), from
+        which a worker builds this key's core once and keeps it."""
+        if self._config is not None:
+            pool = self._pool = shared_pool(self.workers, self._start_method)
+            return pool
         core = self._core
         crt = core.crt
         config = (
@@ -223,13 +228,8 @@ class PaillierEngine:
             None if crt is None else int(crt.p).to_bytes(byte_len(crt.p), "big"),
             None if crt is None else int(crt.q).to_bytes(byte_len(crt.q), "big"),
         )
-        pool = self._pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context(self._start_method),
-            initializer=init_worker,
-            initargs=(config,),
-        )
-        self._finalizer = weakref.finalize(self, shutdown_pool, pool)
+        self._config = config
+        pool = self._pool = shared_pool(self.workers, self._start_method)
         return pool
 
     def warm(self) -> None:
@@ -238,7 +238,13 @@ class PaillierEngine:
         pool = self._get_pool()
         if pool is not None:
             for _ in range(self.workers):
-                pool.submit(noop)
+                pool.submit(prepare_key, self._worker_config())
+
+    def _worker_config(self) -> WorkerConfig:
+        config = self._config
+        if config is None:  # pragma: no cover - _get_pool sets it before any submit
+            raise CryptoError("crypto worker pool was not started")
+        return config
 
     def run_tasks(self, fn: Callable[..., T], tasks: Sequence[tuple[Any, ...]]) -> list[T]:
         """Run module-level ``fn(*args)`` for each args tuple on the pool, results in order.
@@ -281,7 +287,7 @@ class PaillierEngine:
         n_chunks = min(len(items), self.workers * 4)
         bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
         futures = [
-            pool.submit(worker_task, op, to_fixed(items[a:b], in_w), mode)
+            pool.submit(worker_task, self._worker_config(), op, to_fixed(items[a:b], in_w), mode)
             for a, b in itertools.pairwise(bounds)
             if b > a
         ]
@@ -335,8 +341,13 @@ class PaillierEngine:
         """Encrypt integers in [0, n) (already encoded); returns raw residues mod n^2."""
         ms = self._check_plaintexts(plaintexts)
         mode = self.obfuscation
-        out = self._parallel("encrypt", ms, _COST[mode], mode)
-        return self._core.encrypt(ms, mode) if out is None else out
+        head = self._take_obfuscators(len(ms), mode)
+        done = self._core.encrypt_with(ms[: len(head)], head) if head else []
+        rest = ms[len(head) :]
+        if not rest:
+            return done
+        out = self._parallel("encrypt", rest, _COST[mode], mode)
+        return done + (self._core.encrypt(rest, mode) if out is None else out)
 
     def encrypt_stream(self, plaintexts: Iterable[int], chunk_size: int = 1024) -> Iterator[bytes]:
         """Yield wire-ready chunks (``ciphertexts_to_bytes`` of ≤ ``chunk_size`` values) in order,
@@ -369,7 +380,9 @@ class PaillierEngine:
                     ms = self._check_plaintexts(chunk, offset)
                     offset += len(ms)
                     buf = to_fixed(ms, core.plaintext_bytes)
-                    pending.append(pool.submit(worker_task, "encrypt", buf, mode))
+                    pending.append(
+                        pool.submit(worker_task, self._worker_config(), "encrypt", buf, mode)
+                    )
                 if not pending:
                     return
                 yield self._collect([pending.popleft()])[0]
@@ -394,8 +407,57 @@ class PaillierEngine:
         mode = obfuscation or self.obfuscation
         self._check_mode(mode)
         cts = self._check_ciphertexts(ciphertexts)
-        out = self._parallel("rerandomise", cts, _COST[mode], mode)
-        return self._core.rerandomise(cts, mode) if out is None else out
+        head = self._take_obfuscators(len(cts), mode)
+        done = self._core.rerandomise_with(cts[: len(head)], head) if head else []
+        rest = cts[len(head) :]
+        if not rest:
+            return done
+        out = self._parallel("rerandomise", rest, _COST[mode], mode)
+        return done + (self._core.rerandomise(rest, mode) if out is None else out)
+
+    # -- obfuscators made ahead of time (federation/crypto/randomness.py) ---------------------
+
+    def start_obfuscator_pool(
+        self,
+        *,
+        capacity: int,
+        batch: int = 256,
+        obfuscation: Obfuscation | None = None,
+        prefill: int = 0,
+        background: bool = True,
+    ) -> ObfuscatorPool:
+        """Keep up to ``capacity`` obfuscators of one mode ready for encrypt/rerandomise.
+
+        ``prefill`` of them are made now (the caller waits); with ``background`` a low-priority
+        thread tops the pool up whenever values are used. Opt-in: capacity 0 does nothing.
+        """
+        mode = obfuscation or self.obfuscation
+        self._check_mode(mode)
+        pool = self._obfuscator_pools.get(mode)
+        if pool is None:
+            pool = self._obfuscator_pools[mode] = ObfuscatorPool(
+                mode=mode, capacity=capacity, batch=batch
+            )
+        if prefill:
+            pool.fill(self._produce_obfuscators, target=prefill)
+        if background:
+            pool.start(self._produce_obfuscators)
+        return pool
+
+    def _produce_obfuscators(self, count: int, mode: str) -> list[mpz]:
+        # rerandomise(1) == r: the workers' existing task makes obfuscators as fixed-width bytes.
+        out = self._parallel("rerandomise", [mpz(1)] * count, _COST[mode], mode)
+        return self._core.obfuscators(count, mode) if out is None else out
+
+    def _take_obfuscators(self, count: int, mode: str) -> list[mpz]:
+        pool = self._obfuscator_pools.get(mode)
+        return [] if pool is None or count == 0 else pool.take(count)
+
+    def drop_obfuscators(self) -> None:
+        """Stop filling and forget every precomputed obfuscator (job over or key dropped)."""
+        pools, self._obfuscator_pools = self._obfuscator_pools, {}
+        for pool in pools.values():
+            pool.clear()
 
     def decrypt(self, ciphertexts: Iterable[int]) -> list[int]:
         """CRT decryption of raw ciphertexts (ours or phe's) to integers in [0, n)."""

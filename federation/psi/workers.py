@@ -8,7 +8,6 @@ and only over the pool's local pipe.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from federation.crypto.pool import worker_context
 from federation.errors import ConfigError
 from federation.psi.curve import POINT_BYTES, mult_chunk
 from federation.psi.errors import PsiError, PsiProtocolError
@@ -44,7 +44,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
-            ctx = multiprocessing.get_context("spawn")
+            ctx = worker_context("spawn")  # workers skip the node's CLI as their main module
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
             _POOLS[workers] = pool
         return pool

@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 BATCH_CHUNK = 4096
 """Enterprises per holder call in a batch (reach of 4096 x 800 leaves is 400 kB)."""
 MAX_REASONS = 4
+MODEL_FAMILY = "secureboost"
+"""The family every served version belongs to today (scorecard/LR serving: docs/scoring.md)."""
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Scores:
     probability: np.ndarray
     points: np.ndarray
     contributions: dict[str, np.ndarray]  # party -> log-odds its splits added, per enterprise
+    base_margin: float = 0.0  # the model's base log-odds: points below its points need reasons
 
 
 def combine(served: ServedModel, reaches: Mapping[str, np.ndarray]) -> Scores:
@@ -103,19 +106,46 @@ def combine(served: ServedModel, reaches: Mapping[str, np.ndarray]) -> Scores:
         den = np.add.reduceat(open_ * served.samples, served.tree_starts, axis=1)
         contributions[p] = chosen - (num / den).sum(axis=1)
     probability = sigmoid(margin)
-    return Scores(margin, probability, PdoScaling().score(margin), contributions)
+    return Scores(
+        margin, probability, PdoScaling().score(margin), contributions, float(served.base_score)
+    )
 
 
 def reason_list(
-    contributions: Mapping[str, np.ndarray], row: int, categories: Mapping[str, Sequence[str]]
+    contributions: Mapping[str, np.ndarray],
+    row: int,
+    categories: Mapping[str, Sequence[str]],
+    *,
+    below_base: bool = False,
 ) -> tuple[list[tuple[str, float]], list[str]]:
-    """(party, contribution) largest first, and the categories of those that raised the risk."""
-    ranked = sorted(((p, float(c[row])) for p, c in contributions.items()), key=lambda x: -x[1])
+    """(party, contribution) largest first (ties by party name, so replies are repeatable),
+    and the categories of those that raised the risk.
+
+    ``below_base``: the score is below the base points; a person then always gets a reason,
+    so when no party's contribution is positive the categories of the largest one are given.
+    """
+    ranked = sorted(
+        ((p, float(c[row])) for p, c in contributions.items()), key=lambda x: (-x[1], x[0])
+    )
     cats: list[str] = []
     for party, value in ranked:
         if value > 1e-12:
             cats += [c for c in categories.get(party, [party]) if c not in cats]
+    if not cats and below_base and ranked:
+        cats = list(dict.fromkeys(categories.get(ranked[0][0], [ranked[0][0]])))
     return ranked, cats[:MAX_REASONS]
+
+
+def tied(points: np.ndarray) -> np.ndarray:
+    """Per score: another score of the same reply has exactly equal points (shown as a tie)."""
+    if points.size == 0:
+        return np.zeros(0, dtype=bool)
+    _, inverse, counts = np.unique(points, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse] > 1)
+
+
+def _below_base(scores: Scores, k: int) -> bool:
+    return bool(scores.margin[k] > scores.base_margin)
 
 
 @dataclass
@@ -146,13 +176,22 @@ def _list_every_code(
 ) -> None:
     """Every code in the given order, with its status and (if scored) its score."""
     position = {int(g): k for k, g in enumerate(good)}
+    ties = tied(scores.points)
     for at, code in enumerate(codes):
         k = position.get(at)
         item = reply.enterprises.add(uscc=code, status=str(batch.status[at]))
         if k is not None:
             item.probability_default = float(scores.probability[k])
             item.points = float(scores.points[k])
-            item.reason_categories.extend(reason_list(scores.contributions, k, batch.categories)[1])
+            item.tie = bool(ties[k])
+            item.reason_categories.extend(
+                reason_list(
+                    scores.contributions,
+                    k,
+                    batch.categories,
+                    below_base=_below_base(scores, k),
+                )[1]
+            )
 
 
 def _list_above(
@@ -169,16 +208,25 @@ def _list_above(
     ``limit`` (0: all)."""
     keep = np.flatnonzero(scores.points >= threshold) if math.isfinite(threshold) else None
     order = np.arange(good.size) if keep is None else keep
-    order = order[np.argsort(-scores.points[order], kind="stable")]
+    # Highest points first; equal points by USCC, so the same request ranks the same way.
+    listed = np.asarray([codes[good[j]] for j in order], dtype=object)
+    order = order[np.lexsort((listed, -scores.points[order]))] if order.size else order
+    ties = tied(scores.points[order])
     if limit:
-        order = order[:limit]
-    for j in order:
+        order, ties = order[:limit], ties[:limit]
+    for j, tie in zip(order, ties, strict=True):
         reply.enterprises.add(
             uscc=codes[good[j]],
             status="ok",
             probability_default=float(scores.probability[j]),
             points=float(scores.points[j]),
-            reason_categories=reason_list(scores.contributions, int(j), batch.categories)[1],
+            tie=bool(tie),
+            reason_categories=reason_list(
+                scores.contributions,
+                int(j),
+                batch.categories,
+                below_base=_below_base(scores, int(j)),
+            )[1],
         )
 
 
@@ -325,7 +373,12 @@ class BankScorer:
         if bad is not None:
             raise invalid(f"uscc {prefix(code)}: {bad}")
         auth_ids = check_auth_ids(auth_ids, "ScoreRequest.auth_ids")
-        reply = bank_pb2.ScoreReply(uscc=code, model_name=served.name, model_version=served.version)
+        reply = bank_pb2.ScoreReply(
+            uscc=code,
+            model_name=served.name,
+            model_version=served.version,
+            model_family=MODEL_FAMILY,
+        )
         row = self.row_of.get(code)
         if row is None:  # the holders are not even asked: nothing to score with
             reply.sources.add(node_id=self.node_id, status="no-data")
@@ -354,7 +407,9 @@ class BankScorer:
         reaches = {BANK: served.bank_reach[[row]], **{h: a.reach for h, a in answers.items()}}
         scores = combine(served, reaches)
         categories = {**self.categories, **{h: a.categories for h, a in answers.items()}}
-        ranked, cats = reason_list(scores.contributions, 0, categories)
+        ranked, cats = reason_list(
+            scores.contributions, 0, categories, below_base=_below_base(scores, 0)
+        )
         reply.scored = True
         reply.probability_default = float(scores.probability[0])
         reply.points = float(scores.points[0])
@@ -418,6 +473,7 @@ class BankScorer:
         reply = bank_pb2.ScoreBatchReply(
             model_name=served.name,
             model_version=served.version,
+            model_family=MODEL_FAMILY,
             candidates=len(codes),
             scored=good.size,
         )
@@ -574,8 +630,10 @@ def scored_rows(reply: bank_pb2.ScoreBatchReply) -> list[dict[str, Any]]:
             "probability_default": number(e, "probability_default"),
             "points": number(e, "points"),
             "reason_categories": ",".join(e.reason_categories),
+            "tie": bool(e.tie),
             "model_name": reply.model_name,
             "model_version": reply.model_version,
+            "model_family": reply.model_family,
         }
         for e in reply.enterprises
     ]

@@ -357,7 +357,11 @@ def test_encrypt_stream_yields_wire_chunks_in_order(keys, pool_engine, engine):
         list(engine.encrypt_stream(ms, chunk_size=0))
 
 
-def test_pool_shuts_down_cleanly(keys, insecure):
+def test_pool_stays_warm_across_engines_and_stops_with_the_node(keys, insecure):
+    """An engine lets go of the process's warm pool on close; the next engine reuses it, and
+    ``shutdown_pools`` (node stop) stops it for good."""
+    from federation.crypto.pool import shutdown_pools
+
     _, sk, params = keys
     eng = PaillierEngine(params, private_key=sk, workers=2, parallel_threshold=1)
     with eng:
@@ -365,9 +369,14 @@ def test_pool_shuts_down_cleanly(keys, insecure):
         pool = eng._pool
         assert pool is not None
     assert eng._pool is None
+    eng.close()  # idempotent
+    again = PaillierEngine(params, private_key=sk, workers=2, parallel_threshold=1)
+    with again:
+        assert again.decrypt(again.encrypt([6, 7])) == [6, 7]
+        assert again._pool is pool  # warm: no new worker processes for the next job
+    shutdown_pools()
     with pytest.raises(RuntimeError):
         pool.submit(int, 1)
-    eng.close()  # idempotent
 
 
 # ---------------------------------------------------------------- histograms

@@ -108,7 +108,10 @@ def one(
     out = Console(highlight=False, soft_wrap=True)
     sources = ", ".join(f"{s.node_id} {s.status}" for s in reply.sources)
     out.print(
-        escape(f"{reply.uscc}  model {reply.model_name}/{reply.model_version}  sources: {sources}")
+        escape(
+            f"{reply.uscc}  model {reply.model_name}/{reply.model_version} "
+            f"({reply.model_family or 'secureboost'})  sources: {sources}"
+        )
     )
     if not reply.scored or not reply.HasField("points"):
         out.print(f"[yellow]no score[/]: no data at {escape(', '.join(reply.missing_sources))}")
@@ -163,7 +166,8 @@ def batch(
     out = Console(highlight=False, soft_wrap=True)
     table = Table(
         title=escape(
-            f"whitelist, model {reply.model_name}/{reply.model_version}: "
+            f"whitelist, model {reply.model_name}/{reply.model_version} "
+            f"({reply.model_family or 'secureboost'}): "
             f"{len(reply.enterprises)} of {reply.candidates} candidates ({reply.scored} scored)"
         )
     )
@@ -171,7 +175,7 @@ def batch(
         table.add_column(column)
     for rank, e in enumerate(reply.enterprises, 1):
         table.add_row(
-            str(rank),
+            f"{rank}=" if e.tie else str(rank),  # "=": equal points, ranked by USCC
             escape(e.uscc),
             escape(e.status),
             _number(e, "points", ".1f"),
@@ -179,6 +183,8 @@ def batch(
             escape(", ".join(e.reason_categories) or "-"),
         )
     out.print(table)
+    if any(e.tie for e in reply.enterprises):
+        out.print("=: tied on points with another enterprise; ties are ranked by USCC")
     if reply.excluded:
         out.print(
             escape(

@@ -87,7 +87,7 @@ def run_experiment(
     config = checked.applied(config)
     if track:
         tracking = experiment_tracking(config, tracking)
-    before = process_usage()
+    before = process_usage(reaped_children=False)  # reaped children would be node processes
     prestart_workers()  # this process does the bank's Paillier work
     fed = build_experiment(config, workdir)
     bank_cfg = load_node_config(fed.configs["bank"])
@@ -188,12 +188,14 @@ def _split_codes(bank_cfg: Any, alignment: Any, report: Any) -> tuple[list[str],
 
 
 def _node_usage(fed: Any, codes: dict[str, int], before: dict[str, Any]) -> dict[str, Any]:
-    """Per node: CPU, bytes and peak memory (as each node process wrote them when it stopped)
-    and its exit code. The bank's federated work runs in this process, as the bank's
-    operator, so the bank's entry adds what this process used since ``before``."""
+    """Per node: CPU, bytes and peak memory of its own process tree, pool workers included (as
+    each node process wrote them when it stopped) and its exit code. The bank's federated work
+    runs in this process, as the bank's operator, so the bank's entry adds what this process
+    and its own pool workers used since ``before`` (never its reaped children: those are the
+    nodes, which report for themselves), and its peak adds the two trees' peaks."""
     from federation.usage import process_usage, read_usage
 
-    runner = process_usage()
+    runner = process_usage(reaped_children=False)
     nodes: dict[str, Any] = {}
     for name in fed.configs:
         usage = read_usage(fed.node_dir(name)) or {}
@@ -211,7 +213,7 @@ def _node_usage(fed: Any, codes: dict[str, int], before: dict[str, Any]) -> dict
             entry["operator_peak_rss_mb"] = runner["peak_rss_mb"]
             for key in ("cpu_seconds", "bytes_sent", "bytes_received"):
                 entry[key] = round((entry[key] or 0) + entry[f"operator_{key}"], 3)
-            entry["peak_rss_mb"] = max(entry["peak_rss_mb"] or 0.0, runner["peak_rss_mb"])
+            entry["peak_rss_mb"] = round((entry["peak_rss_mb"] or 0.0) + runner["peak_rss_mb"], 1)
         nodes[name] = entry
     return nodes
 

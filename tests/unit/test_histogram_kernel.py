@@ -1,0 +1,97 @@
+"""The sorted-by-bin histogram kernel must give exactly the ciphertexts the per-row scan gave.
+
+The old kernel is kept here as the reference: bit-identical sums mean identical trees.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import gmpy2
+import numpy as np
+import pytest
+from gmpy2 import mpz
+from phe import paillier
+
+from federation.crypto import make_public_params
+from federation.crypto.histogram import _accumulate, encrypted_bin_sums
+from federation.crypto.paillier import PaillierEngine
+from federation.crypto.testing import InsecureKeyWarning, allow_insecure_key_sizes
+
+
+def _old_accumulate(cts: Sequence[mpz], cols: np.ndarray, n_bins: int, nsq: mpz) -> list[list[mpz]]:
+    """The per-row kernel as it was before issue 14 (reference)."""
+    one = mpz(1)
+    out = []
+    for j in range(cols.shape[1]):
+        acc: list[Any] = [None] * n_bins
+        for c, b in zip(cts, cols[:, j].tolist(), strict=True):
+            a = acc[b]
+            acc[b] = c if a is None else gmpy2.f_mod(a * c, nsq)
+        out.append([one if a is None else a for a in acc])
+    return out
+
+
+@pytest.fixture(scope="module")
+def key() -> paillier.PaillierPublicKey:
+    pub, _ = paillier.generate_paillier_keypair(n_length=256)
+    return pub
+
+
+def _data(seed: int, n: int, f: int, n_bins: int, nsq: int) -> tuple[list[mpz], np.ndarray]:
+    rng = random.Random(seed)
+    cts = [mpz(rng.randrange(1, nsq)) for _ in range(n)]
+    np_rng = np.random.default_rng(seed)
+    bins = np_rng.integers(0, n_bins, size=(n, f), dtype=np.int64)
+    # Feature 0 leaves bins empty; the last bin stands for "missing" in feature 1.
+    if f > 1:
+        bins[:, 0] = np_rng.choice([0, 3], size=n)
+        bins[np_rng.random(n) < 0.3, 1] = n_bins - 1
+    return cts, bins
+
+
+@pytest.mark.parametrize(
+    ("seed", "n", "f", "n_bins"), [(1, 200, 4, 8), (2, 57, 3, 32), (3, 1, 2, 5)]
+)
+def test_new_kernel_equals_old(key: Any, seed: int, n: int, f: int, n_bins: int) -> None:
+    nsq = mpz(key.nsquare)
+    cts, bins = _data(seed, n, f, n_bins, int(nsq))
+    new = _accumulate(cts, bins, n_bins, nsq)
+    assert new == _old_accumulate(cts, bins, n_bins, nsq)
+    if f > 1:
+        assert new[0][1] == 1 and new[0][0] != 1  # empty bin is the trivial encryption of 0
+
+
+def test_no_rows_gives_all_ones(key: Any) -> None:
+    nsq = mpz(key.nsquare)
+    out = _accumulate([], np.zeros((0, 3), dtype=np.int64), 4, nsq)
+    assert out == [[1] * 4 for _ in range(3)]
+
+
+def test_subset_and_parallel_match_reference(key: Any) -> None:
+    nsq = mpz(key.nsquare)
+    cts, bins = _data(7, 300, 5, 16, int(nsq))
+    idx = np.random.default_rng(7).permutation(300)[:180]
+    ref = _old_accumulate([cts[i] for i in idx.tolist()], bins[idx], 16, nsq)
+    assert encrypted_bin_sums(cts, bins, idx, 16, key) == ref
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyWarning)
+        with allow_insecure_key_sizes():
+            engine = PaillierEngine(make_public_params(key), workers=2)
+    with engine:
+        got = encrypted_bin_sums(cts, bins, idx, 16, key, engine=engine, parallel_threshold=1)
+    assert got == ref
+
+
+def test_sums_decrypt_to_bin_totals() -> None:
+    pub, priv = paillier.generate_paillier_keypair(n_length=256)
+    values = [3, -1, 4, 1, -5, 9, 2, 6]
+    cts = [pub.raw_encrypt(v % pub.n) for v in values]
+    bins = np.array([[0], [2], [0], [2], [2], [0], [1], [0]], dtype=np.int64)
+    out = encrypted_bin_sums(cts, bins, np.arange(8), 4, pub)
+    got = [priv.raw_decrypt(int(c)) for c in out[0]]
+    got = [g - pub.n if g > pub.max_int else g for g in got]
+    assert got == [3 + 4 + 9 + 6, 2, -1 + 1 - 5, 0]
