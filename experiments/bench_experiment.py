@@ -17,6 +17,15 @@ LightGBM with native categoricals (pandas categories) on the same rows.
     python experiments/bench_experiment.py --suite categorical \\
         --out experiments/results/bench_categorical.json
 
+``--modes cold,warm`` (issue 14): each experiment **cold** (fresh nodes, this process's crypto
+pools stopped, no ready key) and **warm** (the bank's ready key — a key pair and ``--pool``
+obfuscators, ``federation.crypto.reserve`` — made while idle before the run; the row states the
+pool size, how long filling took and its CPU, which is not in the job's CPU), with the trees
+of both compared (the bank's saved model part).
+
+    python experiments/bench_experiment.py --config experiments/default_credit_2party.yaml \
+        --modes cold,warm --out experiments/results/bench_warm.json
+
 The issue-3 suite: (a) ``experiments/default_credit_2party.yaml``, (b)
 ``experiments/uci_credit_3party.yaml`` (both read ``../shared/data/default_credit``; skipped with
 a message when it is absent) and (c) a synthetic city of ``--city`` enterprises (default 100,000)
@@ -238,20 +247,56 @@ def native_lightgbm_auc(baseline: dict[str, Any], model: dict[str, Any]) -> floa
     return roc_auc(y[test], clf.predict_proba(X[test])[:, 1])
 
 
-def run_one(path: Path, workdir: Path) -> dict[str, Any] | None:
+def run_one(
+    path: Path, workdir: Path, *, mode: str = "cold", pool: int = 100_000, batch: int = 1024
+) -> dict[str, Any] | None:
+    from federation.crypto.pool import shutdown_pools
+    from federation.crypto.reserve import key_reserve
+    from federation.usage import process_usage
+
     config, digest = load_experiment(path)
     absent = missing_data(config)
     if absent:
         print(f"SKIP {config.name}: data not found ({'; '.join(absent)})")
         return None
-    print(f"running {config.name} ...", flush=True)
+    shutdown_pools()  # no warm workers, no ready key, from an earlier row
+    warm: dict[str, Any] | None = None
+    if mode == "warm":
+        before = process_usage(reaped_children=False)
+        t0 = time.perf_counter()
+        reserve = key_reserve(
+            key_bits=config.crypto.key_bits,
+            capacity=pool,
+            batch=batch,
+            workers=config.crypto.workers,
+        )
+        if not reserve.wait_filled(1800):
+            raise SystemExit("the ready key's pool did not fill in 30 minutes")
+        after = process_usage(reaped_children=False)
+        warm = {
+            "pool_size": pool,
+            "pool_batch": batch,
+            "fill_seconds": round(time.perf_counter() - t0, 2),
+            "fill_cpu_seconds": round(after["cpu_seconds"] - before["cpu_seconds"], 2),
+        }
+        print(f"  ready key: {pool} obfuscators in {warm['fill_seconds']} s", flush=True)
+    print(f"running {config.name} ({mode}) ...", flush=True)
+    home = workdir / f"{config.name}-{mode}"
     result = run_experiment(
         config,
         config_sha256=digest,
-        workdir=workdir / config.name,
+        workdir=home,
         progress=lambda m: print(f"  {m}", flush=True),
+        track=False,
     )
-    return result.data
+    data = dict(result.data)
+    data["mode"] = mode
+    data["ready_key"] = warm
+    model = home / "bank" / "models" / f"{data['job_id']}.json"
+    if model.exists():
+        data["trees"] = json.loads(model.read_text()).get("trees")
+    shutdown_pools()
+    return data
 
 
 def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
@@ -261,6 +306,16 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        mode = r.get("mode", "cold")
+        ready = r.get("ready_key")
+        label = (
+            mode
+            if not ready
+            else (
+                f"warm: {ready['pool_size']:,} obfuscators filled in {ready['fill_seconds']} s, "
+                f"{ready['fill_cpu_seconds']} CPU s before the run"
+            )
+        )
         holder_trees = (
             r["tree_seconds"][1:] if r["params"]["first_tree_bank_only"] else r["tree_seconds"]
         )
@@ -274,7 +329,8 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
             f" (native categoricals {native:.4f})" if native is not None else ""
         )
         out.append(
-            f"| {r['experiment']} (depth {r['params']['max_depth']}, {r['params']['n_trees']} trees) "
+            f"| {r['experiment']} (depth {r['params']['max_depth']}, {r['params']['n_trees']} trees; "
+            f"{label}) "
             f"| {r['n_aligned']} | {r['n_train']}/{r['n_test']} | {r['test_auc']:.4f} "
             f"| {r['bank_only_auc']:.4f} | {central} | {r['train_seconds']:.1f} "
             f"| {per_tree:.1f} | {cpu} | {sent} | {rss} |"
@@ -286,6 +342,19 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
         f"{rates['raw_powmod_rn_per_s_one_core']:.0f}/s on one core."
     )
     return "\n".join(out)
+
+
+def _same_trees(rows: list[dict[str, Any]]) -> str:
+    """Whether each experiment's warm trees equal its cold ones (the bank's model part)."""
+    lines = []
+    by_name: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        by_name.setdefault(r["experiment"], {})[r.get("mode", "cold")] = r.get("trees")
+    for name, trees in by_name.items():
+        if "cold" in trees and "warm" in trees:
+            verdict = "identical" if trees["cold"] == trees["warm"] else "DIFFERENT"
+            lines.append(f"{name}: warm trees {verdict} to cold (bank's model part).")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -300,7 +369,15 @@ def main() -> int:
     ap.add_argument("--city", type=int, default=100_000, help="synthetic city size (0: skip)")
     ap.add_argument("--city-depth", type=int, default=4)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--modes", default="cold", help="comma-separated: cold, warm (each experiment in each)"
+    )
+    ap.add_argument("--pool", type=int, default=100_000, help="warm: obfuscators made ahead")
+    ap.add_argument("--pool-batch", type=int, default=1024, help="warm: fill step")
     args = ap.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("cold", "warm") for m in modes):
+        ap.error(f"--modes takes cold and/or warm, got {args.modes!r}")
     configs = list(args.config) + (SUITE if args.suite == "issue3" else [])
     rates = engine_rates(2048, workers=2)
     print(json.dumps(rates))
@@ -308,9 +385,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="xinyidai-bench-") as tmp:
         work = Path(tmp)
         for path in configs:
-            data = run_one(path, work)
-            if data is not None:
-                rows.append(data)
+            for mode in modes:
+                data = run_one(path, work, mode=mode, pool=args.pool, batch=args.pool_batch)
+                if data is not None:
+                    rows.append(data)
         if args.suite == "categorical":
             for make in (categorical_city, None if args.no_uci else uci_categorical):
                 if make is None:
@@ -334,6 +412,9 @@ def main() -> int:
             if data is not None:
                 rows.append(data)
     text = table(rows, rates)
+    same = _same_trees(rows)
+    if same:
+        text += "\n\n" + same
     print(text)
     if args.out:
         report = {

@@ -62,11 +62,14 @@ def _descendants(root: int) -> list[int]:
 
 
 def _live_usage(pid: int) -> tuple[float, float] | None:
-    """CPU seconds and peak RSS (MiB) of one live process, or None if it is gone."""
+    """CPU seconds and peak RSS (MiB) of one live process, or None if it is gone.
+
+    CPU includes the children it has reaped (cutime, cstime): a forkserver reaps the pool
+    workers that ended (a pool replaced, a worker that died), whose work would else be lost."""
     try:
         fields = _stat_fields(pid)
         ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        cpu = sum(int(f) for f in fields[11:15]) / ticks  # utime, stime, cutime, cstime
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
             hwm = next((ln for ln in fh if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
         return cpu, int(hwm.split()[1]) / 1024

@@ -45,7 +45,16 @@ class TlsConfig(_Strict):
 class PeerConfig(_Strict):
     node_id: str
     address: str = ""  # host:port; empty for a peer that only calls us (a bank, at a holder)
-    role: Literal["bank", "holder"]
+    role: Literal["bank", "holder", "platform"]
+
+
+class PlatformLink(_Strict):
+    """Where a holder (or bank) follows the platform's feed (``node.yaml`` ``platform:``;
+    docs/platform.md). Absent: dev mode, authorisations only from ``xinyidai consent grant``."""
+
+    address: str = Field(description="the platform node's host:port")
+    node_id: str = Field(default="platform", description="the platform's certificate identity")
+    poll_s: float = Field(default=1.0, gt=0, le=3600, description="seconds between feed polls")
 
 
 class TableConfig(_Strict):
@@ -109,14 +118,23 @@ class LimitsConfig(_Strict):
         default=2, ge=1, le=256, description="worker processes for PSI and Paillier work"
     )
     obfuscator_pool: int = Field(
-        default=0,
+        default=100_000,
         ge=0,
         le=1_000_000,
-        description="Paillier obfuscators made ahead of time while idle (0 = off; 512 B each "
-        "at 2048 bits; federation/crypto/randomness.py)",
+        description="bank: obfuscators of the ready key that a process running several jobs "
+        "keeps (parties.bank.secureboost.bank_key_reserve), made ahead at low priority (0 = "
+        "off; ~540 B each at 2048 bits; federation/crypto/reserve.py)",
     )
     obfuscator_batch: int = Field(
-        default=256, ge=1, le=65_536, description="obfuscators made per background fill step"
+        default=1024, ge=1, le=65_536, description="obfuscators made per background fill step"
+    )
+    rerandomise_pool: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="holder: textbook obfuscators per SecureBoost job, made from Start on at "
+        "low priority while it waits for the bank (0 = made when needed; ~9 ms each at 2048 "
+        "bits)",
     )
     job_idle_s: float = Field(
         default=3600.0, gt=0, description="drop a training job no call touched for this long"
@@ -308,7 +326,7 @@ class MlflowConfig(_Strict):
 
 class NodeConfig(_Strict):
     node_id: str
-    role: Literal["bank", "holder"]
+    role: Literal["bank", "holder", "platform"]
     address: str = "127.0.0.1:0"
     node_dir: Path = Path(".")
     tls: TlsConfig
@@ -316,6 +334,8 @@ class NodeConfig(_Strict):
     audit_url: str | None = None
     consent_url: str | None = None
     platform_public_key: Path | None = None
+    platform_signing_key: Path | None = None  # role platform: its Ed25519 key (0600)
+    platform: PlatformLink | None = None  # holders/banks: follow this platform's feed
     allowed_purposes: list[str] = Field(default_factory=lambda: ["financing"])
     peers: list[PeerConfig] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
@@ -358,6 +378,8 @@ class NodeConfig(_Strict):
             self.data = self.data.model_copy(update={"path": fix(self.data.path)})
         if self.platform_public_key is not None:
             self.platform_public_key = fix(self.platform_public_key)
+        if self.platform_signing_key is not None:
+            self.platform_signing_key = fix(self.platform_signing_key)
         if self.mlflow is not None and self.mlflow.dir is not None:
             self.mlflow = self.mlflow.model_copy(update={"dir": fix(self.mlflow.dir)})
         return self
@@ -393,4 +415,10 @@ def load_node_config(path: Path) -> NodeConfig:
     config = validate_yaml(text, NodeConfig, path)._resolve(path.parent.resolve())
     if config.role == "holder" and config.platform_public_key is None:
         raise ConfigError(f"{path}: field 'platform_public_key' is required for a holder (consent)")
+    if config.role == "platform" and config.platform_signing_key is None:
+        raise ConfigError(f"{path}: field 'platform_signing_key' is required for a platform node")
+    if config.platform is not None and config.platform_public_key is None:
+        raise ConfigError(
+            f"{path}: field 'platform' needs 'platform_public_key' (to verify the feed)"
+        )
     return config

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federation.audit import AuditLog
 from federation.blobs import BlobStore
@@ -32,7 +32,18 @@ from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry
 from parties.data.loader import load_table
 from parties.summary import node_secret
-from protos import bank_pb2, holder_pb2, linear_pb2, scorecard_pb2, secureboost_pb2, woe_pb2
+from protos import (
+    bank_pb2,
+    holder_pb2,
+    linear_pb2,
+    platform_pb2,
+    scorecard_pb2,
+    secureboost_pb2,
+    woe_pb2,
+)
+
+if TYPE_CHECKING:
+    from parties.platform.service import PlatformNode
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,7 @@ SECUREBOOST_SERVICE = secureboost_pb2.DESCRIPTOR.services_by_name["SecureBoostHo
 WOE_SERVICE = woe_pb2.DESCRIPTOR.services_by_name["WoeHolder"]
 LINEAR_SERVICE = linear_pb2.DESCRIPTOR.services_by_name["LinearHolder"]
 SCORECARD_SERVICE = scorecard_pb2.DESCRIPTOR.services_by_name["ScorecardHolder"]
+PLATFORM_SERVICE = platform_pb2.DESCRIPTOR.services_by_name["Platform"]
 SERVICES = {
     s.name: s
     for s in (
@@ -51,6 +63,7 @@ SERVICES = {
         WOE_SERVICE,
         LINEAR_SERVICE,
         SCORECARD_SERVICE,
+        PLATFORM_SERVICE,
     )
 }
 """The services a client can ask ``connect`` for, by name (holders serve DataHolder,
@@ -75,7 +88,8 @@ def connect(
     main one (``DataHolder`` at a holder, ``Bank`` at a bank).
     """
     if service is None:
-        descriptor = HOLDER_SERVICE if peer.role == "holder" else BANK_SERVICE
+        main = {"holder": HOLDER_SERVICE, "platform": PLATFORM_SERVICE}
+        descriptor = main.get(peer.role, BANK_SERVICE)
     elif service in SERVICES:
         descriptor = SERVICES[service]
     else:
@@ -242,6 +256,11 @@ class Node:
         )
         for protocol in protocols:
             protocol.use_gate(gate)
+        from parties.holder.feed import attach_follower  # the platform's feed (docs/platform.md)
+
+        self.follower = attach_follower(
+            config, consent=self.consent, gate=gate, public_key=public_key, audit=self.audit
+        )
         servicer = HolderServicer(
             config=config,
             table=self.table,
@@ -278,7 +297,11 @@ class Node:
             "models_dir": config.node_dir / "models",
             "limits": limits,
         }
-        secureboost = SecureBoostHolderServicer(features_for=view.features_for, **common)
+        secureboost = SecureBoostHolderServicer(
+            features_for=view.features_for,
+            obfuscator_pool=config.limits.rerandomise_pool,  # made while waiting for the bank
+            **common,
+        )
         woe = WoeHolderServicer(
             features_for=view.features_for,
             min_bin_samples=20,
@@ -343,6 +366,9 @@ class Node:
         workers = self.config.limits.compute_workers
         threading.Thread(target=start_pool, args=(workers,), name="pools", daemon=True).start()
         self.server.start()
+        follower = getattr(self, "follower", None)  # a holder following a platform
+        if follower is not None:
+            follower.start()
         self._housekeeping = threading.Event()
         threading.Thread(target=self._sweep_loop, name="housekeeping", daemon=True).start()
         self.audit.append(
@@ -380,6 +406,9 @@ class Node:
         if hasattr(self, "_housekeeping"):
             self._housekeeping.set()
         self.server.stop(grace)
+        follower = getattr(self, "follower", None)  # a holder following a platform
+        if follower is not None:
+            follower.stop()
         for peer in self.peers.values():
             peer.close()
         self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
@@ -428,7 +457,13 @@ def serve(config_path: Path) -> None:
         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
     )
     check_node_dir(config.node_dir)
-    node = Node(config)
+    node: Node | PlatformNode
+    if config.role == "platform":
+        from parties.platform.service import PlatformNode
+
+        node = PlatformNode(config)
+    else:
+        node = Node(config)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

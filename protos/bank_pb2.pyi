@@ -70,7 +70,7 @@ class SourceStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., auth_id: _Optional[str] = ...) -> None: ...
 
 class ScoreReply(_message.Message):
-    __slots__ = ("uscc", "model_name", "model_version", "scored", "probability_default", "points", "reason_categories", "reasons", "sources", "missing_sources", "model_family")
+    __slots__ = ("uscc", "model_name", "model_version", "scored", "probability_default", "points", "reason_categories", "reasons", "sources", "missing_sources", "model_family", "serving_mode")
     USCC_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class ScoreReply(_message.Message):
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     MISSING_SOURCES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    SERVING_MODE_FIELD_NUMBER: _ClassVar[int]
     uscc: str
     model_name: str
     model_version: str
@@ -93,7 +94,8 @@ class ScoreReply(_message.Message):
     sources: _containers.RepeatedCompositeFieldContainer[SourceStatus]
     missing_sources: _containers.RepeatedScalarFieldContainer[str]
     model_family: str
-    def __init__(self, uscc: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., scored: _Optional[bool] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ScoreReason, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ..., missing_sources: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ...) -> None: ...
+    serving_mode: str
+    def __init__(self, uscc: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., scored: _Optional[bool] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ScoreReason, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ..., missing_sources: _Optional[_Iterable[str]] = ..., model_family: _Optional[str] = ..., serving_mode: _Optional[str] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("meta", "model_name", "model_ref", "region", "industry", "usccs", "threshold", "limit")
@@ -132,7 +134,7 @@ class ScoredEnterprise(_message.Message):
     def __init__(self, uscc: _Optional[str] = ..., status: _Optional[str] = ..., probability_default: _Optional[float] = ..., points: _Optional[float] = ..., reason_categories: _Optional[_Iterable[str]] = ..., tie: _Optional[bool] = ...) -> None: ...
 
 class ScoreBatchReply(_message.Message):
-    __slots__ = ("model_name", "model_version", "enterprises", "candidates", "scored", "excluded", "model_family")
+    __slots__ = ("model_name", "model_version", "enterprises", "candidates", "scored", "excluded", "model_family", "serving_mode")
     class ExcludedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +149,7 @@ class ScoreBatchReply(_message.Message):
     SCORED_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    SERVING_MODE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     enterprises: _containers.RepeatedCompositeFieldContainer[ScoredEnterprise]
@@ -154,7 +157,8 @@ class ScoreBatchReply(_message.Message):
     scored: int
     excluded: _containers.ScalarMap[str, int]
     model_family: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., enterprises: _Optional[_Iterable[_Union[ScoredEnterprise, _Mapping]]] = ..., candidates: _Optional[int] = ..., scored: _Optional[int] = ..., excluded: _Optional[_Mapping[str, int]] = ..., model_family: _Optional[str] = ...) -> None: ...
+    serving_mode: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., enterprises: _Optional[_Iterable[_Union[ScoredEnterprise, _Mapping]]] = ..., candidates: _Optional[int] = ..., scored: _Optional[int] = ..., excluded: _Optional[_Mapping[str, int]] = ..., model_family: _Optional[str] = ..., serving_mode: _Optional[str] = ...) -> None: ...
 
 class BankVerifyRequest(_message.Message):
     __slots__ = ("meta", "holder", "uscc", "predicate_json")

@@ -134,3 +134,65 @@ class VerifyAnswer(_message.Message):
     answer: str
     categories: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, answer: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PrivateScoreSetupRequest(_message.Message):
+    __slots__ = ("meta", "part_sha256", "ckks_context")
+    META_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CKKS_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    part_sha256: str
+    ckks_context: bytes
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., part_sha256: _Optional[str] = ..., ckks_context: _Optional[bytes] = ...) -> None: ...
+
+class PrivateScoreSetupReply(_message.Message):
+    __slots__ = ("context_sha256", "x25519_public_key", "n_leaves")
+    CONTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    N_LEAVES_FIELD_NUMBER: _ClassVar[int]
+    context_sha256: str
+    x25519_public_key: bytes
+    n_leaves: int
+    def __init__(self, context_sha256: _Optional[str] = ..., x25519_public_key: _Optional[bytes] = ..., n_leaves: _Optional[int] = ...) -> None: ...
+
+class PrivateScoreRequest(_message.Message):
+    __slots__ = ("meta", "uscc", "usccs", "part_sha256", "auth_ids", "context_sha256", "n_blocks", "payload", "previous_holder", "previous_public_key", "next_holder", "next_public_key")
+    META_FIELD_NUMBER: _ClassVar[int]
+    USCC_FIELD_NUMBER: _ClassVar[int]
+    USCCS_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTH_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    N_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.RequestMeta
+    uscc: str
+    usccs: _containers.RepeatedScalarFieldContainer[str]
+    part_sha256: str
+    auth_ids: _containers.RepeatedScalarFieldContainer[str]
+    context_sha256: str
+    n_blocks: int
+    payload: bytes
+    previous_holder: str
+    previous_public_key: bytes
+    next_holder: str
+    next_public_key: bytes
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., uscc: _Optional[str] = ..., usccs: _Optional[_Iterable[str]] = ..., part_sha256: _Optional[str] = ..., auth_ids: _Optional[_Iterable[str]] = ..., context_sha256: _Optional[str] = ..., n_blocks: _Optional[int] = ..., payload: _Optional[bytes] = ..., previous_holder: _Optional[str] = ..., previous_public_key: _Optional[bytes] = ..., next_holder: _Optional[str] = ..., next_public_key: _Optional[bytes] = ...) -> None: ...
+
+class PrivateScoreReply(_message.Message):
+    __slots__ = ("statuses", "auth_ids", "categories", "payload", "part_sha256")
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    AUTH_IDS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PART_SHA256_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[str]
+    auth_ids: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    payload: bytes
+    part_sha256: str
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., auth_ids: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., payload: _Optional[bytes] = ..., part_sha256: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,16 @@ class DataHolderStub:
                 request_serializer=protos_dot_holder__pb2.ScoreReachRequest.SerializeToString,
                 response_deserializer=protos_dot_holder__pb2.ScoreReachReply.FromString,
                 _registered_method=True)
+        self.PrivateScoreSetup = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PrivateScoreSetup',
+                request_serializer=protos_dot_holder__pb2.PrivateScoreSetupRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PrivateScoreSetupReply.FromString,
+                _registered_method=True)
+        self.PrivateScore = channel.unary_unary(
+                '/xinyidai.v1.DataHolder/PrivateScore',
+                request_serializer=protos_dot_holder__pb2.PrivateScoreRequest.SerializeToString,
+                response_deserializer=protos_dot_holder__pb2.PrivateScoreReply.FromString,
+                _registered_method=True)
         self.Verify = channel.unary_unary(
                 '/xinyidai.v1.DataHolder/Verify',
                 request_serializer=protos_dot_holder__pb2.VerifyRequest.SerializeToString,
@@ -160,6 +170,24 @@ class DataHolderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrivateScoreSetup(self, request, context):
+        """Private scoring (docs/scoring.md, "Serving modes"): once per served version, the bank's
+        public CKKS context (no secret key) for a part this holder holds; answers this holder's
+        X25519 key for sealing partial products to the next holder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrivateScore(self, request, context):
+        """One turn of the private chain: the same checks as ScoreReach, then the encrypted leaf
+        vectors times this holder's reach; sealed for the next holder, or (last) shared and
+        flooded for the bank, which decrypts totals only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Verify(self, request, context):
         """Verification (数据核验): one yes/no question about one authorised enterprise.
         """
@@ -214,6 +242,16 @@ def add_DataHolderServicer_to_server(servicer, server):
                     servicer.ScoreReach,
                     request_deserializer=protos_dot_holder__pb2.ScoreReachRequest.FromString,
                     response_serializer=protos_dot_holder__pb2.ScoreReachReply.SerializeToString,
+            ),
+            'PrivateScoreSetup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrivateScoreSetup,
+                    request_deserializer=protos_dot_holder__pb2.PrivateScoreSetupRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PrivateScoreSetupReply.SerializeToString,
+            ),
+            'PrivateScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrivateScore,
+                    request_deserializer=protos_dot_holder__pb2.PrivateScoreRequest.FromString,
+                    response_serializer=protos_dot_holder__pb2.PrivateScoreReply.SerializeToString,
             ),
             'Verify': grpc.unary_unary_rpc_method_handler(
                     servicer.Verify,
@@ -464,6 +502,60 @@ class DataHolder:
             '/xinyidai.v1.DataHolder/ScoreReach',
             protos_dot_holder__pb2.ScoreReachRequest.SerializeToString,
             protos_dot_holder__pb2.ScoreReachReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrivateScoreSetup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PrivateScoreSetup',
+            protos_dot_holder__pb2.PrivateScoreSetupRequest.SerializeToString,
+            protos_dot_holder__pb2.PrivateScoreSetupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrivateScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinyidai.v1.DataHolder/PrivateScore',
+            protos_dot_holder__pb2.PrivateScoreRequest.SerializeToString,
+            protos_dot_holder__pb2.PrivateScoreReply.FromString,
             options,
             channel_credentials,
             insecure,

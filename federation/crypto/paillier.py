@@ -84,6 +84,7 @@ OBFUSCATIONS: tuple[str, ...] = ("djn", "textbook")
 _COST = {"djn": 1, "textbook": 50, "decrypt": 15}
 
 _f_mod = gmpy2.f_mod
+_ONE = mpz(1)
 
 T = TypeVar("T")
 
@@ -214,23 +215,25 @@ class PaillierEngine:
         """The process's warm pool (looked up on every use, so a pool the node stopped or a
         broken one is replaced); each task carries n, hs (and p, q for the key holder), from
         which a worker builds this key's core once and keeps it."""
-        if self._config is not None:
-            pool = self._pool = shared_pool(self.workers, self._start_method)
-            return pool
-        core = self._core
-        crt = core.crt
-        config = (
-            core.n.to_bytes(core.plaintext_bytes, "big"),
-            core.hs.to_bytes(core.ciphertext_bytes, "big"),
-            self.exponent_bits,
-            self.window_bits,
-            self.obfuscation == "djn",
-            None if crt is None else int(crt.p).to_bytes(byte_len(crt.p), "big"),
-            None if crt is None else int(crt.q).to_bytes(byte_len(crt.q), "big"),
-        )
-        self._config = config
+        self._key_config()
         pool = self._pool = shared_pool(self.workers, self._start_method)
         return pool
+
+    def _key_config(self) -> WorkerConfig:
+        """What a worker needs to build this key's core: n, hs (and p, q at the key holder)."""
+        if self._config is None:
+            core = self._core
+            crt = core.crt
+            self._config = (
+                core.n.to_bytes(core.plaintext_bytes, "big"),
+                core.hs.to_bytes(core.ciphertext_bytes, "big"),
+                self.exponent_bits,
+                self.window_bits,
+                self.obfuscation == "djn",
+                None if crt is None else int(crt.p).to_bytes(byte_len(crt.p), "big"),
+                None if crt is None else int(crt.q).to_bytes(byte_len(crt.q), "big"),
+            )
+        return self._config
 
     def warm(self) -> None:
         """Start the worker pool now, in the background (workers import and build their tables
@@ -362,15 +365,23 @@ class PaillierEngine:
         mode = self.obfuscation
         it = iter(plaintexts)
         core = self._core
+        width = core.ciphertext_bytes
         pool = self._get_pool()
         offset = 0
-        if pool is None:
-            while chunk := list(itertools.islice(it, chunk_size)):
-                ms = self._check_plaintexts(chunk, offset)
-                offset += len(ms)
-                yield to_fixed(core.encrypt(ms, mode), core.ciphertext_bytes)
-            return
-        pending: deque[Future[bytes]] = deque()
+
+        def start(ms: list[mpz]) -> tuple[bytes, Future[bytes] | None]:
+            # Obfuscators made ahead of time first (one multiply each, here); the rest as before.
+            head = self._take_obfuscators(len(ms), mode)
+            done = to_fixed(core.encrypt_with(ms[: len(head)], head), width) if head else b""
+            rest = ms[len(head) :]
+            if not rest:
+                return done, None
+            if pool is None:
+                return done + to_fixed(core.encrypt(rest, mode), width), None
+            buf = to_fixed(rest, core.plaintext_bytes)
+            return done, pool.submit(worker_task, self._worker_config(), "encrypt", buf, mode)
+
+        pending: deque[tuple[bytes, Future[bytes] | None]] = deque()
         try:
             while True:
                 while len(pending) < 2 * self.workers:
@@ -379,16 +390,15 @@ class PaillierEngine:
                         break
                     ms = self._check_plaintexts(chunk, offset)
                     offset += len(ms)
-                    buf = to_fixed(ms, core.plaintext_bytes)
-                    pending.append(
-                        pool.submit(worker_task, self._worker_config(), "encrypt", buf, mode)
-                    )
+                    pending.append(start(ms))
                 if not pending:
                     return
-                yield self._collect([pending.popleft()])[0]
+                done, future = pending.popleft()
+                yield done if future is None else done + self._collect([future])[0]
         finally:
-            for f in pending:
-                f.cancel()
+            for _, f in pending:
+                if f is not None:
+                    f.cancel()
 
     def obfuscators(self, count: int, *, obfuscation: Obfuscation | None = None) -> list[mpz]:
         """Fresh random n-th residues (encryptions of zero without the ``1 + m·n`` factor)."""
@@ -425,11 +435,15 @@ class PaillierEngine:
         obfuscation: Obfuscation | None = None,
         prefill: int = 0,
         background: bool = True,
+        nice: int = 0,
     ) -> ObfuscatorPool:
         """Keep up to ``capacity`` obfuscators of one mode ready for encrypt/rerandomise.
 
         ``prefill`` of them are made now (the caller waits); with ``background`` a low-priority
-        thread tops the pool up whenever values are used. Opt-in: capacity 0 does nothing.
+        thread tops the pool up whenever values are used. ``nice`` > 0: the background fill
+        runs in a separate pool of worker processes at that niceness (``pool.shared_pool``),
+        so it takes only CPU the job leaves idle — while the node waits for a peer — instead
+        of competing with it. Opt-in: capacity 0 does nothing.
         """
         mode = obfuscation or self.obfuscation
         self._check_mode(mode)
@@ -441,17 +455,55 @@ class PaillierEngine:
         if prefill:
             pool.fill(self._produce_obfuscators, target=prefill)
         if background:
-            pool.start(self._produce_obfuscators)
+            pool.start(self.niced_producer(nice) if nice > 0 else self._produce_obfuscators)
         return pool
+
+    def use_obfuscator_pool(self, pool: ObfuscatorPool) -> None:
+        """Take over ``pool`` (made for this key ahead of the job, ``reserve.KeyReserve``):
+        encrypt/rerandomise draw from it, and ``close`` drops it with the job."""
+        self._check_mode(pool.mode)
+        old = self._obfuscator_pools.get(pool.mode)
+        if old is not None and old is not pool:
+            old.clear()
+        self._obfuscator_pools[pool.mode] = pool
 
     def _produce_obfuscators(self, count: int, mode: str) -> list[mpz]:
         # rerandomise(1) == r: the workers' existing task makes obfuscators as fixed-width bytes.
         out = self._parallel("rerandomise", [mpz(1)] * count, _COST[mode], mode)
         return self._core.obfuscators(count, mode) if out is None else out
 
+    def niced_producer(self, nice: int) -> Callable[[int, str], list[mpz]]:
+        """A producer of this key's obfuscators that runs in niced worker processes (at least
+        one, even for a single-worker engine: in this process it would hold the GIL)."""
+        workers = max(1, self.workers)
+        config = self._key_config()
+        width = self._core.ciphertext_bytes
+        method = self._start_method
+
+        def produce(count: int, mode: str) -> list[mpz]:
+            pool = shared_pool(workers, method, nice=nice)
+            bounds = np.linspace(0, count, min(count, workers) + 1).astype(int)
+            futures = [
+                pool.submit(
+                    worker_task, config, "rerandomise", to_fixed([_ONE] * (b - a), width), mode
+                )
+                for a, b in itertools.pairwise(bounds)
+                if b > a
+            ]
+            out: list[mpz] = []
+            for buf in self._collect(futures):
+                out.extend(from_fixed(buf, width))
+            return out
+
+        return produce
+
     def _take_obfuscators(self, count: int, mode: str) -> list[mpz]:
         pool = self._obfuscator_pools.get(mode)
         return [] if pool is None or count == 0 else pool.take(count)
+
+    def obfuscator_pool(self, mode: str | None = None) -> ObfuscatorPool | None:
+        """The pool of made-ahead obfuscators of ``mode`` (default the engine's), if any."""
+        return self._obfuscator_pools.get(mode or self.obfuscation)
 
     def drop_obfuscators(self) -> None:
         """Stop filling and forget every precomputed obfuscator (job over or key dropped)."""

@@ -203,22 +203,46 @@ def context(method: str) -> multiprocessing.context.BaseContext:
     return ctx
 
 
-_SHARED: dict[tuple[int, str], ProcessPoolExecutor] = {}
+_SHARED: dict[tuple[int, str, int], ProcessPoolExecutor] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_pool(workers: int, method: str) -> ProcessPoolExecutor:
+def lower_priority(nice: int) -> None:
+    """Pool initializer: make this worker process ``nice`` (Linux: 19 is the lowest priority).
+
+    Why a process and not a thread: gmpy2 holds the GIL, so a low-priority thread would still
+    take turns with the protocol's thread; a niced process only gets CPU nobody else wants."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except (AttributeError, OSError):  # pragma: no cover - other platforms
+        pass
+
+
+def shared_pool(workers: int, method: str, *, nice: int = 0) -> ProcessPoolExecutor:
     """This process's warm pool of ``workers`` crypto workers, started on first use and kept
-    for every later job (a broken or stopped pool is replaced)."""
+    for every later job (a broken or stopped pool is replaced). ``nice`` > 0: a separate pool
+    of low-priority workers, for work made ahead of time (obfuscators) that must not slow a
+    running job."""
+    key = (workers, method, nice)
     with _SHARED_LOCK:
-        pool = _SHARED.get((workers, method))
+        pool = _SHARED.get(key)
         if (
             pool is None
             or getattr(pool, "_broken", False)
             or getattr(pool, "_shutdown_thread", False)
         ):
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context(method))
-            _SHARED[(workers, method)] = pool
+            if nice > 0:
+                pool = ProcessPoolExecutor(
+                    max_workers=workers,
+                    mp_context=context(method),
+                    initializer=lower_priority,
+                    initargs=(nice,),
+                )
+            else:
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context(method))
+            _SHARED[key] = pool
         return pool
 
 
@@ -235,7 +259,13 @@ def start_pool(workers: int, method: str | None = None) -> None:
 
 
 def shutdown_pools() -> None:
-    """Stop every warm crypto pool of this process (at node stop, before usage is written)."""
+    """Stop every warm crypto pool of this process (at node stop, before usage is written);
+    first the ready keys and obfuscator fillers, which would otherwise start pools again."""
+    from federation.crypto.randomness import stop_fillers
+    from federation.crypto.reserve import stop_reserves
+
+    stop_reserves()
+    stop_fillers()
     with _SHARED_LOCK:
         pools = list(_SHARED.values())
         _SHARED.clear()

@@ -13,8 +13,10 @@ compute what the pool could not give, exactly as before.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -24,6 +26,20 @@ from federation.crypto.errors import CryptoError
 
 # (count, mode) -> that many fresh obfuscators; the engine supplies one that uses its workers.
 Producer = Callable[[int, str], list[mpz]]
+
+log = logging.getLogger(__name__)
+
+_LIVE: weakref.WeakSet[ObfuscatorPool] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_fillers() -> None:
+    """Stop every pool's background filler in this process and drop its values (the node is
+    stopping: no filler may start worker processes after the pools are shut down)."""
+    with _LIVE_LOCK:
+        pools = list(_LIVE)
+    for pool in pools:
+        pool.clear()
 
 
 class ObfuscatorPool:
@@ -46,6 +62,7 @@ class ObfuscatorPool:
         self._producer: Producer | None = None
         self.served = 0  # values handed out (a count, never the values)
         self.fallback = 0  # values callers had to compute because the pool was short
+        self._expected: int | None = None  # values the job will still ask for (None: unknown)
 
     def __len__(self) -> int:
         with self._lock:
@@ -54,11 +71,29 @@ class ObfuscatorPool:
     def __repr__(self) -> str:  # never the values
         return f"ObfuscatorPool(mode={self.mode!r}, size={len(self)}, capacity={self.capacity})"
 
+    def expect(self, count: int) -> None:
+        """The job will ask for about ``count`` more values: the filler makes no more than that
+        (values made beyond a job's need would only be dropped with it)."""
+        with self._lock:
+            self._expected = max(0, int(count))
+
+    def goal(self) -> int:
+        """How many values the filler keeps ready now."""
+        with self._lock:
+            return self._goal()
+
+    def _goal(self) -> int:
+        if self._expected is None:
+            return self.capacity
+        return min(self.capacity, self._expected)
+
     def take(self, count: int) -> list[mpz]:
         """Up to ``count`` values, each removed from the pool as it is handed out."""
         with self._lock:
             k = min(int(count), len(self._values))
             out = [self._values.popleft() for _ in range(k)]
+            if self._expected is not None:
+                self._expected = max(0, self._expected - int(count))
         self.served += k
         self.fallback += int(count) - k
         if k:
@@ -68,16 +103,16 @@ class ObfuscatorPool:
     def put(self, values: list[mpz]) -> int:
         """Store values up to capacity; returns how many were kept."""
         with self._lock:
-            room = self.capacity - len(self._values)
+            room = self._goal() - len(self._values)
             kept = values[: max(room, 0)]
             self._values.extend(kept)
         return len(kept)
 
     def fill(self, producer: Producer, target: int | None = None) -> int:
         """Fill to ``target`` (default: capacity) now, in the caller's thread; returns added."""
-        goal = self.capacity if target is None else min(int(target), self.capacity)
         added = 0
         while not self._stop.is_set():
+            goal = self.goal() if target is None else min(int(target), self.goal())
             need = min(goal - len(self), self.batch)
             if need <= 0:
                 break
@@ -94,6 +129,8 @@ class ObfuscatorPool:
         self._producer = producer
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="obfuscator-pool", daemon=True)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._thread.start()
 
     def _run(self) -> None:
@@ -105,8 +142,10 @@ class ObfuscatorPool:
         while not self._stop.is_set() and producer is not None:
             try:
                 self.fill(producer)
-            except Exception:  # a failed fill only means callers use the fallback path
-                self._stop.wait(1.0)
+            except Exception as exc:  # callers use the fallback path from now on
+                if not self._stop.is_set():
+                    log.warning("obfuscator pool: filling stopped (%s)", type(exc).__name__)
+                return
             self._wake.wait(0.5)
             self._wake.clear()
 

@@ -14,11 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from phe.paillier import PaillierPrivateKey
 
 from federation.crypto import (
     CryptoError,
@@ -29,6 +31,8 @@ from federation.crypto import (
     make_public_params,
     public_params_to_bytes,
 )
+from federation.crypto.keys import PublicParams
+from federation.crypto.reserve import KeyReserve, ReadyKey
 from federation.errors import PeerError
 from federation.ids import name_problem
 from federation.transport.base import PeerBase
@@ -145,8 +149,12 @@ class SecureBoostBank:
         on_tree: Callable[[int], None] | None = None,
         checkpoint_dir: Path | None = None,
         resume_wait_s: float = 0.0,
+        key_reserve: KeyReserve | None = None,
     ):
         self.params = params
+        # The node's ready key (``federation.crypto.reserve``): a key pair and obfuscators
+        # made while the node was idle; None, or nothing ready, generates the key at start.
+        self.key_reserve = key_reserve
         self.resume_wait_s = float(resume_wait_s)
         # Which aligned rows the holders train on: the PSI job (empty: the holder's rows as
         # they are) and a mask over its rows (None: all of them, in order).
@@ -192,8 +200,28 @@ class SecureBoostBank:
             raise SecureBoostError(f"{n} rows: at most {MAX_ROWS} are supported")
         labels = check_labels(y, n)
         n_bins = np.asarray(n_bins, dtype=np.int64)
-        public, private = generate_keypair(self.key_bits)
-        params = make_public_params(public)
+        lease: AbstractContextManager[ReadyKey | None] = (
+            nullcontext(None) if self.key_reserve is None else self.key_reserve.lease(self.key_bits)
+        )
+        with lease as ready:  # the ready key serves this job only; dropped when it ends
+            if ready is None:
+                public, private = generate_keypair(self.key_bits)
+                params = make_public_params(public)
+            else:
+                private, params = ready.private_key, ready.params
+            self.stats["ready_key"] = ready is not None
+            return self._train(bins, n, labels, n_bins, params, private, ready)
+
+    def _train(
+        self,
+        bins: np.ndarray,
+        n: int,
+        labels: np.ndarray,
+        n_bins: np.ndarray,
+        params: PublicParams,
+        private: PaillierPrivateKey,
+        ready: ReadyKey | None,
+    ) -> BankModel:
         packer = GradHessPacker(
             n_samples_max=n,
             key_bits=self.key_bits,
@@ -223,6 +251,10 @@ class SecureBoostBank:
                 dropped="Every holder was asked to drop the job; no model was produced.",
             ),
         ):
+            # The ready key's obfuscators: made ahead, and (if fewer than the job needs) topped
+            # up at low priority while the bank waits for holders.
+            if self.key_reserve is not None and ready is not None:
+                self.key_reserve.attach(engine, ready, need=self._encryptions(n, saved))
             engine.warm()  # workers get ready while the holders start and tree 0 grows
             try:
                 self._start_holders(params, packer, n, resume=len(saved.trees) if saved else 0)
@@ -233,6 +265,15 @@ class SecureBoostBank:
                 raise
             self.checkpoint.drop()
         return model
+
+    def _encryptions(self, n: int, saved: Resumed | None) -> int:
+        """About how many gradients this job will encrypt (one per sampled row per holder
+        tree): the obfuscators worth making for it."""
+        p = self.params
+        trees = p.n_trees - (len(saved.trees) if saved else 0)
+        if p.first_tree_bank_only and not saved:
+            trees -= 1
+        return max(0, trees) * int(np.ceil(n * p.subsample)) if self.holders else 0
 
     def _start_holders(self, params: Any, packer: GradHessPacker, n: int, *, resume: int) -> None:
         d = self.driver
@@ -405,6 +446,9 @@ class SecureBoostBank:
             total=int(in_sample.sum()) * engine.ciphertext_bytes,
             then=lambda name: self.holders[name].call("Gradients", request),
         )
+        pool = engine.obfuscator_pool()
+        if pool is not None:  # how many encryptions were one multiply (a count, no values)
+            self.stats["obfuscators_ahead"] = pool.served
 
     # -- 3. one tree, level by level -------------------------------------------------------
     def _grow(

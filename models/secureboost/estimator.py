@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from federation.crypto.reserve import KeyReserve
 from federation.transport.base import PeerBase
 from models.binning import BinningError, QuantileBinner
 from models.estimator import BankFrameMixin
@@ -119,6 +120,7 @@ class SecureBoostClassifier(BankFrameMixin):
         checkpoint_dir: Path | None = None,
         resume_wait_s: float = 0.0,
         categorical: Sequence[str] | None = None,
+        key_reserve: KeyReserve | None = None,
     ) -> SecureBoostClassifier:
         """Train with the holders; the bank's data never leaves this process in the clear.
 
@@ -130,6 +132,8 @@ class SecureBoostClassifier(BankFrameMixin):
         ``categorical``: columns of ``X_bank`` holding category codes
         (``parties.data.encoding``): one bin per category, split as sets (default: the
         frame's ``attrs["categorical"]``, as ``parties.bank.table.BankTable`` sets it).
+        ``key_reserve``: the node's ready key (``federation.crypto.reserve``), taken for this
+        job if one is ready; without it the key is generated at the start, as always.
         """
         if categorical is None:
             categorical = list(getattr(X_bank, "attrs", {}).get("categorical") or [])
@@ -155,6 +159,7 @@ class SecureBoostClassifier(BankFrameMixin):
             on_tree=on_tree,
             checkpoint_dir=checkpoint_dir,
             resume_wait_s=resume_wait_s,
+            key_reserve=key_reserve,
         )
         model = bank.train(bins, binner.n_bins_, labels, categorical=nominal)
         self.alignment_id_ = alignment_id

@@ -128,6 +128,8 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         chunk_bytes: int = 1 << 20,
         models_dir: Path | None = None,
         limits: HolderLimits | None = None,
+        obfuscator_pool: int = 0,
+        obfuscator_batch: int = 16,
     ):
         super().__init__(
             node_id=node_id,
@@ -139,6 +141,10 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
             limits=limits,
         )
         self.blobs = blobs
+        # Textbook obfuscators for re-randomising what this holder returns, made per job from
+        # Start on at low priority while it waits for the bank (0: made when needed).
+        self.obfuscator_pool = int(obfuscator_pool)
+        self.obfuscator_batch = int(obfuscator_batch)
         self.chunk_bytes = chunk_bytes
         self.min_node_samples = int(min_node_samples)
         self.workers = workers
@@ -232,6 +238,10 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         )
         self.open_job(call, job)
         job.engine.warm()  # re-randomisation workers start while the bank encrypts
+        if self.obfuscator_pool:  # dropped with the job (SecureBoostJob.close)
+            job.engine.start_obfuscator_pool(
+                capacity=self.obfuscator_pool, batch=self.obfuscator_batch, nice=19
+            )
         self._checkpoint(call, job)
         call.counts["features"] = bins.shape[1]
         if resume:
@@ -689,6 +699,7 @@ def local_holders(
     keep_models: bool = False,
     limits: HolderLimits | None = None,
     categorical: Mapping[str, Sequence[str]] | None = None,
+    obfuscator_pool: int = 0,
 ) -> tuple[dict[str, InProcessPeer], dict[str, SecureBoostHolderServicer]]:
     """SecureBoost holders in this process (``models.local.local_holders``).
 
@@ -696,6 +707,8 @@ def local_holders(
     ``keep_models``: holders write model parts and checkpoints under ``workdir/<holder>/models``
     as a node does (needed to resume after a simulated restart). ``categorical``: per holder,
     its columns holding category codes (split natively, ``use_categorical``).
+    ``obfuscator_pool``: textbook obfuscators per job made ahead at low priority (node.yaml
+    ``limits.rerandomise_pool``).
     """
     nominal = dict(categorical or {})
 
@@ -706,6 +719,7 @@ def local_holders(
             workers=workers,
             models_dir=home / "models" if keep_models else None,
             limits=limits,
+            obfuscator_pool=obfuscator_pool,
         ).use_categorical(nominal.get(args["node_id"], ()))
 
     return _local_holders(

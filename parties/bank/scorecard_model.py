@@ -36,6 +36,7 @@ import pandas as pd
 
 from federation.errors import ConfigError, XinyidaiError
 from federation.transport.base import PeerBase
+from models.binning import QuantileBinner
 from models.linear import LinearParams, VerticalLogisticRegression
 from models.linear.reference import sigmoid
 from models.scorecard import (
@@ -56,6 +57,8 @@ __all__ = [
     "FederatedScorecard",
     "ScorecardParams",
     "ScorecardTrainingError",
+    "binner_from_dict",
+    "binner_to_dict",
     "select_features",
 ]
 
@@ -137,6 +140,33 @@ def select_features(tables: Sequence[FeatureWoe], min_iv: float) -> list[int]:
     """Positions of the features that stay: informative (two or more non-empty bins) and
     IV ≥ ``min_iv``. An uninformative feature would be a constant column in the LR."""
     return [j for j, t in enumerate(tables) if t.informative and t.iv >= min_iv]
+
+
+def binner_to_dict(binner: QuantileBinner) -> dict[str, Any]:
+    """The bank's fitted ``QuantileBinner`` as JSON (edges, kept categories, names), so a
+    served scorecard bins the bank's rows exactly as training did."""
+    return {
+        "max_bin": int(binner.max_bin),
+        "min_category_count": int(binner.min_category_count),
+        "edges": [[float(v) for v in e] for e in binner.edges_],
+        "categories": [None if c is None else [float(v) for v in c] for c in binner.categories_],
+        "feature_names": list(binner.feature_names_),
+    }
+
+
+def binner_from_dict(data: Mapping[str, Any]) -> QuantileBinner:
+    """``binner_to_dict``'s inverse."""
+    binner = QuantileBinner(
+        max_bin=int(data["max_bin"]), min_category_count=int(data["min_category_count"])
+    )
+    binner.edges_ = [np.asarray(e, dtype=np.float64) for e in data["edges"]]
+    binner.categories_ = [
+        None if c is None else np.asarray(c, dtype=np.float64) for c in data["categories"]
+    ]
+    binner.feature_names_ = [str(n) for n in data["feature_names"]]
+    binner.n_features_in_ = len(binner.feature_names_)
+    binner.n_bins_ = binner._n_bins()
+    return binner
 
 
 def _frame(values: Any, names: Sequence[str]) -> pd.DataFrame:
@@ -393,6 +423,10 @@ class FederatedScorecard:
                 "holders": self.holders_,
                 "scorecard": self.scorecard_.to_dict(),
                 "bank_woe": [t.to_dict() for t in bank_tables],
+                # the bank's own bin edges (its secret, in its own part): serving bins its rows
+                "bank_binner": binner_to_dict(self.woe_.bank_encoder_.binner_)
+                if bank_tables
+                else None,
                 "linear": json.loads(self.lr_.to_json()),
             },
             indent=1,

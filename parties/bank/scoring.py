@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ from federation.transport.base import (
 from federation.transport.calls import SubjectAccess, child_request_id, prefix, relay_failure
 from models.scorecard import PdoScaling
 from models.secureboost.bank_state import BANK
+from models.secureboost.private_scoring import BankKeys, Layout, PrivateScoringError, path_credits
 from models.secureboost.reference import sigmoid
 from parties.bank.served import ModelCache, ScoringError, ServedModel
+from parties.bank.served_linear import FamilyModelCache, ServedLinear
 from parties.consent import check_auth_ids
 from parties.data import uscc as uscc_codes
 from parties.data.encoding import encode_table
@@ -66,6 +69,9 @@ if TYPE_CHECKING:
 
     from parties.bank.registry import TrackingConfig
 
+PRIVATE_PAYLOAD = 6 << 20
+"""Ciphertext bytes per private chain call of a batch (the per-enterprise CKKS layout: one
+ciphertext of <= 1 MB per 1-2 enterprises at N = 16384; a message's limit is 16 MB)."""
 BATCH_CHUNK = 4096
 """Enterprises per holder call in a batch (reach of 4096 x 800 leaves is 400 kB)."""
 MAX_REASONS = 4
@@ -108,6 +114,32 @@ def combine(served: ServedModel, reaches: Mapping[str, np.ndarray]) -> Scores:
     probability = sigmoid(margin)
     return Scores(
         margin, probability, PdoScaling().score(margin), contributions, float(served.base_score)
+    )
+
+
+@dataclass
+class _PrivateState:
+    """The bank's side of private scoring for one served version."""
+
+    keys: BankKeys
+    values: np.ndarray  # (1 + H, leaves): leaf weights, then each holder's path credits
+    root_total: float  # Σ over trees of the mean leaf weight (path credits start there)
+    public: dict[str, bytes]  # holder -> its X25519 key for this version
+
+
+def private_scores(served: ServedModel, totals: np.ndarray) -> Scores:
+    """Scores from the private chain's decrypted sums: (n, 1 + H + 1) = [Σ weights reached,
+    each holder's path credit, Σ_t root means]. The bank's own contribution is what is left."""
+    chosen = totals[:, 0]
+    holders = {h: totals[:, 1 + j] for j, h in enumerate(served.owners)}
+    own = chosen - totals[:, -1] - sum(holders.values(), np.zeros_like(chosen))
+    margin = served.base_score + chosen
+    return Scores(
+        margin,
+        sigmoid(margin),
+        PdoScaling().score(margin),
+        {BANK: own, **holders},
+        float(served.base_score),
     )
 
 
@@ -165,6 +197,7 @@ class _Batch:
     reach: dict[str, np.ndarray]  # holder -> bool (codes, leaves)
     categories: dict[str, Sequence[str]]  # party -> data categories (reason categories)
     auth_ids: list[str]  # per code: "<holder>:<auth id>,..." the holders answered under
+    totals: np.ndarray | None = None  # private mode: (codes, 1 + holders) decrypted block sums
 
 
 def _list_every_code(
@@ -274,10 +307,14 @@ class BankScorer:
             if "industry" in table.columns
             else np.full(len(table), "", dtype=object)
         )
-        self.models = models or ModelCache(
-            features=pd.DataFrame(values, columns=names), models_dir=models_dir, tracking=tracking
+        self.models = models or FamilyModelCache(  # every family: parties.bank.served_linear
+            features=pd.DataFrame(values, columns=names),
+            codes=list(table.index),
+            models_dir=models_dir,
+            tracking=tracking,
         )
         self.categories = {BANK: ["bank"]}
+        self._private_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
             max_workers=max(4, 4 * len(self.holders)), thread_name_prefix="score"
         )
@@ -368,6 +405,17 @@ class BankScorer:
         enterprise's authorisations (``ScoreRequest.auth_ids``), given to every holder, which
         then answers only under one of them. Each source names the authorisation it answered
         under."""
+        if isinstance(served, ServedLinear):  # scorecard / LR: parties.bank.scoring_linear
+            from parties.bank import scoring_linear
+
+            return scoring_linear.score_one(
+                self,
+                code,
+                served=served,
+                purpose=purpose,
+                auth_ids=auth_ids,
+                request_id=request_id,
+            )
         code = uscc_codes.normalise(code)
         bad = uscc_codes.problem(code)
         if bad is not None:
@@ -378,6 +426,7 @@ class BankScorer:
             model_name=served.name,
             model_version=served.version,
             model_family=MODEL_FAMILY,
+            serving_mode=served.serving_mode,
         )
         row = self.row_of.get(code)
         if row is None:  # the holders are not even asked: nothing to score with
@@ -385,17 +434,23 @@ class BankScorer:
             reply.missing_sources.append(self.node_id)
             return reply
         reply.sources.add(node_id=self.node_id, status="ok")
-        futures = self._ask(
-            served, purpose, [code], single=True, auth_ids=auth_ids, request_id=request_id
-        )
         answers: dict[str, HolderAnswer] = {}
-        for holder, future in futures.items():
-            try:
-                answers[holder] = future.result()
-            except BaseException as exc:
-                for other in futures.values():
-                    other.cancel()
-                self._raise_for(holder, exc)
+        totals = None
+        if served.serving_mode == "private":  # the bank decrypts totals only
+            answers, totals = self._private_chain(
+                served, purpose, [code], np.array([row]), auth_ids=auth_ids, request_id=request_id
+            )
+        else:
+            futures = self._ask(
+                served, purpose, [code], single=True, auth_ids=auth_ids, request_id=request_id
+            )
+            for holder, future in futures.items():
+                try:
+                    answers[holder] = future.result()
+                except BaseException as exc:
+                    for other in futures.values():
+                        other.cancel()
+                    self._raise_for(holder, exc)
         for holder, answer in answers.items():
             reply.sources.add(
                 node_id=holder, status=answer.statuses[0], auth_id=answer.auth_ids[0][:64]
@@ -404,8 +459,11 @@ class BankScorer:
                 reply.missing_sources.append(holder)
         if reply.missing_sources:
             return reply
-        reaches = {BANK: served.bank_reach[[row]], **{h: a.reach for h, a in answers.items()}}
-        scores = combine(served, reaches)
+        if totals is not None:
+            scores = private_scores(served, totals)
+        else:
+            reaches = {BANK: served.bank_reach[[row]], **{h: a.reach for h, a in answers.items()}}
+            scores = combine(served, reaches)
         categories = {**self.categories, **{h: a.categories for h, a in answers.items()}}
         ranked, cats = reason_list(
             scores.contributions, 0, categories, below_base=_below_base(scores, 0)
@@ -452,6 +510,21 @@ class BankScorer:
         highest first, at most ``limit``). ``usccs``: every code, in the given order, with its
         status and (if scored) its score; the threshold is not applied. ``subjects``: filled
         with one audit row per candidate (the bank's record of whom the batch was about)."""
+        if isinstance(served, ServedLinear):  # scorecard / LR: parties.bank.scoring_linear
+            from parties.bank import scoring_linear
+
+            return scoring_linear.score_batch(
+                self,
+                served=served,
+                purpose=purpose,
+                region=region,
+                industry=industry,
+                usccs=usccs,
+                threshold=threshold,
+                limit=limit,
+                subjects=subjects,
+                request_id=request_id,
+            )
         listed = bool(usccs)
         if listed:
             if region.strip() or industry.strip():
@@ -474,19 +547,23 @@ class BankScorer:
             model_name=served.name,
             model_version=served.version,
             model_family=MODEL_FAMILY,
+            serving_mode=served.serving_mode,
             candidates=len(codes),
             scored=good.size,
         )
         reasons = {str(s) for s in batch.status if s != "ok"}
         for r in sorted(reasons):
             reply.excluded[r] = int((batch.status == r).sum())
-        scores = combine(
-            served,
-            {
-                BANK: served.bank_reach[batch.rows[good]],
-                **{h: m[good] for h, m in batch.reach.items()},
-            },
-        )
+        if batch.totals is not None:
+            scores = private_scores(served, batch.totals[good])
+        else:
+            scores = combine(
+                served,
+                {
+                    BANK: served.bank_reach[batch.rows[good]],
+                    **{h: m[good] for h, m in batch.reach.items()},
+                },
+            )
         if listed:
             _list_every_code(reply, codes, batch, good, scores)
         else:
@@ -505,6 +582,8 @@ class BankScorer:
             bad = uscc_codes.problem(codes[i])
             status[i] = f"{self.node_id}:{'invalid-uscc' if bad else 'no-data'}"
         ask = np.flatnonzero(rows >= 0)
+        if served.serving_mode == "private":
+            return self._batch_private(served, purpose, codes, status, rows, ask, request_id)
         chunks = [ask[i : i + BATCH_CHUNK] for i in range(0, ask.size, BATCH_CHUNK)]
         pending = [
             (
@@ -547,6 +626,204 @@ class BankScorer:
             reach=reach,
             categories=categories,
             auth_ids=[joined_ids(ids) for ids in covered],
+        )
+
+    # -- private mode (docs/scoring.md, "Serving modes") -------------------------------------
+    def _private_state(
+        self, served: ServedModel, purpose: str, request_id: str, *, renew: bool = False
+    ) -> _PrivateState:
+        """Per served version, once: the bank's CKKS key, the per-leaf values (weights and each
+        holder's path credits), and every holder's setup (public context in, X25519 key out)."""
+        with self._private_lock:
+            state = served.private
+            if state is not None and not renew:
+                return state
+            owners = list(served.owners)
+            if not owners:
+                raise ScoringError(f"model {served.model_id}: no holder to score privately with")
+            missing = [h for h in owners if h not in self.holders]
+            if missing:
+                raise ScoringError(
+                    f"model {served.model_id} needs holder(s) {missing}, not configured here"
+                )
+            keys = BankKeys(len(owners))
+            credits, root_total = path_credits(served.clf.trees_, [BANK, *owners])
+            values = np.stack([served.weights, *(credits[h] for h in owners)])
+            public: dict[str, bytes] = {}
+            for holder in owners:
+                try:
+                    reply = self.holders[holder].call(
+                        "PrivateScoreSetup",
+                        holder_pb2.PrivateScoreSetupRequest(
+                            meta=new_meta(
+                                purpose,
+                                job_id=served.job_id,
+                                model_id=served.model_id,
+                                request_id=child_request_id(request_id, holder, 0) + ".setup",
+                            ),
+                            part_sha256=served.digests.get(holder, ""),
+                            ckks_context=keys.public,
+                        ),
+                    )
+                except PeerError as exc:
+                    self._raise_for(holder, exc)
+                if reply.context_sha256 != keys.digest or reply.n_leaves != served.weights.size:
+                    raise PeerError(
+                        holder,
+                        "PrivateScoreSetup",
+                        "setup answer does not fit the model",
+                        code=FAILED_PRECONDITION,
+                    )
+                public[holder] = bytes(reply.x25519_public_key)
+            state = _PrivateState(keys, values, root_total, public)
+            served.private = state
+            return state
+
+    def _private_chain(
+        self,
+        served: ServedModel,
+        purpose: str,
+        codes: Sequence[str],
+        rows: np.ndarray,
+        *,
+        single: bool = True,
+        auth_ids: Sequence[str] = (),
+        request_id: str = "",
+        part: int = 0,
+    ) -> tuple[dict[str, HolderAnswer], np.ndarray]:
+        """The chain bank -> holder 1 -> ... -> holder H -> bank for ``codes`` (the bank's
+        ``rows``): each holder's statuses, and the decrypted (n, 1 + H) block sums. A holder
+        that lost its setup (restarted) is set up again once."""
+        for attempt in (0, 1):
+            state = self._private_state(served, purpose, request_id, renew=attempt == 1)
+            try:
+                return self._private_turns(
+                    served, state, purpose, codes, rows, single, auth_ids, request_id, part
+                )
+            except PeerError as exc:
+                if attempt or exc.code != FAILED_PRECONDITION or "private-setup" not in exc.detail:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _private_turns(
+        self,
+        served: ServedModel,
+        state: _PrivateState,
+        purpose: str,
+        codes: Sequence[str],
+        rows: np.ndarray,
+        single: bool,
+        auth_ids: Sequence[str],
+        request_id: str,
+        part: int,
+    ) -> tuple[dict[str, HolderAnswer], np.ndarray]:
+        owners = list(served.owners)
+        layout = Layout(
+            n_leaves=int(served.weights.size), n_blocks=1 + len(owners), slots=state.keys.slots
+        )
+        values = state.values[None, :, :] * served.bank_reach[rows][:, None, :]
+        payload = state.keys.encrypt(layout, values)
+        answers: dict[str, HolderAnswer] = {}
+        for k, holder in enumerate(owners):
+            before = owners[k - 1] if k else ""
+            after = owners[k + 1] if k + 1 < len(owners) else ""
+            request = holder_pb2.PrivateScoreRequest(
+                meta=new_meta(
+                    purpose,
+                    job_id=served.job_id,
+                    model_id=served.model_id,
+                    request_id=child_request_id(request_id, holder, part),
+                ),
+                part_sha256=served.digests.get(holder, ""),
+                auth_ids=auth_ids,
+                context_sha256=state.keys.digest,
+                n_blocks=layout.n_blocks,
+                payload=payload,
+                previous_holder=before,
+                previous_public_key=state.public.get(before, b""),
+                next_holder=after,
+                next_public_key=state.public.get(after, b""),
+            )
+            if single:
+                request.uscc = codes[0]
+            else:
+                request.usccs.extend(codes)
+            try:
+                reply = self.holders[holder].call("PrivateScore", request)
+            except PeerError as exc:
+                if exc.code == FAILED_PRECONDITION and "private-setup" in exc.detail:
+                    raise
+                self._raise_for(holder, exc)
+            if len(reply.statuses) != len(codes):
+                raise relay_failure(
+                    PeerError(
+                        holder,
+                        "PrivateScore",
+                        "answer does not fit the request",
+                        code=FAILED_PRECONDITION,
+                    ),
+                    role="holder",
+                )
+            ids = list(reply.auth_ids) if len(reply.auth_ids) == len(codes) else [""] * len(codes)
+            answers[holder] = HolderAnswer(
+                list(reply.statuses), np.zeros((0, 0), dtype=bool), list(reply.categories), ids
+            )
+            payload = bytes(reply.payload)
+        try:
+            totals = state.keys.totals(layout, payload, len(codes))
+        except PrivateScoringError as exc:
+            raise ScoringError(f"model {served.model_id}: {exc}") from None
+        return answers, np.column_stack([totals, np.full(len(codes), state.root_total)])
+
+    def _batch_private(
+        self,
+        served: ServedModel,
+        purpose: str,
+        codes: list[str],
+        status: np.ndarray,
+        rows: np.ndarray,
+        ask: np.ndarray,
+        request_id: str,
+    ) -> _Batch:
+        """``_batch_reach`` in private mode: chunks through the chain, each as many enterprises
+        as fit ``PRIVATE_PAYLOAD`` bytes of ciphertexts (a message stays far below 16 MB)."""
+        n = len(codes)
+        state = self._private_state(served, purpose, request_id)
+        layout = Layout(
+            n_leaves=int(served.weights.size),
+            n_blocks=1 + len(served.owners),
+            slots=state.keys.slots,
+        )
+        size = layout.per_vector * max(1, PRIVATE_PAYLOAD // state.keys.vector_bytes)
+        totals = np.zeros((n, 2 + len(served.owners)))
+        categories: dict[str, Sequence[str]] = dict(self.categories)
+        covered: list[list[str]] = [[] for _ in range(n)]
+        for k, start in enumerate(range(0, ask.size, size)):
+            chunk = ask[start : start + size]
+            answers, got = self._private_chain(
+                served,
+                purpose,
+                [codes[i] for i in chunk],
+                rows[chunk],
+                single=False,
+                request_id=request_id,
+                part=k,
+            )
+            totals[chunk] = got
+            for holder, answer in answers.items():
+                categories[holder] = answer.categories
+                for i, s, auth_id in zip(chunk, answer.statuses, answer.auth_ids, strict=True):
+                    if s != "ok" and status[i] == "ok":
+                        status[i] = f"{holder}:{s}"
+                    if auth_id:
+                        covered[i].append(f"{holder}:{auth_id}")
+        return _Batch(
+            status=status,
+            rows=rows,
+            reach={},
+            categories=categories,
+            auth_ids=[joined_ids(ids) for ids in covered],
+            totals=totals,
         )
 
     # -- verification (proxied) --------------------------------------------------------------
@@ -634,6 +911,7 @@ def scored_rows(reply: bank_pb2.ScoreBatchReply) -> list[dict[str, Any]]:
             "model_name": reply.model_name,
             "model_version": reply.model_version,
             "model_family": reply.model_family,
+            "serving_mode": reply.serving_mode or "fast",
         }
         for e in reply.enterprises
     ]

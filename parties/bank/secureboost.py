@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from federation.audit import AuditLog
+from federation.crypto.reserve import KeyReserve, key_reserve, running_reserve
 from federation.errors import ConfigError
 from federation.transport.base import PeerBase
 from models.metrics import ks_statistic, roc_auc
@@ -33,7 +34,7 @@ from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
 from parties.config import NodeConfig
 from parties.data.encoding import lightgbm_frame
 
-__all__ = ["DEFAULT_PARAMS", "bank_only_baseline", "train_secureboost"]
+__all__ = ["DEFAULT_PARAMS", "bank_key_reserve", "bank_only_baseline", "train_secureboost"]
 
 Progress = Callable[[str], None]
 
@@ -73,6 +74,32 @@ def bank_only_baseline(
     # category codes as pandas categories: LightGBM splits them natively, as SecureBoost does
     model.fit(lightgbm_frame(X_train), y_train)
     return np.asarray(model.predict_proba(lightgbm_frame(X_test)))[:, 1]
+
+
+def bank_key_reserve(
+    config: NodeConfig, *, key_bits: int = 2048, start: bool = True
+) -> KeyReserve | None:
+    """The ready key of the process that runs this bank's jobs (``node.yaml``
+    ``limits.obfuscator_pool`` obfuscators, filled ``limits.obfuscator_batch`` at a time by
+    ``limits.compute_workers`` niced workers); None when the pool is off (0).
+
+    ``start``: keep a key ready from now on (a process that will run several jobs, or starts
+    long enough before its first one). Without it, only a reserve already started in this
+    process for this key size is returned, else None: the job generates its key at start and
+    encrypts as before. (Filling a job's own pool while it waits for holders, without a key
+    made ahead, measured no faster on 2 cores and cost ~0.9 CPU s more: docs/crypto.md.)
+    """
+    if not start:
+        return running_reserve(key_bits)
+    limits = config.limits
+    if limits.obfuscator_pool == 0:
+        return None
+    return key_reserve(
+        key_bits=key_bits,
+        capacity=limits.obfuscator_pool,
+        batch=limits.obfuscator_batch,
+        workers=limits.compute_workers,
+    )
 
 
 def _split_owners(clf: SecureBoostClassifier) -> dict[str, int]:
@@ -140,6 +167,7 @@ def _fit(
             on_tree(t)
 
     clf = SecureBoostClassifier(**params, job_id=job_id)
+    reserve = bank_key_reserve(config, key_bits=int(clf.key_bits), start=False)
     clf.fit(
         split.features.iloc[split.train].reset_index(drop=True),
         split.labels[split.train],
@@ -149,6 +177,7 @@ def _fit(
         on_tree=tree_done,
         checkpoint_dir=config.node_dir / "checkpoints",
         resume_wait_s=resume_wait_s,
+        key_reserve=reserve,
     )
     return clf, [b - a for a, b in itertools.pairwise([t_fit, *tree_marks])]
 

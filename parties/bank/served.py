@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCAL_VERSION",
+    "SERVING_MODES",
+    "TAG_SERVING_MODE",
     "ModelCache",
     "ScoringError",
     "ServedModel",
@@ -42,6 +44,23 @@ __all__ = [
 
 LOCAL_VERSION = "local"
 """``model_version`` of a model served from ``NODE_DIR/models/<job>.json`` without a registry."""
+
+
+TAG_SERVING_MODE = "xinyidai.serving_mode"
+"""Version tag: how the version is served, chosen at registration (docs/scoring.md)."""
+SERVING_MODES = ("fast", "private")
+"""``fast``: holders return leaf-reach masks (the bank learns every holder split direction on
+the path). ``private``: the bank decrypts totals only (models.secureboost.private_scoring). A
+version without the tag was registered before serving modes existed and is served ``fast``."""
+
+
+def serving_mode_of(tags: dict[str, str], what: str) -> str:
+    """The serving mode a version's tags name; an unknown mode refuses the version (never
+    served with the fast path's leakage instead of the protection it was registered with)."""
+    mode = tags.get(TAG_SERVING_MODE, "fast") or "fast"
+    if mode not in SERVING_MODES:
+        raise ScoringError(f"model {what}: unknown serving mode {mode[:32]!r} on the version")
+    return mode
 
 
 class ScoringError(XinyidaiError):
@@ -68,6 +87,8 @@ class ServedModel:
     samples: np.ndarray  # training samples per leaf (the "typical" leaf's weighting)
     tree_starts: np.ndarray
     base_score: float
+    serving_mode: str = "fast"  # SERVING_MODES; named on every reply
+    private: Any = None  # parties.bank.scoring's private-chain state (keys, holders' keys)
 
 
 class ModelCache:
@@ -201,7 +222,10 @@ class ModelCache:
             for key, value in tags.items()
             if key.startswith("xinyidai.part.") and key.endswith(".sha256") and key != TAG_BANK_PART
         }
-        return self._compile(name, version, model_id(name, version), job_id, text, digests)
+        mode = serving_mode_of(tags, f"{name}/{version}")
+        served = self._compile(name, version, model_id(name, version), job_id, text, digests)
+        served.serving_mode = mode
+        return served
 
     def _compile(
         self,

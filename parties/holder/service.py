@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,7 @@ from protos import common_pb2, holder_pb2
 if TYPE_CHECKING:
     from models.secureboost.passive import SecureBoostHolderServicer
     from parties.disputes import DisputeRecord, DisputeRegistry
+    from parties.holder.feed import InstitutionCheck
     from parties.holder.verify import Verifier
     from parties.holder.views import TrainingView
 
@@ -115,6 +116,8 @@ def _refusal_reason(
     return decision.reason if decision is not None else status
 
 
+PRIVATE_SETUPS = 16
+"""Private-scoring contexts (one per bank and served version) a holder keeps in memory."""
 MAX_BATCH = 10_000
 """Most enterprises one ``ScoreReach`` may name (the bank asks in chunks of 4,096)."""
 
@@ -147,9 +150,19 @@ class HolderGate:
         self.categories = list(categories)
         self.column_categories = dict(column_categories)
         self.disputes = disputes
+        # The platform's institution registry (parties.holder.feed), set by the node when it
+        # follows a platform; None: dev mode, every bank the policy lists is served.
+        self.institutions: InstitutionCheck | None = None
+
+    def check_bank(self, bank: str) -> None:
+        """Refuse a bank the platform has not admitted or has suspended (every request from a
+        bank passes here: ``HolderServicer.authorise_caller`` and every row access)."""
+        if self.institutions is not None:
+            self.institutions.check(bank)
 
     # -- models.base.EnterpriseGate ----------------------------------------------------------
     def admit(self, access: RowAccess) -> list[SubjectAccess]:
+        self.check_bank(access.bank)
         codes = self.codes_of(access.bank, access.alignment_id, access.rows, access.method)
         if access.evaluation:
             return [SubjectAccess(str(c)[:64], "", "evaluation") for c in codes]
@@ -209,6 +222,7 @@ class HolderGate:
     ) -> Admission:
         """Consent (and, with ``disputes``, open disputes) per code. ``single``: one
         enterprise, judged by ``ConsentRegistry.check`` for its specific reason."""
+        self.check_bank(bank)
         if single:
             decision = self.consent.check(
                 uscc=codes[0],
@@ -235,7 +249,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
     verification, for the banks its policy lists (the protocol services run next to it)."""
 
     service = holder_pb2.DESCRIPTOR.services_by_name["DataHolder"]
-    replayable = frozenset({"CheckAuthorisation", "ScoreReach", "Verify"})
+    replayable = frozenset({"CheckAuthorisation", "ScoreReach", "PrivateScore", "Verify"})
     """A retry of these (the bank's, same bytes and request id) is answered from the first
     answer (``ServiceRuntime._replay``): one question, one answer, one entry about the
     enterprise, one use of the verification budget."""
@@ -294,6 +308,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         self._view = view
         self._encoded: tuple[np.ndarray, list[str]] | None = None
         self._row_of = {code: i for i, code in enumerate(table.index)}
+        self._private_setups: dict[tuple[str, str, str], tuple[Any, Any, int]] = {}
         self.gate = gate or HolderGate(
             node_id=config.node_id,
             table_codes=list(table.index),
@@ -311,6 +326,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                 f"'{caller}' is not a bank this holder serves (policy lists: "
                 f"{', '.join(sorted(self._banks)) or 'none'})",
             )
+        self.gate.check_bank(caller)
 
     # -- the per-enterprise gate -------------------------------------------------------------
     def _enterprise(self, raw: str) -> str:
@@ -358,9 +374,12 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                     f"enterprise {codes[0]} has an open dispute covering "
                     f"{', '.join(categories)} data here; no answer until it is resolved",
                 )
+            note = ""
+            if status == "auth-id" and self.gate.institutions is not None:
+                note = self.gate.institutions.unknown_auth()
             raise Refused(
                 "auth-id" if status == "auth-id" else "consent",
-                _refusal_reason(codes[0], status, decision, auth_ids),
+                _refusal_reason(codes[0], status, decision, auth_ids) + note,
             )
         return admission
 
@@ -431,7 +450,11 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         return self._encoded
 
     def _model_part(
-        self, call: CallInfo, request: holder_pb2.ScoreReachRequest
+        self,
+        call: CallInfo,
+        request: holder_pb2.ScoreReachRequest
+        | holder_pb2.PrivateScoreRequest
+        | holder_pb2.PrivateScoreSetupRequest,
     ) -> tuple[SecureBoostHolderServicer, list[str]]:
         """Check the part named by the request; return the servicer holding it and the data
         categories its splits read."""
@@ -460,19 +483,22 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         cats = sorted({self.schema.column(f).category for f in features})
         return self.secureboost, cats or list(self.categories)
 
-    def ScoreReach(
-        self, request: holder_pb2.ScoreReachRequest, call: CallInfo
-    ) -> holder_pb2.ScoreReachReply:
+    def _gated_reach(
+        self, request: holder_pb2.ScoreReachRequest | holder_pb2.PrivateScoreRequest, call: CallInfo
+    ) -> tuple[list[str], list[str], list[str], list[str], np.ndarray, int]:
+        """The checks every scoring answer passes, in order (request form, model part, the
+        holder gate per enterprise, data); returns (codes, statuses, auth ids, categories,
+        bool reach (n_ok, leaves) of the ``ok`` ones, n_leaves)."""
         single = bool(request.uscc)
         if single == bool(request.usccs):
-            raise invalid("ScoreReach: give one uscc or a list of usccs")
+            raise invalid(f"{call.method}: give one uscc or a list of usccs")
         if len(request.usccs) > MAX_BATCH:
             raise invalid(
-                f"ScoreReach: at most {MAX_BATCH} usccs per request, got {len(request.usccs)} "
-                "(the bank sends batches in chunks)"
+                f"{call.method}: at most {MAX_BATCH} usccs per request, got "
+                f"{len(request.usccs)} (the bank sends batches in chunks)"
             )
         codes = [uscc.normalise(c) for c in ([request.uscc] if single else request.usccs)]
-        auth_ids = check_auth_ids(request.auth_ids, "ScoreReach.auth_ids")
+        auth_ids = check_auth_ids(request.auth_ids, f"{call.method}.auth_ids")
         part, cats = self._model_part(call, request)
         if single:
             self._enterprise(codes[0])
@@ -499,15 +525,109 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         for status in set(statuses):
             call.counts[f"status_{status.replace('-', '_')}"] = statuses.count(status)
         call.counts["enterprises"] = len(codes)
+        ids = [a if st == "ok" else "" for st, a in zip(statuses, admission.auth_ids, strict=True)]
+        return codes, statuses, ids, cats, reach, n_leaves
+
+    def ScoreReach(
+        self, request: holder_pb2.ScoreReachRequest, call: CallInfo
+    ) -> holder_pb2.ScoreReachReply:
+        _, statuses, ids, cats, reach, n_leaves = self._gated_reach(request, call)
         return holder_pb2.ScoreReachReply(
             statuses=statuses,
             reach=np.packbits(reach.ravel()).tobytes(),
             n_leaves=n_leaves,
             categories=cats,
-            part_sha256=part.part_sha256(call.caller, call.meta.job_id),
-            auth_ids=[
-                a if st == "ok" else "" for st, a in zip(statuses, admission.auth_ids, strict=True)
-            ],
+            part_sha256=self.secureboost.part_sha256(call.caller, call.meta.job_id)
+            if self.secureboost is not None
+            else "",
+            auth_ids=ids,
+        )
+
+    # -- private scoring (docs/scoring.md, "Serving modes") ----------------------------------
+    def PrivateScoreSetup(
+        self, request: holder_pb2.PrivateScoreSetupRequest, call: CallInfo
+    ) -> holder_pb2.PrivateScoreSetupReply:
+        """Keep the bank's public CKKS context for a part held here (checked like ScoreReach's),
+        with a fresh X25519 key for the chain; at most ``PRIVATE_SETUPS`` kept."""
+        from models.secureboost.private_scoring import (
+            HolderChainKey,
+            PrivateScoringError,
+            load_public_context,
+        )
+
+        part, _ = self._model_part(call, request)
+        try:
+            ctx = load_public_context(bytes(request.ckks_context))
+        except PrivateScoringError as exc:
+            raise invalid(f"PrivateScoreSetup: {exc}") from None
+        digest = hashlib.sha256(bytes(request.ckks_context)).hexdigest()
+        slots = int(ctx.seal_context().data.first_context_data().parms().poly_modulus_degree()) // 2
+        key = HolderChainKey()
+        setups = self._private_setups
+        setups[(call.caller, call.meta.job_id, digest)] = (ctx, key, slots)
+        while len(setups) > PRIVATE_SETUPS:
+            setups.pop(next(iter(setups)))
+        values, names = self._encoded_table()
+        _, n_leaves = part.score_reach(
+            call.caller, call.meta.job_id, values, names, np.zeros(0, dtype=np.int64)
+        )
+        return holder_pb2.PrivateScoreSetupReply(
+            context_sha256=digest, x25519_public_key=key.public, n_leaves=n_leaves
+        )
+
+    def PrivateScore(
+        self, request: holder_pb2.PrivateScoreRequest, call: CallInfo
+    ) -> holder_pb2.PrivateScoreReply:
+        from models.secureboost.private_scoring import (
+            Layout,
+            PrivateScoringError,
+            chain_info,
+            codes_aad,
+            holder_step,
+        )
+
+        setup = self._private_setups.get((call.caller, call.meta.job_id, request.context_sha256))
+        if setup is None:
+            raise CallFailed(
+                "FAILED_PRECONDITION",
+                "private-setup: no CKKS context for this model here (PrivateScoreSetup first)",
+            )
+        ctx, key, slots = setup
+        codes, statuses, ids, cats, reach, n_leaves = self._gated_reach(request, call)
+        layout = Layout(n_leaves=n_leaves, n_blocks=int(request.n_blocks), slots=slots)
+        mask = np.zeros((len(codes), n_leaves), dtype=bool)
+        ok = np.flatnonzero(np.asarray(statuses, dtype=object) == "ok")
+        mask[ok] = reach
+        aad = codes_aad(codes, layout, call.meta.model_id)
+        me = self.config.node_id
+        try:
+            layout.check()
+            payload = bytes(request.payload)
+            if request.previous_holder:
+                payload = key.open(
+                    bytes(request.previous_public_key),
+                    chain_info(call.meta.model_id, request.previous_holder, me),
+                    aad,
+                    payload,
+                )
+            payload = holder_step(ctx, layout, payload, mask, last=not request.next_holder)
+            if request.next_holder:
+                payload = key.seal(
+                    bytes(request.next_public_key),
+                    chain_info(call.meta.model_id, me, request.next_holder),
+                    aad,
+                    payload,
+                )
+        except PrivateScoringError as exc:
+            raise invalid(f"PrivateScore: {exc}") from None
+        return holder_pb2.PrivateScoreReply(
+            statuses=statuses,
+            auth_ids=ids,
+            categories=cats,
+            payload=payload,
+            part_sha256=self.secureboost.part_sha256(call.caller, call.meta.job_id)
+            if self.secureboost is not None
+            else "",
         )
 
     # -- verification (数据核验) -------------------------------------------------------------

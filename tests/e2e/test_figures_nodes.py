@@ -233,20 +233,24 @@ print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 def test_a_client_built_from_the_protos_alone_reaches_the_bank_by_its_address(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    from grpc_tools import protoc
-
     out = tmp_path / "gen"
     out.mkdir()
-    rc = protoc.main(
+    # protoc runs in its own process: its bundled C++ protobuf must never share one with TenSEAL's.
+    generated = subprocess.run(
         [
-            "protoc",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
             f"-I{ROOT / 'protos'}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
             "grpc/health/v1/health.proto",
-        ]
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert rc == 0
+    assert generated.returncode == 0, generated.stderr
     for folder in ("grpc", "grpc/health", "grpc/health/v1"):
         (out / folder / "__init__.py").touch()
     # The generated package is also called "grpc": load it beside the real one under a new root.

@@ -132,12 +132,51 @@ def test_bad_configuration_is_refused():
         ObfuscatorPool(mode="djn", capacity=1, batch=0)
 
 
-def test_node_limits_configure_the_pool_off_by_default():
+def test_node_limits_configure_the_pools():
     from pydantic import ValidationError
 
     from parties.config import LimitsConfig
 
-    assert LimitsConfig().obfuscator_pool == 0
+    # The defaults measured in docs/crypto.md: a ready key's 100,000 (bank, used only where a
+    # process keeps a ready key), 64 per job at a holder.
+    assert LimitsConfig().obfuscator_pool == 100_000
+    assert LimitsConfig().rerandomise_pool == 64
     assert LimitsConfig(obfuscator_pool=5000, obfuscator_batch=64).obfuscator_batch == 64
     with pytest.raises(ValidationError, match="obfuscator_pool"):
         LimitsConfig(obfuscator_pool=-1)
+    with pytest.raises(ValidationError, match="rerandomise_pool"):
+        LimitsConfig(rerandomise_pool=-1)
+
+
+def test_encrypt_stream_draws_from_the_pool_then_falls_back(keys):
+    """The bank streams its gradients with ``encrypt_stream``: made-ahead obfuscators must serve
+    it (one multiply each), and a short pool must fall back to the workers, order kept."""
+    from federation.crypto import ciphertexts_from_bytes
+
+    _sk, params = keys
+    eng = _engine(keys, workers=2, parallel_threshold=1)
+    with eng:
+        pool = eng.start_obfuscator_pool(capacity=30, batch=30, prefill=30, background=False)
+        stored = [int(r) for r in pool._values]
+        ms = [secrets.randbelow(int(eng.n)) for _ in range(70)]
+        ms[:3] = [0, 0, 0]  # Enc(0) with a pooled obfuscator is the obfuscator itself
+        chunks = list(eng.encrypt_stream(ms, chunk_size=16))
+        assert len(chunks) == 5
+        cts = [c for chunk in chunks for c in ciphertexts_from_bytes(chunk, params)]
+        assert [int(c) for c in cts[:3]] == stored[:3]
+        assert eng.decrypt(cts) == ms
+        assert pool.served == 30 and pool.fallback == 40
+
+
+def test_a_pool_makes_no_more_than_its_job_will_take(keys):
+    """Values beyond a job's need would only be dropped with it: ``expect`` caps the filler."""
+    eng = _engine(keys, workers=1)
+    with eng:
+        pool = eng.start_obfuscator_pool(capacity=40, batch=8, background=False)
+        pool.expect(12)
+        assert pool.fill(eng._produce_obfuscators) == 12 and pool.goal() == 12
+        eng.encrypt([1] * 5)
+        assert pool.goal() == 7 and len(pool) == 7  # 5 taken, none to make
+        assert pool.fill(eng._produce_obfuscators) == 0
+        eng.encrypt([1] * 9)  # 7 from the pool, 2 computed; the job expects nothing more
+        assert pool.goal() == 0 and pool.fallback == 2

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,15 +223,27 @@ def test_the_shipped_health_proto_is_the_standard_one_and_is_not_generated(
 ) -> None:
     from google.protobuf import descriptor_pb2
     from grpc_health.v1 import health_pb2
-    from grpc_tools import protoc
 
     import protos.generate as generate
 
     path = ROOT / "protos" / "grpc" / "health" / "v1" / "health.proto"
     assert path not in generate.proto_files()  # served by grpcio-health-checking's own code
     out = tmp_path / "health.pb"
-    rc = protoc.main(["protoc", f"-I{ROOT / 'protos'}", f"--descriptor_set_out={out}", str(path)])
-    assert rc == 0
+    # protoc runs in its own process: its bundled C++ protobuf must never share one with TenSEAL's.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--descriptor_set_out={out}",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
     shipped = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
     served = descriptor_pb2.FileDescriptorProto()
     health_pb2.DESCRIPTOR.CopyToProto(served)

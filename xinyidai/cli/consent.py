@@ -1,6 +1,6 @@
 """`xinyidai consent ...`: grant, revoke and list enterprise authorisations at a data holder.
 
-``grant`` plays both sides for development and demos: it signs as the platform (with the
+``grant`` is the offline / development path: it plays both sides, signing as the platform (with the
 platform signing key) and stores as the holder, verifying with the holder's copy of the
 platform public key when the node has one - so a wrong signing key is refused, as it would be
 in production. Every grant and revocation is also recorded in the node's audit log.
@@ -105,7 +105,10 @@ def grant(
     url: UrlOption = None,
     audit_url: AuditUrlOption = None,
 ) -> None:
-    """Sign an authorisation as the platform and store it at this node (audited)."""
+    """OFFLINE / DEV ONLY: sign as the platform and store at this holder (audited).
+
+    In a deployment the platform node is the only signer: `xinyidai platform grant` publishes
+    the authorisation and every following holder applies it (docs/platform.md)."""
     node_dir = _node_dir(node_dir)
     signer = PlatformSigner.from_file(signing_key)
     key = _public_key(node_dir, platform_key) or signer.public_key

@@ -24,6 +24,7 @@ from xinyidai.cli import (
     monitor,
     node,
     pki,
+    platform,
     score,
     subject,
 )
@@ -44,6 +45,7 @@ app.add_typer(subject.app, name="subject")
 app.add_typer(model.app, name="model")
 app.add_typer(score.app, name="score")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(platform.app, name="platform")
 audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)
 

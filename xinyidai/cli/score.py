@@ -110,7 +110,7 @@ def one(
     out.print(
         escape(
             f"{reply.uscc}  model {reply.model_name}/{reply.model_version} "
-            f"({reply.model_family or 'secureboost'})  sources: {sources}"
+            f"({reply.model_family or 'secureboost'}, {reply.serving_mode or 'fast'})  sources: {sources}"
         )
     )
     if not reply.scored or not reply.HasField("points"):
@@ -167,7 +167,7 @@ def batch(
     table = Table(
         title=escape(
             f"whitelist, model {reply.model_name}/{reply.model_version} "
-            f"({reply.model_family or 'secureboost'}): "
+            f"({reply.model_family or 'secureboost'}, {reply.serving_mode or 'fast'}): "
             f"{len(reply.enterprises)} of {reply.candidates} candidates ({reply.scored} scored)"
         )
     )

@@ -79,6 +79,8 @@ def _run(lin: Lineage) -> Section:
             ("PSI (alignment) job", tags.get(TAG_PSI_JOB, "") or "-"),
             ("crypto scheme", tags.get(TAG_CRYPTO_SCHEME, "-")),
             _keys_row(tags),
+            # served how: docs/scoring.md "Serving modes" (untagged: registered before modes, fast)
+            ("serving mode", lin.version_tags.get("xinyidai.serving_mode", "") or "fast"),
             ("code version", tags.get(TAG_CODE_VERSION, "-")),
         ],
     )

@@ -105,10 +105,15 @@ def register_secureboost(
     model_name: str = "credit-sbt",
     tracking: TrackingConfig | None = None,
     audit: AuditLog | None = None,
+    serving_mode: str = "private",
 ) -> TrackedRun:
     """Log the job to MLflow and register its model (alias ``challenger``): parameters,
     per-tree seconds, metrics, crypto, each party's data digest, consent counts, the holders'
-    part digests and how the pyfunc reaches this bank. Returns the ``TrackedRun``."""
+    part digests and how the pyfunc reaches this bank. Returns the ``TrackedRun``.
+
+    ``serving_mode`` (``fast`` | ``private``) is tagged on the version
+    (``xinyidai.serving_mode``; docs/scoring.md, "Serving modes"); ``private`` by default:
+    the bank then decrypts totals only."""
     holders = list(clf.model_.holders)
     return log_registration(
         config,
@@ -127,6 +132,7 @@ def register_secureboost(
         ),
         tracking=tracking,
         audit=audit,
+        serving_mode=serving_mode,
     )
 
 
@@ -136,10 +142,24 @@ def log_registration(
     *,
     tracking: TrackingConfig | None = None,
     audit: AuditLog | None = None,
+    serving_mode: str | None = None,
 ) -> TrackedRun:
     """Log a ``TrainingRecord`` to MLflow, register its model, and put the registration on
-    the bank's audit record (``model.register`` with ``<name>/<version>``)."""
+    the bank's audit record (``model.register`` with ``<name>/<version>``). ``serving_mode``:
+    tagged on the version (``xinyidai.serving_mode``), checked before anything is logged."""
+    from parties.bank.served import SERVING_MODES, TAG_SERVING_MODE
+
+    if serving_mode is not None and serving_mode not in SERVING_MODES:
+        raise ConfigError(
+            f"serving_mode {serving_mode[:32]!r}: expected one of {', '.join(SERVING_MODES)}"
+        )
     run = log_training(record, tracking=tracking)
+    if serving_mode is not None and run.version:
+        from parties.bank.registry import config_or_default, mlflow_client
+
+        mlflow_client(config_or_default(tracking)).set_model_version_tag(
+            record.model_name, str(run.version), TAG_SERVING_MODE, serving_mode
+        )
     if audit is not None:
         audit.append(
             direction="local",

@@ -1,0 +1,146 @@
+"""The platform node's gRPC service (``xinyidai.v1.Platform``) and its process.
+
+It serves the feed to the nodes its ``node.yaml`` lists as peers, over the same runtime as every
+node (mutual TLS, one audit record per call, message limits, concurrency cap). Events are written
+by the platform's operators with ``xinyidai platform ...`` in the platform's folder, which holds
+the signing key; the serving process only reads the feed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import time
+from typing import Any
+
+from federation.audit import AuditLog
+from federation.errors import ConfigError, Refused
+from federation.pki import load_platform_signing_key
+from federation.transport.base import CallInfo, ServiceRuntime, invalid
+from federation.transport.grpc_transport import GrpcServer, TlsIdentity
+from federation.transport.policy import PurposePolicy
+from parties.config import NodeConfig
+from parties.platform.events import FeedError
+from parties.platform.feed import FeedStore
+from protos import platform_pb2
+
+__all__ = ["PLATFORM_SERVICE", "PlatformNode", "PlatformServicer", "load_signing_key"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM_SERVICE = platform_pb2.DESCRIPTOR.services_by_name["Platform"]
+
+
+def load_signing_key(config: NodeConfig) -> Any:
+    """The platform's Ed25519 key, refused when others can read it (it signs every grant)."""
+    path = config.platform_signing_key
+    if path is None:
+        raise ConfigError(f"platform '{config.node_id}': no platform_signing_key configured")
+    if path.is_file() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise ConfigError(
+            f"{path}: the platform signing key is readable by others; run `chmod 600 {path}`"
+        )
+    return load_platform_signing_key(path)
+
+
+class PlatformServicer:
+    """``Platform.Feed`` for the nodes the platform's ``peers`` list (holders, banks)."""
+
+    service = PLATFORM_SERVICE
+
+    def __init__(self, *, config: NodeConfig, feed: FeedStore):
+        self.config = config
+        self.feed = feed
+        self._followers = {p.node_id for p in config.peers}
+
+    def authorise_caller(self, caller: str, method: str) -> None:
+        if caller not in self._followers:
+            raise Refused(
+                "caller",
+                f"'{caller}' is not a node this platform serves (peers: "
+                f"{', '.join(sorted(self._followers)) or 'none'})",
+            )
+
+    def Feed(self, request: platform_pb2.FeedRequest, call: CallInfo) -> platform_pb2.FeedPage:
+        try:
+            events, head_seq, head_hash = self.feed.since(
+                int(request.since_seq), int(request.max_events)
+            )
+        except FeedError as exc:
+            raise invalid(f"Feed: {exc}") from None
+        call.counts["events"] = len(events)
+        call.counts["since_seq"] = int(request.since_seq)
+        return platform_pb2.FeedPage(
+            events=[
+                platform_pb2.FeedEvent(
+                    seq=e.seq,
+                    kind=e.kind,
+                    body=e.body,
+                    prev=e.prev,
+                    at=e.at,
+                    hash=e.hash,
+                    signature=e.signature,
+                )
+                for e in events
+            ],
+            head_seq=head_seq,
+            head_hash=head_hash,
+        )
+
+
+class PlatformNode:
+    """One platform process: the feed store, the ``Platform`` service, its audit log."""
+
+    def __init__(self, config: NodeConfig):
+        from federation.files import private_dir
+
+        self.config = config
+        private_dir(config.node_dir)
+        key = load_signing_key(config)  # present and private, or the node does not start
+        self.feed = FeedStore.for_node_dir(config.node_dir, key)
+        self.audit = AuditLog(config.resolved_audit_url, config.node_id)
+        self.runtime = ServiceRuntime(
+            PlatformServicer(config=config, feed=self.feed),
+            node_id=config.node_id,
+            audit=self.audit,
+            purposes=PurposePolicy(config.allowed_purposes),
+        )
+        self.runtimes = [self.runtime]
+        self.server = GrpcServer(
+            self.runtimes,
+            address=config.address,
+            identity=TlsIdentity.from_files(config.tls.ca, config.tls.cert, config.tls.key),
+            max_message_bytes=config.limits.max_message_mb << 20,
+            max_workers=config.limits.max_workers,
+        )
+
+    @property
+    def address(self) -> str:
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.server.port}"
+
+    def start(self) -> None:
+        self.server.start()
+        seq, _ = self.feed.head()
+        self.audit.append(
+            direction="local",
+            peer=self.config.node_id,
+            operation="node.start",
+            counts={"feed_seq": seq, "port": self.server.port},
+        )
+        state = {"address": self.address, "pid": os.getpid(), "started_at": time.time()}
+        (self.config.node_dir / "serving.json").write_text(json.dumps(state))
+        log.info(
+            "node %s (platform) serving on %s; feed at seq %d",
+            self.config.node_id,
+            self.address,
+            seq,
+        )
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.server.stop(grace)
+        self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
+        (self.config.node_dir / "serving.json").unlink(missing_ok=True)
+        log.info("node %s stopped", self.config.node_id)

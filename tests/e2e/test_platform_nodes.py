@@ -1,0 +1,260 @@
+"""The platform node over real processes and mutual TLS: grants and revocations issued at the
+platform reach every holder through the signed feed; suspended banks are refused; a forged
+event is refused; holders keep serving while the platform is down (docs/platform.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from federation.audit import AuditLog
+from federation.pki import issue_node_certificate
+from federation.transport.calls import PeerRefused, new_meta
+from parties.config import NodeConfig, PeerConfig, TlsConfig, load_node_config
+from parties.node import connect
+from parties.platform.events import sign_event
+from protos import holder_pb2
+from xinyidai.cli.main import app
+from xinyidai.launcher import Federation, free_ports, start_nodes, stop_nodes
+
+pytestmark = pytest.mark.e2e
+HOLDERS = ("tax", "utility")
+CATEGORIES = "electricity,tax"  # one authorisation covers the enterprise at both holders
+CATEGORY = {"tax": "tax", "utility": "electricity"}
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@dataclass
+class World:
+    fed: Federation
+    platform: Path
+    fresh: list[str]  # enterprises both holders hold that the demo never authorised
+
+    def grant(self, code: str) -> str:
+        out = cli(
+            "platform", "grant", "--node-dir", str(self.platform), "--uscc", code,
+            "--bank", "bank", "--categories", CATEGORIES,
+        )  # fmt: skip
+        return out.split()[1].rstrip(":")
+
+    def check(self, holder: str, code: str) -> str:
+        """The bank asks ``holder`` whether it would serve ``code``: the auth id, or the
+        refusal's text."""
+        bank = load_node_config(self.fed.configs["bank"])
+        peer = PeerConfig(
+            node_id=holder,
+            address=load_node_config(self.fed.configs[holder]).address,
+            role="holder",
+        )
+        with connect(bank, peer, audit=None, deadline_s=5.0) as client:
+            try:
+                answer = client.call(
+                    "CheckAuthorisation",
+                    holder_pb2.AuthorisationQuery(
+                        meta=new_meta(), uscc=code, categories=[CATEGORY[holder]]
+                    ),
+                )
+            except PeerRefused as exc:
+                return f"refused: {exc}"
+        return str(answer.auth_id)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Seconds until ``predicate`` holds (fails the test after ``timeout``)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def stop_one(fed: Federation, node_id: str) -> None:
+    proc = fed.processes[node_id]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A demo federation plus a platform node the holders follow (poll 0.2 s), the bank
+    admitted at the platform before anything starts."""
+    from xinyidai.demo import build_federation
+
+    workdir = tmp_path_factory.mktemp("platform")
+    fed, _ = build_federation(workdir, enterprises=300, seed=5, deadline_s=10.0, workers=1)
+    issue_node_certificate(fed.pki.directory, "platform")
+    pdir = workdir / "platform"
+    pdir.mkdir(mode=0o700)
+    for src, dst in (
+        (fed.pki.node_cert("platform"), "node.pem"),
+        (fed.pki.ca_cert, "ca.pem"),
+        (fed.pki.node_key("platform"), "node.key"),
+        (fed.pki.platform_signing_key, "platform_signing.key"),
+    ):
+        shutil.copyfile(src, pdir / dst)
+        os.chmod(pdir / dst, 0o600)
+    (port,) = free_ports(1)
+    config = NodeConfig(
+        node_id="platform",
+        role="platform",
+        address=f"127.0.0.1:{port}",
+        tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
+        platform_signing_key=Path("platform_signing.key"),
+        peers=[PeerConfig(node_id=n, role="holder") for n in HOLDERS]
+        + [PeerConfig(node_id="bank", role="bank")],
+    )
+    (pdir / "node.yaml").write_text(config.to_yaml())
+    for holder in HOLDERS:
+        path = fed.configs[holder]
+        raw = yaml.safe_load(path.read_text())
+        raw["platform"] = {"address": f"127.0.0.1:{port}", "poll_s": 0.2}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    fed.configs = {"platform": pdir / "node.yaml", **fed.configs}
+    cli("platform", "admit", "bank", "--node-dir", str(pdir), "--cert", str(workdir / "bank" / "node.pem"))  # fmt: skip
+    held = [
+        set(pd.read_csv(fed.node_dir(h) / "data" / f"{h}.csv", usecols=["uscc"])["uscc"])
+        for h in HOLDERS
+    ]
+    authorised: set[str] = set()
+    for holder in HOLDERS:
+        db = sqlite3.connect(fed.node_dir(holder) / "consent.db")
+        authorised |= {row[0] for row in db.execute("SELECT uscc FROM consent")}
+        db.close()
+    fresh = sorted((held[0] & held[1]) - authorised)
+    assert len(fresh) >= 6
+    try:
+        start_nodes(fed)
+        yield World(fed, pdir, fresh)
+    finally:
+        stop_nodes(fed)
+
+
+def test_a_grant_at_the_platform_reaches_the_holders(world: World) -> None:
+    code = world.fresh[0]
+    assert "no authorisation" in world.check("tax", code)
+    auth_id = world.grant(code)
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: world.check(h, code) == auth_id, timeout=5.0)
+
+
+def test_a_revocation_stops_every_holder_within_5_s(world: World) -> None:
+    code = world.fresh[1]
+    auth_id = world.grant(code)
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: world.check(h, code) == auth_id, timeout=5.0)
+    cli("platform", "revoke", auth_id, "--node-dir", str(world.platform), "--reason", "withdrew")
+    start = time.monotonic()
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: "revoked" in world.check(h, code), timeout=5.0)
+    elapsed = time.monotonic() - start
+    assert elapsed <= 5.0, f"revocation took {elapsed:.2f} s to reach every holder"
+    assert "platform: withdrew" in world.check("utility", code)
+
+
+def test_a_holder_down_during_a_grant_catches_up(world: World) -> None:
+    code = world.fresh[2]
+    stop_one(world.fed, "utility")
+    auth_id = world.grant(code)
+    wait_for(lambda: world.check("tax", code) == auth_id, timeout=5.0)
+    start_nodes(world.fed, only=["utility"])
+    wait_for(lambda: world.check("utility", code) == auth_id, timeout=10.0)
+
+
+def test_a_forged_event_is_refused_and_recorded(world: World) -> None:
+    """Someone writes an event into the platform's feed with another key: every holder
+    refuses it, records it, and applies nothing after it until the feed is genuine again."""
+    code = world.fresh[3]
+    db = sqlite3.connect(world.platform / "platform_feed.db")
+    seq, prev = db.execute("SELECT seq, hash FROM feed_events ORDER BY seq DESC LIMIT 1").fetchone()
+    forged = sign_event(
+        Ed25519PrivateKey.generate(), seq=seq + 1, kind="suspend",
+        body={"node_id": "bank", "cert_sha256": "00" * 32, "status": "suspended",
+              "reason": "forged"},
+        prev=prev, at=time.time(),
+    )  # fmt: skip
+    with db:
+        db.execute(
+            "INSERT INTO feed_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (forged.seq, forged.kind, forged.body, forged.prev, forged.at, forged.hash,
+             forged.signature),
+        )  # fmt: skip
+
+    def recorded(holder: str) -> bool:
+        log = AuditLog.for_node_dir(world.fed.node_dir(holder), holder)
+        try:
+            return any(
+                "signature does not verify" in r.reason
+                for r in log.query(operation="platform.feed", decision="deny")
+            )
+        finally:
+            log.close()
+
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: recorded(h), timeout=5.0)
+    assert world.check("tax", world.fresh[0]) != ""  # the forged suspension did not apply
+    assert not world.check("tax", world.fresh[0]).startswith("refused")
+    with db:  # the platform's operator removes it; the genuine feed continues
+        db.execute("DELETE FROM feed_events WHERE seq = ?", (forged.seq,))
+    db.close()
+    auth_id = world.grant(code)
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: world.check(h, code) == auth_id, timeout=5.0)
+
+
+def test_the_platform_witnesses_every_holders_audit_head(world: World) -> None:
+    for holder in HOLDERS:
+        out = cli(
+            "audit", "verify", str(world.fed.node_dir(holder)), "--witness", str(world.platform)
+        )
+        assert "witnessed by platform: all present" in out
+        count = int(out.split("head(s) witnessed by platform")[0].split()[-1])
+        assert count >= 3  # every poll carries the holder's head
+
+
+def test_a_suspended_bank_is_refused_naming_the_reason(world: World) -> None:
+    code = world.fresh[0]
+    cli("platform", "suspend", "bank", "--node-dir", str(world.platform), "--reason", "licence under review")  # fmt: skip
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: "suspended" in world.check(h, code), timeout=5.0)
+    text = world.check("tax", code)
+    assert "bank 'bank' is suspended by the platform" in text and "licence under review" in text
+    cli("platform", "reinstate", "bank", "--node-dir", str(world.platform), "--reason", "review passed")  # fmt: skip
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: not world.check(h, code).startswith("refused"), timeout=5.0)
+
+
+def test_platform_down_holders_serve_with_what_they_have(world: World) -> None:
+    cached, code = world.fresh[0], world.fresh[4]
+    expected = world.check("tax", cached)
+    node_log = world.fed.node_dir("tax") / "node.log"
+    before = node_log.read_text().count("platform unreachable")
+    stop_one(world.fed, "platform")
+    world.grant(code)  # issued while no holder can hear of it
+    start = time.monotonic()
+    assert world.check("tax", cached) == expected  # cached authorisations keep serving
+    refusal = world.check("tax", code)
+    assert time.monotonic() - start < 5.0  # a clear answer, no hang
+    assert "no authorisation from enterprise" in refusal
+    wait_for(lambda: node_log.read_text().count("platform unreachable") == before + 1)
+    time.sleep(1.0)  # several polls fail meanwhile: said once, not every poll
+    assert node_log.read_text().count("platform unreachable") == before + 1
+    start_nodes(world.fed, only=["platform"])
+    wait_for(lambda: not world.check("tax", code).startswith("refused"), timeout=10.0)

@@ -1,0 +1,233 @@
+"""The platform's feed store and a holder applying it (in-process; the wire is tested in
+tests/e2e/test_platform_nodes.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from federation.audit import AuditLog, sqlite_url
+from federation.errors import Refused
+from parties.authorisation import PlatformSigner
+from parties.config import NodeConfig, PlatformLink, TlsConfig
+from parties.consent import ConsentRegistry
+from parties.data import uscc
+from parties.holder.feed import FeedFollower, FollowState, InstitutionCheck
+from parties.platform.events import GENESIS, FeedError
+from parties.platform.feed import MAX_PAGE, FeedStore
+
+CODES = list(uscc.generate(np.random.default_rng(3), 20, uscc.CHENGDU_REGIONS))
+KEY = Ed25519PrivateKey.generate()
+FINGERPRINT = "ab" * 32
+
+
+def _grant(signer: PlatformSigner, code: str, bank: str = "bank") -> object:
+    now = time.time()
+    return signer.issue(
+        uscc=code,
+        bank_id=bank,
+        purpose="financing",
+        categories=["tax"],
+        valid_from=now - 10,
+        valid_until=now + 3600,
+    )
+
+
+@pytest.fixture
+def feed(tmp_path: Path) -> FeedStore:
+    return FeedStore(sqlite_url(tmp_path / "feed.db"), KEY)
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> FeedFollower:
+    node_dir = tmp_path / "tax"
+    node_dir.mkdir()
+    config = NodeConfig(
+        node_id="tax",
+        role="holder",
+        node_dir=node_dir,
+        tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
+        platform=PlatformLink(address="127.0.0.1:1"),
+    )
+    consent = ConsentRegistry(sqlite_url(node_dir / "consent.db"), KEY.public_key(), node_id="tax")
+    audit = AuditLog(sqlite_url(node_dir / "audit.db"), "tax")
+    return FeedFollower(config=config, consent=consent, public_key=KEY.public_key(), audit=audit)
+
+
+def test_sequence_and_chain(feed: FeedStore) -> None:
+    signer = PlatformSigner(KEY)
+    events = feed.grant([_grant(signer, c) for c in CODES[:3]])
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert events[0].prev == GENESIS
+    assert [e.prev for e in events[1:]] == [e.hash for e in events[:-1]]
+    revoke = feed.revoke(events[0].content()["auth"]["auth_id"], reason="enterprise withdrew")
+    assert revoke is not None and revoke.seq == 4 and revoke.prev == events[-1].hash
+    assert feed.head() == (4, revoke.hash)
+    assert feed.verify(KEY.public_key()) == 4
+
+
+def test_grant_is_idempotent_and_revoke_keeps_the_first(feed: FeedStore) -> None:
+    signed = _grant(PlatformSigner(KEY), CODES[0])
+    assert len(feed.grant(signed)) == 1
+    assert feed.grant(signed) == []  # already published: not twice
+    auth_id = signed.auth.auth_id  # type: ignore[attr-defined]
+    assert feed.revoke(auth_id, reason="asked") is not None
+    assert feed.revoke(auth_id, reason="asked again") is None
+    assert feed.count() == 2
+    with pytest.raises(FeedError, match="no authorisation"):
+        feed.revoke("f" * 32, reason="x")
+    with pytest.raises(FeedError, match="needs a reason"):
+        feed.revoke(auth_id, reason="  ")
+
+
+def test_grant_signed_by_another_key_is_refused(feed: FeedStore) -> None:
+    other = PlatformSigner(Ed25519PrivateKey.generate())
+    with pytest.raises(FeedError, match="not signed by this platform"):
+        feed.grant(_grant(other, CODES[0]))
+    assert feed.count() == 0
+
+
+def test_bounds_on_since_and_max_events(feed: FeedStore) -> None:
+    signer = PlatformSigner(KEY)
+    feed.grant([_grant(signer, c) for c in CODES[:5]])
+    events, head, _ = feed.since(2, 2)
+    assert [e.seq for e in events] == [3, 4] and head == 5
+    assert [e.seq for e in feed.since(0, 0)[0]] == [1, 2, 3, 4, 5]  # 0: the platform's page
+    assert feed.since(5)[0] == []
+    with pytest.raises(FeedError, match="past this platform's feed head 5"):
+        feed.since(6)
+    with pytest.raises(FeedError, match="since_seq"):
+        feed.since(-1)
+    with pytest.raises(FeedError, match="max_events"):
+        feed.since(0, -3)
+    assert MAX_PAGE <= 1000
+
+
+def test_institutions(feed: FeedStore) -> None:
+    with pytest.raises(FeedError, match="fingerprint"):
+        feed.set_institution("bank", status="admitted", reason="ok", cert_sha256="zz")
+    feed.set_institution("bank", status="admitted", reason="approved", cert_sha256=FINGERPRINT)
+    with pytest.raises(FeedError, match="already in the registry"):
+        feed.set_institution("bank", status="admitted", reason="again", cert_sha256=FINGERPRINT)
+    with pytest.raises(FeedError, match="never admitted"):
+        feed.set_institution("other", status="suspended", reason="x")
+    feed.set_institution("bank", status="suspended", reason="licence under review")
+    with pytest.raises(FeedError, match="already suspended"):
+        feed.set_institution("bank", status="suspended", reason="x")
+    (inst,) = feed.institutions()
+    assert (inst.status, inst.reason, inst.seq) == ("suspended", "licence under review", 2)
+
+
+def test_holder_applies_idempotently_and_continues_after_restart(
+    feed: FeedStore, holder: FeedFollower
+) -> None:
+    signer = PlatformSigner(KEY)
+    grants = feed.grant([_grant(signer, c) for c in CODES[:4]])
+    events, _, _ = feed.since(0)
+    assert holder.apply(events[:2]) == 2
+    assert holder.apply(events) == 2  # the first two again: skipped, not applied twice
+    assert holder.apply(events) == 0
+    assert len(holder.consent.list()) == 4
+    auth_id = grants[1].content()["auth"]["auth_id"]
+    feed.revoke(auth_id, reason="enterprise withdrew")
+    # a restarted holder: a new follower on the same stores continues at seq 4
+    again = FeedFollower(
+        config=holder.config,
+        consent=holder.consent,
+        public_key=KEY.public_key(),
+        audit=None,
+    )
+    assert again.seq == 4
+    assert again.apply(feed.since(again.seq)[0]) == 1
+    assert holder.consent.get(auth_id).status == "revoked"
+    assert "platform: enterprise withdrew" in (holder.consent.get(auth_id).revoke_reason or "")
+
+
+def test_forged_or_out_of_order_events_are_refused_and_recorded(
+    feed: FeedStore, holder: FeedFollower
+) -> None:
+    signer = PlatformSigner(KEY)
+    feed.grant([_grant(signer, c) for c in CODES[:3]])
+    events, _, _ = feed.since(0)
+    forger = Ed25519PrivateKey.generate()
+    forged = dataclasses.replace(events[0], signature=forger.sign(b"anything"))
+    assert holder.apply([forged, *events[1:]]) == 0
+    assert holder.seq == 0 and holder.consent.list() == []
+    assert holder.apply([events[1]]) == 0  # a gap: seq 2 before 1
+    tampered = dataclasses.replace(events[0], body=events[0].body.replace(b"tax", b"gas"))
+    assert holder.apply([tampered]) == 0
+    assert holder.audit is not None
+    records = holder.audit.query(operation="platform.feed")
+    reasons = " | ".join(r.reason for r in records)
+    assert "signature does not verify" in reasons
+    assert "where 1 was expected" in reasons
+    assert "hash does not match" in reasons
+    assert all(r.decision == "deny" for r in records)
+    assert holder.apply(events) == 3  # the genuine feed still applies
+
+
+def test_institution_check(feed: FeedStore, holder: FeedFollower) -> None:
+    check = InstitutionCheck(holder)
+    with pytest.raises(Refused, match="not admitted by the platform"):
+        check.check("bank")
+    feed.set_institution("bank", status="admitted", reason="approved", cert_sha256=FINGERPRINT)
+    holder.apply(feed.since(holder.seq)[0])
+    check.check("bank")
+    feed.set_institution("bank", status="suspended", reason="licence under review")
+    holder.apply(feed.since(holder.seq)[0])
+    with pytest.raises(Refused, match=r"suspended by the platform .*licence under review"):
+        check.check("bank")
+    assert "not yet known at this holder" in check.unknown_auth()
+    InstitutionCheck(None).check("anyone")  # dev mode: no platform, no registry
+    assert FollowState(FollowState.node_dir_url(holder.config.node_dir)).banks()["bank"].status == (
+        "suspended"
+    )
+
+
+def test_the_holder_gate_refuses_for_the_registry_and_names_unseen_auth_ids(
+    tmp_path: Path, feed: FeedStore, holder: FeedFollower
+) -> None:
+    """Through the holder's own gate code: every DataHolder RPC (``authorise_caller``) and
+    every per-enterprise answer (``admit_codes``) asks the registry; an auth id the feed has
+    not brought yet is refused as "not yet known at this holder"."""
+    from types import SimpleNamespace
+
+    from federation.transport.calls import CallInfo, new_meta
+    from models.psi.store import AlignmentStore
+    from parties.holder.service import HolderGate, HolderServicer
+
+    code = CODES[0]
+    gate = HolderGate(
+        node_id="tax",
+        table_codes=[code],
+        consent=holder.consent,
+        alignments=AlignmentStore(tmp_path / "alignments", node_id="tax", table_codes=[code]),
+        categories=["tax"],
+        column_categories={},
+    )
+    gate.institutions = InstitutionCheck(holder)
+    servicer = SimpleNamespace(gate=gate, _banks={"bank"})
+    with pytest.raises(Refused, match="not admitted by the platform"):
+        HolderServicer.authorise_caller(servicer, "bank", "Hello")  # type: ignore[arg-type]
+    feed.set_institution("bank", status="admitted", reason="approved", cert_sha256=FINGERPRINT)
+    feed.grant(_grant(PlatformSigner(KEY), code))
+    holder.apply(feed.since(holder.seq)[0])
+    HolderServicer.authorise_caller(servicer, "bank", "Hello")  # type: ignore[arg-type]
+    call = CallInfo(caller="bank", method="ScoreReach", meta=new_meta())
+    with pytest.raises(Refused, match=r"not yet known at this holder .*seq 2"):
+        HolderServicer.enterprise_gate(
+            servicer,  # type: ignore[arg-type]
+            call,
+            [code],
+            ["tax"],
+            auth_ids=["f" * 32],
+        )
+    feed.set_institution("bank", status="suspended", reason="licence under review")
+    holder.apply(feed.since(holder.seq)[0])
+    with pytest.raises(Refused, match="licence under review"):
+        gate.admit_codes(bank="bank", purpose="financing", codes=[code], categories=["tax"])
