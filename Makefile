@@ -41,5 +41,8 @@ lint: $(VENV)/.installed-dev
 protos: $(VENV)/.installed-dev
 	$(BIN)/python -m protos.generate
 
+protos-check: $(VENV)/.installed-dev
+	$(BIN)/python -m protos.generate --check
+
 clean:
 	rm -rf .xinyidai .pytest_cache .mypy_cache .ruff_cache

@@ -18,10 +18,19 @@ LightGBM with native categoricals (pandas categories) on the same rows.
         --out experiments/results/bench_categorical.json
 
 ``--modes cold,warm`` (issue 14): each experiment **cold** (fresh nodes, this process's crypto
-pools stopped, no ready key) and **warm** (the bank's ready key — a key pair and ``--pool``
-obfuscators, ``federation.crypto.reserve`` — made while idle before the run; the row states the
-pool size, how long filling took and its CPU, which is not in the job's CPU), with the trees
-of both compared (the bank's saved model part).
+pools stopped, nothing made ahead; as ``xinyidai experiment run`` does, the bank's ready key
+starts with the nodes and fills at low priority while they start and align — the row states
+how many obfuscators were ready when training began) and **warm** (the bank's ready key — a
+key pair and ``--pool`` obfuscators, ``federation.crypto.reserve`` — made while idle before the
+run; the row states the pool size, how long filling took and its CPU, which is not in the
+job's CPU), with the trees of both compared (the bank's saved model part). ``bare``: no ready
+key at all (the job generates its key at the start: the cold row before the run started one).
+
+Each row also states ``others' CPU s``: what other programs used of the machine's cores during
+the row (``psutil.cpu_times`` minus the nodes' own CPU), since a shared machine inflates walls.
+
+``--suite city --city 100000 --modes cold``: only the synthetic city (``--city-trees``,
+``--city-depth``), per-tree time at that size.
 
     python experiments/bench_experiment.py --config experiments/default_credit_2party.yaml \
         --modes cold,warm --out experiments/results/bench_warm.json
@@ -60,6 +69,14 @@ SUITE = [
 ]
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used (to tell how much others took)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
 def engine_rates(key_bits: int, workers: int, n: int = 20000) -> dict[str, float]:
     """DJN encryptions/s (the bank's engine: CRT fixed-base, all workers) vs raw r^n powmods/s."""
     public, private = generate_keypair(key_bits)
@@ -82,7 +99,7 @@ def engine_rates(key_bits: int, workers: int, n: int = 20000) -> dict[str, float
     }
 
 
-def city_config(directory: Path, enterprises: int, depth: int) -> Path:
+def city_config(directory: Path, enterprises: int, depth: int, trees: int = 3) -> Path:
     """A synthetic city on disk and an experiment config for it (USCC keys, platform schemas)."""
     from parties.data.synth import synthesize_city
 
@@ -98,7 +115,7 @@ def city_config(directory: Path, enterprises: int, depth: int) -> Path:
             "utility": {"path": "utility.csv", "schema_role": "utility"},
         },
         "split": {"kind": "stratified", "test_fraction": 0.2, "seed": 0},
-        "model": {"type": "secureboost", "n_trees": 3, "max_depth": depth, "max_bin": 32},
+        "model": {"type": "secureboost", "n_trees": trees, "max_depth": depth, "max_bin": 32},
         "crypto": {"key_bits": 2048, "workers": 2},
         "psi": {"min_overlap": 0.2},
         "run": {"deadline_s": 600},
@@ -282,15 +299,22 @@ def run_one(
         print(f"  ready key: {pool} obfuscators in {warm['fill_seconds']} s", flush=True)
     print(f"running {config.name} ({mode}) ...", flush=True)
     home = workdir / f"{config.name}-{mode}"
+    busy0 = machine_busy_seconds()
     result = run_experiment(
         config,
         config_sha256=digest,
         workdir=home,
         progress=lambda m: print(f"  {m}", flush=True),
         track=False,
+        ready_key=mode != "bare",
     )
     data = dict(result.data)
+    ours = sum(float(v.get("cpu_seconds") or 0.0) for v in data["nodes"].values())
+    # CPU the rest of the machine used during the run: well above zero, the cores were shared.
+    data["others_cpu_s"] = round(max(0.0, machine_busy_seconds() - busy0 - ours), 1)
+    data["load_average_after"] = round(os.getloadavg()[0], 2)
     data["mode"] = mode
+    data["bank_ready_key"] = data.get("ready_key")  # result.json's: how warm the job started
     data["ready_key"] = warm
     model = home / "bank" / "models" / f"{data['job_id']}.json"
     if model.exists():
@@ -302,20 +326,23 @@ def run_one(
 def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
     out = [
         "| experiment | aligned | train/test | AUC fed | AUC bank-only | AUC centralised | "
-        "train s | s/tree (holder trees) | CPU s per node | MB sent per node | peak RSS MB per node |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "train s | s/tree (holder trees) | CPU s per node | MB sent per node | peak RSS MB per node "
+        "| others' CPU s | load after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mode = r.get("mode", "cold")
         ready = r.get("ready_key")
-        label = (
-            mode
-            if not ready
-            else (
+        at_start = (r.get("bank_ready_key") or {}).get("obfuscators_at_start", 0)
+        label = {
+            "bare": "bare: no ready key, the job makes its key",
+            "cold": f"cold: ready key started with the nodes, {at_start:,} obfuscators at start",
+        }.get(mode, mode)
+        if ready:
+            label = (
                 f"warm: {ready['pool_size']:,} obfuscators filled in {ready['fill_seconds']} s, "
                 f"{ready['fill_cpu_seconds']} CPU s before the run"
             )
-        )
         holder_trees = (
             r["tree_seconds"][1:] if r["params"]["first_tree_bank_only"] else r["tree_seconds"]
         )
@@ -333,9 +360,14 @@ def table(rows: list[dict[str, Any]], rates: dict[str, float]) -> str:
             f"{label}) "
             f"| {r['n_aligned']} | {r['n_train']}/{r['n_test']} | {r['test_auc']:.4f} "
             f"| {r['bank_only_auc']:.4f} | {central} | {r['train_seconds']:.1f} "
-            f"| {per_tree:.1f} | {cpu} | {sent} | {rss} |"
+            f"| {per_tree:.1f} | {cpu} | {sent} | {rss} | {r.get('others_cpu_s', '—')} "
+            f"| {r.get('load_average_after', '—')} |"
         )
     out.append("")
+    out.append(
+        "`others' CPU s`: CPU time other programs used on the machine during the row's run "
+        "(the machine has 2 cores; well above zero, wall times are inflated)."
+    )
     out.append(
         f"Engine in the same run: DJN encryption {rates['djn_encrypt_per_s']:.0f}/s "
         f"({rates['djn_encrypt_per_s_per_core']:.0f}/s per core) vs raw gmpy2.powmod r^n "
@@ -362,22 +394,27 @@ def main() -> int:
     ap.add_argument("--config", type=Path, action="append", default=[], help="experiment YAML")
     ap.add_argument(
         "--suite",
-        choices=["issue3", "categorical"],
-        help="the issue-3 benchmark set, or the issue-13 categorical workloads",
+        choices=["issue3", "categorical", "city"],
+        help="the issue-3 benchmark set, the issue-13 categorical workloads, or only the "
+        "synthetic city (--city enterprises, --city-depth, --city-trees; each --modes)",
     )
     ap.add_argument("--no-uci", action="store_true", help="categorical suite: synthetic only")
     ap.add_argument("--city", type=int, default=100_000, help="synthetic city size (0: skip)")
     ap.add_argument("--city-depth", type=int, default=4)
+    ap.add_argument("--city-trees", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
-        "--modes", default="cold", help="comma-separated: cold, warm (each experiment in each)"
+        "--modes",
+        default="cold",
+        help="comma-separated: bare (no ready key), cold (fresh nodes; the ready key starts "
+        "with them, as `xinyidai experiment run` does), warm (ready key filled before the run)",
     )
     ap.add_argument("--pool", type=int, default=100_000, help="warm: obfuscators made ahead")
     ap.add_argument("--pool-batch", type=int, default=1024, help="warm: fill step")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in ("cold", "warm") for m in modes):
-        ap.error(f"--modes takes cold and/or warm, got {args.modes!r}")
+    if not modes or any(m not in ("bare", "cold", "warm") for m in modes):
+        ap.error(f"--modes takes bare, cold and/or warm, got {args.modes!r}")
     configs = list(args.config) + (SUITE if args.suite == "issue3" else [])
     rates = engine_rates(2048, workers=2)
     print(json.dumps(rates))
@@ -405,12 +442,14 @@ def main() -> int:
                         baseline, yaml.safe_load(path.read_text())["model"]
                     )
                     rows.append(data)
-        if args.suite == "issue3" and args.city:
+        if args.suite in ("issue3", "city") and args.city:
             city_dir = work / "city"
             city_dir.mkdir()
-            data = run_one(city_config(city_dir, args.city, args.city_depth), work)
-            if data is not None:
-                rows.append(data)
+            city = city_config(city_dir, args.city, args.city_depth, args.city_trees)
+            for mode in modes if args.suite == "city" else ["cold"]:
+                data = run_one(city, work, mode=mode, pool=args.pool, batch=args.pool_batch)
+                if data is not None:
+                    rows.append(data)
     text = table(rows, rates)
     same = _same_trees(rows)
     if same:

@@ -13,6 +13,13 @@ operator, with every call audited at both ends.
 - ``ScoreBatch``: the whole city as one region prefix; ``batch_per_second`` = candidates
   evaluated per second (each one checked by every holder; most are scored, the rest are
   excluded with a reason), ``batch_scored_per_second`` = enterprises actually scored.
+- ``bytes_per_score``: every byte the bank node sent or received for one ``Score`` (the
+  operator's request and reply, and each call to a holder), from the bank's own audit records
+  (``request_bytes``/``response_bytes`` of each call); ``batch_bytes_per_enterprise`` the same
+  for a batch.
+- ``cpu_s``: CPU seconds (user + system) each node's process tree (the node and its crypto
+  workers, psutil) spent during the Score loop and during the batches; ``cpu_ms_per_score``
+  and ``cpu_ms_per_batch_enterprise`` per node.
 
     python experiments/bench_scoring.py --out experiments/results/bench_scoring.json
 """
@@ -46,6 +53,7 @@ def _time_mode(
     batches: int,
     batch_codes: list[str] | None,
     progress: Any,
+    meter: Any = None,
 ) -> dict[str, Any]:
     """Score p50/p99 over ``requests`` sequential calls, and ``batches`` ScoreBatch calls (the
     whole region, or ``batch_codes``); with the CPU seconds each node spent meanwhile."""
@@ -72,7 +80,9 @@ def _time_mode(
 
     for code in codes[:5]:  # warm-up: model load, private setup, caches
         score(code)
+    time.sleep(2.0)  # let the nodes' niced workers fill their reserves after the setup
     latencies, sizes = [], []
+    cpu0, t0 = (meter.cpu(), time.time()) if meter else ({}, 0.0)
     for i in range(requests):
         started = time.perf_counter()
         reply = score(codes[i % len(codes)])
@@ -80,6 +90,8 @@ def _time_mode(
         sizes.append(reply.ByteSize())
         if not reply.scored:
             raise RuntimeError(f"{reply.uscc} was not scored: {reply.missing_sources}")
+    if meter:
+        cpu1, t1 = meter.cpu(), time.time()
     batch_times = []
     for _ in range(batches):
         started = time.perf_counter()
@@ -87,6 +99,20 @@ def _time_mode(
         batch_times.append(time.perf_counter() - started)
     lat = np.asarray(latencies)
     per_batch = float(np.median(batch_times))
+    measured: dict[str, Any] = {}
+    if meter:
+        cpu2, t2 = meter.cpu(), time.time()
+        n_batch = max(1, int(last.candidates) * batches)
+        measured = {
+            "bytes_per_score": meter.wire_bytes(t0, t1) / max(1, requests),
+            "batch_bytes_per_enterprise": meter.wire_bytes(t1, t2) / n_batch,
+            "cpu_s": {
+                "score_loop": {k: cpu1[k] - cpu0[k] for k in cpu0},
+                "batches": {k: cpu2[k] - cpu1[k] for k in cpu1},
+            },
+            "cpu_ms_per_score": {k: 1000 * (cpu1[k] - cpu0[k]) / max(1, requests) for k in cpu0},
+            "cpu_ms_per_batch_enterprise": {k: 1000 * (cpu2[k] - cpu1[k]) / n_batch for k in cpu1},
+        }
     out = {
         "serving_mode": last.serving_mode,
         "p50_ms": float(np.percentile(lat, 50)),
@@ -97,9 +123,45 @@ def _time_mode(
         "batch_scored_per_second": last.scored / per_batch,
         "batch_candidates": int(last.candidates),
         "batch_scored": int(last.scored),
+        **measured,
     }
     progress(f"{name}@{ref or 'local'}: {out}")
     return out
+
+
+class _Meter:
+    """CPU seconds per node (its process tree, psutil) and the bank's bytes on the wire (its
+    audit records' request/response byte counts) between two instants."""
+
+    def __init__(self, fed: Any, audit: Any):
+        self.fed = fed
+        self.audit = audit
+
+    def cpu(self) -> dict[str, float]:
+        import psutil
+
+        out: dict[str, float] = {}
+        for node, proc in self.fed.processes.items():
+            total = 0.0
+            try:
+                root = psutil.Process(proc.pid)
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        t = p.cpu_times()
+                        total += t.user + t.system
+                    except psutil.Error:
+                        continue
+            except psutil.Error:
+                pass
+            out[node] = total
+        return out
+
+    def wire_bytes(self, since: float, until: float) -> int:
+        rows = self.audit.query(since=since, until=until)
+        return sum(
+            int(r.counts.get("request_bytes", 0)) + int(r.counts.get("response_bytes", 0))
+            for r in rows
+        )
 
 
 def run(
@@ -180,6 +242,7 @@ def run(
             "credit-sbt-bench", version, TAG_SERVING_MODE, "private"
         )
         served = {"fast": (report.job_id, ""), "private": ("credit-sbt-bench", version)}
+        meter = _Meter(fed, audit)
         modes: dict[str, Any] = {}
         with operator_client(bank, deadline_s=600.0) as client:
             whole = client.call(
@@ -198,7 +261,7 @@ def run(
                 n_req = requests if mode == "fast" else private_requests
                 batch_codes = None if mode == "fast" else codes[:private_batch]
                 modes[mode] = _time_mode(
-                    client, name, ref, codes, n_req, batches, batch_codes, progress
+                    client, name, ref, codes, n_req, batches, batch_codes, progress, meter
                 )
         result = {
             "modes": modes,
@@ -249,6 +312,8 @@ def markdown(result: dict[str, Any]) -> str:
         ),
         ("ScoreBatch scored/s", "batch_scored_per_second", "{:,.0f}", "", ""),
         ("batch candidates", "batch_candidates", "{}", "", ""),
+        ("bytes per Score (bank, all calls)", "bytes_per_score", "{:,.0f}", "", ""),
+        ("bytes per batch enterprise", "batch_bytes_per_enterprise", "{:,.0f}", "", ""),
     ]
     lines = [
         "# Scoring service benchmark: fast and private",
@@ -263,10 +328,23 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for label, key, fmt, t_fast, t_private in rows:
         lines.append(
-            f"| {label} | {fmt.format(fast[key])} | {t_fast} | {fmt.format(private[key])} "
-            f"| {t_private} |"
+            f"| {label} | {_fmt(fmt, fast.get(key))} | {t_fast} | "
+            f"{_fmt(fmt, private.get(key))} | {t_private} |"
         )
+    for key, label in (
+        ("cpu_ms_per_score", "CPU ms per Score"),
+        ("cpu_ms_per_batch_enterprise", "CPU ms per batch enterprise"),
+    ):
+        for node in sorted(fast.get(key, {})):
+            lines.append(
+                f"| {label}: {node} | {fast[key][node]:.2f} |  | "
+                f"{private.get(key, {}).get(node, float('nan')):.2f} |  |"
+            )
     return "\n".join([*lines, ""])
+
+
+def _fmt(fmt: str, value: Any) -> str:
+    return "n/a" if value is None else fmt.format(value)
 
 
 def save(result: dict[str, Any], out: Path) -> None:

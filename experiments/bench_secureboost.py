@@ -12,6 +12,8 @@ run and a Markdown table beside the JSON file.
 ``--ready-key N`` (issue 14): the bank takes a key made before the run with N obfuscators
 (``federation.crypto.reserve.KeyReserve``; filling time reported, not in ``fit_s``);
 ``--holder-pool K``: the holder makes K textbook obfuscators per job from Start on.
+``--overlap both``: the same job without, then with, the holder summing the root histogram as
+the gradients stream in (issue 14 part 3); both rows are written and the trees compared.
 """
 
 from __future__ import annotations
@@ -84,7 +86,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--ready-key", type=int, default=0, help="obfuscators made before the run")
     ap.add_argument("--holder-pool", type=int, default=0, help="holder obfuscators per job")
+    ap.add_argument(
+        "--overlap",
+        choices=["on", "off", "both"],
+        default="on",
+        help="holders sum the root histogram as gradients stream in (issue 14); both: off then "
+        "on, one after the other, trees compared",
+    )
     opts = ap.parse_args(argv)
+    settings = {"on": [True], "off": [False], "both": [False, True]}[opts.overlap]
+    fitted: list[Any] = []
+    for overlap in settings:
+        code = _one(opts, overlap, fitted)
+        if code:
+            return code
+    if len(fitted) == 2:
+        same = _tree_rows(fitted[0]) == _tree_rows(fitted[1])
+        print(f"trees with and without overlap: {'identical' if same else 'DIFFERENT'}")
+        if not same:
+            return 1
+    return 0
+
+
+def _tree_rows(clf: Any) -> list[list[tuple[Any, ...]]]:
+    return [
+        sorted(
+            (i, n.is_leaf, n.owner, n.feature, n.threshold, n.gain, n.weight)
+            for i, n in t.nodes.items()
+        )
+        for t in clf.trees_
+    ]
+
+
+def _one(opts: argparse.Namespace, overlap: bool, fitted: list[Any]) -> int:
     if not DATA.exists():
         print(f"default-credit data not found under {DATA}", file=sys.stderr)
         return 1
@@ -117,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             fill_s = round(time.perf_counter() - t0, 2)
         started = time.perf_counter()
         cpu0 = time.process_time()
-        clf.fit(X_bank[train], y[train], holders=peers, key_reserve=reserve)
+        clf.fit(X_bank[train], y[train], holders=peers, key_reserve=reserve, overlap=overlap)
+        fitted.append(clf)
         if reserve is not None:
             reserve.stop()
         fit_s = time.perf_counter() - started
@@ -145,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "ready_key": opts.ready_key,
         "ready_key_fill_s": fill_s,
         "holder_pool": opts.holder_pool,
+        "overlap": overlap,
         "main_process_cpu_s": round(fit_cpu, 2),
         "predict_s": round(predict_s, 3),
         "test_auc": round(roc_auc(y[is_test], proba), 4),
@@ -163,15 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         opts.out.parent.mkdir(parents=True, exist_ok=True)
         opts.out.write_text(json.dumps(runs, indent=1) + "\n")
         lines = [
-            "| rows | trees × depth | key | workers | fit (s) | s/tree | AUC | KS | MB on wire |",
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| rows | trees × depth | key | workers | overlap | fit (s) | s/tree | AUC | KS "
+            "| MB on wire | load |",
+            "| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in runs:
             mb = sum(r["wire_mb"].values())
             lines.append(
                 f"| {r['rows']:,} | {r['trees']} × {r['depth']} | {r['key_bits']} | "
-                f"{r['workers']} | {r['fit_s']} | {r['fit_s_per_tree']} | {r['test_auc']} | "
-                f"{r['test_ks']} | {mb:.1f} |"
+                f"{r['workers']} | {'on' if r.get('overlap') else 'off'} | {r['fit_s']} | "
+                f"{r['fit_s_per_tree']} | {r['test_auc']} | {r['test_ks']} | {mb:.1f} | "
+                f"{r.get('load_avg', '')} |"
             )
         opts.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 0

@@ -39,6 +39,7 @@ __all__ = [
     "CertificateInfo",
     "PkiLayout",
     "certificate_identity",
+    "certificate_sha256",
     "describe_pki",
     "host_names",
     "init_pki",
@@ -488,6 +489,18 @@ def peer_node_id(pem: bytes) -> str:
     if problem:
         raise ConfigError(problem)
     return node_id
+
+
+@functools.lru_cache(maxsize=1024)
+def certificate_sha256(pem: bytes) -> str:
+    """The SHA-256 fingerprint (hex, of the DER form) of a PEM certificate: what the platform's
+    registry records at ``admit`` and a holder compares with the certificate a bank presents.
+    "" for bytes that are not a certificate (the TLS layer only hands over parsed ones)."""
+    try:
+        cert = x509.load_pem_x509_certificate(bytes(pem))
+    except ValueError:
+        return ""
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 @dataclass(frozen=True)

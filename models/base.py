@@ -330,7 +330,9 @@ class HolderModule(Generic[JobT, ModelT]):
             first = refused[0]
             why = first.status.removeprefix("refused:")
             raise GateRefused(
-                why if why in ("auth-id", "disputed") else "consent",
+                {"auth-id": "auth-id", "disputed": "disputed", "quota": "limit"}.get(
+                    why, "consent"
+                ),
                 f"{access.method}: {len(refused)} of {len(subjects)} enterprises may not be "
                 f"answered for {access.bank} (purpose {access.purpose[:32]!r}); first: "
                 f"{first.uscc} ({why}); nothing is answered",

@@ -57,6 +57,71 @@ class PlatformLink(_Strict):
     poll_s: float = Field(default=1.0, gt=0, le=3600, description="seconds between feed polls")
 
 
+class PortalAuthConfig(_Strict):
+    """How people sign in to the platform's portal (``portal.auth``; docs/platform.md).
+
+    ``embedded`` (default): accounts in ``PLATFORM_DIR/portal.db`` (``xinyidai platform account
+    create``), argon2-hashed passwords. ``oidc``: the province's identity service through
+    Authlib's Starlette client; the enterprise's USCC comes from the ``uscc_claim`` of the ID
+    token, never from the browser."""
+
+    kind: Literal["embedded", "oidc"] = "embedded"
+    issuer: str | None = Field(default=None, description="oidc: the issuer URL (https://...)")
+    client_id: str | None = Field(default=None, description="oidc: this portal's client id")
+    client_secret_file: Path | None = Field(
+        default=None, description="oidc: a 0600 file holding the client secret"
+    )
+    uscc_claim: str = Field(default="uscc", description="oidc: the claim carrying the USCC")
+
+    @model_validator(mode="after")
+    def _complete(self) -> PortalAuthConfig:
+        if self.kind == "oidc":
+            missing = [
+                name
+                for name in ("issuer", "client_id", "client_secret_file")
+                if getattr(self, name) in (None, "")
+            ]
+            if missing:
+                raise ValueError(f"auth kind 'oidc' needs {', '.join(missing)}")
+            if not str(self.issuer).startswith("https://"):
+                raise ValueError("oidc issuer must be an https:// URL")
+        elif any(v is not None for v in (self.issuer, self.client_id, self.client_secret_file)):
+            raise ValueError("issuer, client_id and client_secret_file belong to kind 'oidc'")
+        return self
+
+
+class PortalConfig(_Strict):
+    """The platform's web portal for people (``portal:`` in a platform's ``node.yaml``), served
+    by the platform node's process on its own port (``xinyidai/portal``, docs/platform.md)."""
+
+    address: str = Field(default="127.0.0.1:0", description="host:port of the portal's HTTP server")
+    tls_cert: Path | None = Field(default=None, description="serve HTTPS with this certificate")
+    tls_key: Path | None = Field(default=None, description="... and this key (0600)")
+    secure_cookies: bool = Field(
+        default=False,
+        description="mark cookies Secure (always when tls_cert is set; set it behind a TLS proxy)",
+    )
+    auth: PortalAuthConfig = Field(default_factory=lambda: PortalAuthConfig())
+    session_minutes: float = Field(default=30.0, gt=0, le=24 * 60, description="idle sign-out")
+    holder_timeout_s: float = Field(
+        default=3.0, gt=0, le=60, description="deadline of each Subject call to a holder"
+    )
+    max_failures: int = Field(
+        default=5, ge=1, le=1000, description="failed sign-ins per login and per address ..."
+    )
+    failure_window_s: float = Field(default=300.0, gt=0, description="... in this window")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> PortalConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
+
+    @property
+    def cookies_secure(self) -> bool:
+        return self.secure_cookies or self.tls_cert is not None
+
+
 class TableConfig(_Strict):
     """A node's table: either a role of the platform's sharing lists (``schema_role``) or, for
     experiments on public benchmark files, a generic one (key, label and numeric features)."""
@@ -263,6 +328,16 @@ class PolicyConfig(_Strict):
         description="resumes of one SecureBoost job (each re-grows "
         "trees with fresh gradients); counted in NODE_DIR/limits.json",
     )
+    max_answers_per_enterprise_per_day: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="answers about one enterprise (scores, points, predictions: ScoreReach, "
+        "PrivateScore, Predict, ScorePoints) one bank may have in any 24 h; past it the "
+        "enterprise is refused (code limit) and an audit alert is written. Bounds how often a "
+        "bank serving crafted models can ask about one enterprise; counted again from the "
+        "audit log at start (parties.holder.quota)",
+    )
     min_holders: int = Field(
         default=1,
         ge=1,
@@ -336,6 +411,7 @@ class NodeConfig(_Strict):
     platform_public_key: Path | None = None
     platform_signing_key: Path | None = None  # role platform: its Ed25519 key (0600)
     platform: PlatformLink | None = None  # holders/banks: follow this platform's feed
+    portal: PortalConfig | None = None  # role platform: the web portal (PortalConfig)
     allowed_purposes: list[str] = Field(default_factory=lambda: ["financing"])
     peers: list[PeerConfig] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
@@ -382,6 +458,21 @@ class NodeConfig(_Strict):
             self.platform_signing_key = fix(self.platform_signing_key)
         if self.mlflow is not None and self.mlflow.dir is not None:
             self.mlflow = self.mlflow.model_copy(update={"dir": fix(self.mlflow.dir)})
+        if self.portal is not None:
+            portal, auth = self.portal, self.portal.auth
+            self.portal = portal.model_copy(
+                update={
+                    "tls_cert": fix(portal.tls_cert) if portal.tls_cert else None,
+                    "tls_key": fix(portal.tls_key) if portal.tls_key else None,
+                    "auth": auth.model_copy(
+                        update={
+                            "client_secret_file": fix(auth.client_secret_file)
+                            if auth.client_secret_file
+                            else None
+                        }
+                    ),
+                }
+            )
         return self
 
     def to_yaml(self) -> str:
@@ -417,6 +508,8 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: field 'platform_public_key' is required for a holder (consent)")
     if config.role == "platform" and config.platform_signing_key is None:
         raise ConfigError(f"{path}: field 'platform_signing_key' is required for a platform node")
+    if config.portal is not None and config.role != "platform":
+        raise ConfigError(f"{path}: field 'portal' belongs to a platform node's node.yaml")
     if config.platform is not None and config.platform_public_key is None:
         raise ConfigError(
             f"{path}: field 'platform' needs 'platform_public_key' (to verify the feed)"

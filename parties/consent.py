@@ -267,6 +267,106 @@ class ConsentRegistry(SqlStore):
                 continue  # another process stored the same auth_id meanwhile: compare again
         raise ConsentError(f"authorisation {auth.auth_id}: could not be stored (conflict)")
 
+    def apply_feed(self, ops: Sequence[tuple[str, Any, str]]) -> tuple[int, str | None]:
+        """Apply a page of the platform's feed in order, in one transaction: ``("grant",
+        SignedAuthorisation, "")`` and ``("revoke", auth_id, reason)``.
+
+        Why a batch: one transaction (one fsync) per page instead of one per authorisation is
+        what lets a holder keep up with the platform (docs/platform.md, Performance). The
+        semantics are ``grant``'s and ``revoke``'s, op by op: a grant already stored changes
+        nothing, a revocation of an authorisation this holder never had or already revoked
+        changes nothing. Returns ``(n, problem)``: the first ``n`` ops are applied and
+        committed; ``problem`` (None when all were) says why op ``n`` was refused - malformed,
+        a bad signature, or other content under an existing id - and nothing after it is
+        applied."""
+        n_ok, problem = len(ops), None
+        for i, (kind, item, _reason) in enumerate(ops):  # form and signature, before any write
+            if kind == "grant":
+                problem = self._grant_problem(item)
+            elif kind != "revoke" or not isinstance(item, str) or not _reason.strip():
+                problem = f"unknown or incomplete feed operation {kind!r}"
+            if problem is not None:
+                n_ok = i
+                break
+        ops = ops[:n_ok]
+        grants = [op[1] for op in ops if op[0] == "grant"]
+        now = time.time()
+        with self._engine.connect() as conn:
+            immediate(conn)
+            with conn.begin():
+                existing: dict[str, tuple[str, bytes]] = {}
+                ids = [g.auth.auth_id for g in grants]
+                for start in range(0, len(ids), 500):
+                    for row in conn.execute(
+                        select(_consent.c.auth_id, _consent.c.record, _consent.c.signature).where(
+                            _consent.c.auth_id.in_(ids[start : start + 500])
+                        )
+                    ):
+                        existing[row.auth_id] = (row.record, bytes(row.signature))
+                pending: list[dict[str, Any]] = []
+
+                def flush() -> None:
+                    if pending:
+                        conn.execute(insert(_consent), pending)
+                        pending.clear()
+
+                for i, (kind, item, reason) in enumerate(ops):
+                    if kind == "revoke":
+                        flush()
+                        conn.execute(
+                            update(_consent)
+                            .where(_consent.c.auth_id == item, _consent.c.revoked_at.is_(None))
+                            .values(revoked_at=now, revoke_reason=reason.strip())
+                        )
+                        continue
+                    auth = item.auth
+                    record = auth.canonical_bytes().decode("utf-8")
+                    signature = bytes(item.signature)
+                    known = existing.get(auth.auth_id)
+                    if known is not None:
+                        if known != (record, signature):
+                            problem = (
+                                f"authorisation {auth.auth_id} is already stored with different "
+                                "content; refusing to replace it"
+                            )
+                            n_ok = i
+                            break
+                        continue
+                    existing[auth.auth_id] = (record, signature)
+                    pending.append(
+                        {
+                            "auth_id": auth.auth_id,
+                            "uscc": auth.uscc,
+                            "bank_id": auth.bank_id,
+                            "purpose": auth.purpose,
+                            "categories": ",".join(auth.categories),
+                            "valid_from": auth.valid_from,
+                            "valid_until": auth.valid_until,
+                            "issued_at": auth.issued_at,
+                            "record": record,
+                            "signature": signature,
+                            "granted_at": now,
+                            "revoked_at": None,
+                            "revoke_reason": None,
+                        }
+                    )
+                flush()
+        return n_ok, problem
+
+    def _grant_problem(self, signed: Any) -> str | None:
+        """Why ``grant`` would refuse ``signed`` before touching the store (None: it would not)."""
+        if not isinstance(signed, SignedAuthorisation):
+            return f"grant needs a SignedAuthorisation, got {type(signed).__name__}"
+        problems = signed.auth.problems()
+        if problems:
+            return f"authorisation {signed.auth.auth_id!r} malformed: {'; '.join(problems)}"
+        if not signed.verifies(self._public_key):
+            return (
+                f"authorisation {signed.auth.auth_id}: signature invalid — not signed by the "
+                f"platform key node '{self.node_id}' trusts"
+            )
+        return None
+
     def revoke(self, auth_id: str, *, reason: str) -> None:
         """Mark an authorisation revoked from now on. Revoking twice keeps the first revocation."""
         if not isinstance(reason, str) or not reason.strip():

@@ -44,13 +44,16 @@ from sqlalchemy import (
     and_,
     bindparam,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from federation.audit import AuditLog
 from federation.errors import ConfigError, XinyidaiError
-from federation.store import SqlStore, immediate, single_read
+from federation.store import SqlStore, create_tables, immediate, single_read
 from parties.authorisation import utc_text
 from parties.config import NodeConfig
 from parties.data import uscc as uscc_codes
@@ -70,6 +73,8 @@ DISPUTABLE_CATEGORIES: tuple[str, ...] = tuple(c for c in CATEGORIES if c != "id
 
 _DISPUTE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_REASON = 2000
+OUTCOMES = ("repaired", "rejected")
+"""How a holder's operator closes a dispute (``resolve``)."""
 _MAX_BY = 255  # the audit log's peer field
 
 
@@ -110,10 +115,21 @@ class DisputeRecord:
     resolved_at: float | None = None
     resolved_by: str | None = None
     resolution_note: str | None = None
+    outcome: str = ""
+    """``repaired`` (the holder corrected its data: credit repair) or ``rejected`` (the data
+    stands, the note says why); empty while open, and for disputes closed before outcomes were
+    kept."""
 
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def status(self) -> str:
+        """``open``, ``repaired``, ``rejected`` or (closed before outcomes were kept) ``resolved``."""
+        if self.is_open:
+            return "open"
+        return self.outcome or "resolved"
 
     def covers(self, category: str) -> bool:
         """True when this dispute concerns data of ``category``."""
@@ -127,7 +143,7 @@ class DisputeRecord:
             "reason": self.reason,
             "raised_by": self.raised_by,
             "raised_at": self.raised_at,
-            "status": "open" if self.is_open else "resolved",
+            "status": self.status,
             "resolved_at": self.resolved_at,
             "resolved_by": self.resolved_by,
             "resolution_note": self.resolution_note,
@@ -187,6 +203,8 @@ _disputes = Table(
     Column("resolved_at", Double, nullable=True),
     Column("resolved_by", String(_MAX_BY), nullable=True),
     Column("resolution_note", Text, nullable=True),
+    # Added later (``DisputeRegistry._create_schema`` adds it to an older store, empty).
+    Column("outcome", String(16), nullable=False, server_default=""),
 )
 # (uscc, resolved_at): the scoring/verification lookup reads only the enterprise's open rows.
 _index = Index("ix_subject_dispute_uscc_open", _disputes.c.uscc, _disputes.c.resolved_at)
@@ -207,6 +225,7 @@ def _record(row: Any) -> DisputeRecord:
         resolved_at=None if row.resolved_at is None else float(row.resolved_at),
         resolved_by=row.resolved_by,
         resolution_note=row.resolution_note,
+        outcome=str(row.outcome or ""),
     )
 
 
@@ -362,8 +381,27 @@ class DisputeRegistry(SqlStore):
                 )
         return record
 
-    def resolve(self, dispute_id: str, *, note: str, by: str) -> DisputeRecord:
-        """Close a dispute (credit repair done, or the data confirmed), recording who and why."""
+    def _create_schema(self) -> None:
+        def add_outcome(conn: Connection) -> None:
+            # A store made before outcomes were kept: add the column (empty = "resolved").
+            columns = {c["name"] for c in inspect(conn).get_columns(_disputes.name)}
+            if "outcome" not in columns:
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {_disputes.name} "
+                        "ADD COLUMN outcome VARCHAR(16) NOT NULL DEFAULT ''"
+                    )
+                )
+
+        create_tables(self._engine, self.TABLES, self.INDEXES, label=self.LABEL, then=add_outcome)
+
+    def resolve(
+        self, dispute_id: str, *, note: str, by: str, outcome: str = "repaired"
+    ) -> DisputeRecord:
+        """Close a dispute: ``repaired`` (the data was corrected: credit repair) or
+        ``rejected`` (the data stands), recording who and why; the enterprise sees both."""
+        if outcome not in OUTCOMES:
+            raise DisputeError(f"outcome {outcome!r} must be one of {', '.join(OUTCOMES)}")
         if not isinstance(dispute_id, str) or not _DISPUTE_ID.fullmatch(dispute_id.strip()):
             raise DisputeError(f"dispute id {dispute_id!r} is not 32 lowercase hex digits")
         dispute_id = dispute_id.strip()
@@ -387,17 +425,19 @@ class DisputeRegistry(SqlStore):
                 conn.execute(
                     update(_disputes)
                     .where(_disputes.c.dispute_id == dispute_id)
-                    .values(resolved_at=now, resolved_by=by, resolution_note=note)
+                    .values(resolved_at=now, resolved_by=by, resolution_note=note, outcome=outcome)
                 )
                 self.audit.append(
                     direction="local",
                     peer=by,
                     operation="subject.resolve",
                     subject=before.uscc,
-                    reason=f"dispute {dispute_id} resolved: {note}"[:500],
+                    reason=f"dispute {dispute_id} {outcome}: {note}"[:500],
                     ts=now,
                 )
-        return dataclasses.replace(before, resolved_at=now, resolved_by=by, resolution_note=note)
+        return dataclasses.replace(
+            before, resolved_at=now, resolved_by=by, resolution_note=note, outcome=outcome
+        )
 
     # -- reading -------------------------------------------------------------------------------
 

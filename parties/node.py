@@ -14,7 +14,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,9 +178,17 @@ class Node:
             servicer, node_id=config.node_id, audit=self.audit, purposes=self.purposes
         )
         self.runtimes = [self.runtime] + [
-            ServiceRuntime(s, node_id=config.node_id, audit=self.audit, purposes=self.purposes)
+            ServiceRuntime(
+                s,
+                node_id=config.node_id,
+                audit=self.audit,
+                # a service with its own purpose (the holder's Subject service) brings its policy
+                purposes=getattr(s, "purposes", None) or self.purposes,
+            )
             for s in extra
         ]
+        for rt in self.runtimes:
+            rt.certificate_check = getattr(self, "certificate_check", None)
         self.server = GrpcServer(
             self.runtimes,
             address=config.address,
@@ -196,6 +204,19 @@ class Node:
         from parties.bank.service import BankServicer
 
         self.peers = {p.node_id: connect(config, p, audit=self.audit) for p in config.holders}
+        if config.platform is not None:  # the operator's copy of its status, authorisations,
+            # whitelists (docs/platform.md); holders stay the authority on every authorisation
+            from federation.pki import load_platform_public_key
+            from parties.platform.follower import FeedFollower
+
+            if config.platform_public_key is None:
+                raise ConfigError(f"bank '{config.node_id}': platform needs platform_public_key")
+            self.follower: FeedFollower | None = FeedFollower(
+                config=config,
+                consent=None,
+                public_key=load_platform_public_key(config.platform_public_key),
+                audit=self.audit,
+            )
         # The registry the node resolves versions in: named in its log at start, so "no
         # registered model" can be checked against the store an operator meant.
         self.registry = TrackingConfig.for_node(config)
@@ -223,6 +244,7 @@ class Node:
         policy, every protocol's holder half (SecureBoost, WOE, LR, scorecard points)."""
         from federation.pki import load_platform_public_key
         from models.psi.store import AlignmentStore
+        from parties.holder.quota import QUOTA_OPERATIONS, AnswerQuota
         from parties.holder.service import HolderGate, HolderServicer
         from parties.holder.views import TrainingView
         from parties.summary import data_categories
@@ -254,6 +276,11 @@ class Node:
             column_categories={c.name: c.category for c in self.schema.columns},
             disputes=parts["disputes"],
         )
+        gate.answers = AnswerQuota(config.policy.max_answers_per_enterprise_per_day)
+        gate.answers.seed(
+            self.audit.admitted_since(time.time() - gate.answers.window_s, QUOTA_OPERATIONS)
+        )
+        gate.alerts = self.audit
         for protocol in protocols:
             protocol.use_gate(gate)
         from parties.holder.feed import attach_follower  # the platform's feed (docs/platform.md)
@@ -261,6 +288,8 @@ class Node:
         self.follower = attach_follower(
             config, consent=self.consent, gate=gate, public_key=public_key, audit=self.audit
         )
+        # every holder service compares an admitted bank's certificate with the registry's
+        self.certificate_check = gate.check_certificate
         servicer = HolderServicer(
             config=config,
             table=self.table,
@@ -274,7 +303,19 @@ class Node:
             gate=gate,
             **parts,
         )
-        return servicer, protocols
+        # Subject rights through the platform (protos/subject.proto, docs/platform.md)
+        from parties.holder.subject_service import SubjectServicer
+
+        subject = SubjectServicer(
+            config=config,
+            table=self.table,
+            schema=self.schema,
+            audit=self.audit,
+            consent=self.consent,
+            disputes=parts["disputes"],
+            public_key=public_key,
+        )
+        return servicer, [*protocols, subject]
 
     def _protocol_services(
         self, config: NodeConfig, view: Any, blobs: BlobStore, column_key: bytes
@@ -448,8 +489,12 @@ def check_node_dir(node_dir: Path) -> None:
         )
 
 
-def serve(config_path: Path) -> None:
-    """Run a node until SIGTERM/SIGINT; everything it creates is private (umask 077)."""
+def serve(config_path: Path, *, attach: Callable[[Any], Callable[[], None]] | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT; everything it creates is private (umask 077).
+
+    ``attach(node)``, called just before the node starts serving, starts what the application
+    layer runs in the same process (the platform's portal) and returns how to stop it (called
+    before the node stops)."""
     make_files_private()
     config = load_node_config(config_path)
     logging.basicConfig(
@@ -472,6 +517,10 @@ def serve(config_path: Path) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # attached first: once the node reports SERVING, what runs with it serves too
+    detach = attach(node) if attach is not None else None
     node.start()
     stopping.wait()
+    if detach is not None:
+        detach()
     node.stop()

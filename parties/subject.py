@@ -234,7 +234,7 @@ class SubjectReport:
                         d.reason,
                         "open"
                         if d.is_open
-                        else f"resolved {_iso(d.resolved_at)} by {d.resolved_by}: "
+                        else f"{d.status} {_iso(d.resolved_at)} by {d.resolved_by}: "
                         f"{d.resolution_note}",
                     )
                     for d in self.disputes

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FeedRequest(_message.Message):
-    __slots__ = ("meta", "since_seq", "max_events")
+    __slots__ = ("meta", "since_seq", "max_events", "wait_ms")
     META_FIELD_NUMBER: _ClassVar[int]
     SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     since_seq: int
     max_events: int
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., since_seq: _Optional[int] = ..., max_events: _Optional[int] = ...) -> None: ...
+    wait_ms: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., since_seq: _Optional[int] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class FeedEvent(_message.Message):
     __slots__ = ("seq", "kind", "body", "prev", "at", "hash", "signature")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/secureboost.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"\xed\x02\n\x10SecureBoostStart\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x17\n\x0fpaillier_params\x18\x02 \x01(\x0c\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x1a\n\x12pack_n_samples_max\x18\x04 \x01(\r\x12\x1b\n\x13pack_precision_bits\x18\x05 \x01(\r\x12\x14\n\x0cpack_g_bound\x18\x06 \x01(\x01\x12\x14\n\x0cpack_h_bound\x18\x07 \x01(\x01\x12\x16\n\x0epack_slot_bits\x18\x08 \x01(\r\x12\x0f\n\x07max_bin\x18\t \x01(\r\x12\x11\n\tmax_depth\x18\n \x01(\r\x12\x0f\n\x07n_trees\x18\x0b \x01(\r\x12\x18\n\x10min_node_samples\x18\x0c \x01(\r\x12\x14\n\x0c\x61lignment_id\x18\r \x01(\t\x12\x0c\n\x04rows\x18\x0e \x01(\x0c\x12\x18\n\x10resume_from_tree\x18\x0f \x01(\r\"(\n\x12SecureBoostStarted\x12\x12\n\nn_features\x18\x01 \x01(\r\"\x81\x01\n\x14SecureBoostGradients\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\x0f\n\x07\x62lob_id\x18\x03 \x01(\t\x12\x0f\n\x07samples\x18\x04 \x01(\x0c\x12\x11\n\tn_samples\x18\x05 \x01(\r\"0\n\x17SecureBoostGradientsAck\x12\x15\n\rn_ciphertexts\x18\x01 \x01(\r\"O\n\x16SecureBoostNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x0f\n\x07samples\x18\x02 \x01(\x0c\x12\x16\n\x0e\x62y_subtraction\x18\x03 \x01(\x08\"\x96\x01\n\x1bSecureBoostHistogramRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\r\x12\x32\n\x05nodes\x18\x04 \x03(\x0b\x32#.xinyidai.v1.SecureBoostNodeRequest\"\x87\x01\n\x18SecureBoostNodeHistogram\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x11\n\tsplit_ids\x18\x02 \x03(\x06\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\x12\x35\n\x06groups\x18\x04 \x03(\x0b\x32%.xinyidai.v1.SecureBoostCategoryGroup\"0\n\x18SecureBoostCategoryGroup\x12\x14\n\x0c\x63\x61tegory_ids\x18\x01 \x03(\x06\"Q\n\x19SecureBoostHistogramReply\x12\x34\n\x05nodes\x18\x01 \x03(\x0b\x32%.xinyidai.v1.SecureBoostNodeHistogram\"\x92\x01\n\x15SecureBoostApplySplit\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\r\x12\x11\n\tsplit_ids\x18\x04 \x03(\x06\x12\x0c\n\x04rows\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63\x61tegory_ids\x18\x06 \x03(\x06\"$\n\x14SecureBoostPartition\x12\x0c\n\x04left\x18\x01 \x01(\x0c\"4\n\x14SecureBoostTreeShape\x12\x0c\n\x04tree\x18\x01 \x01(\r\x12\x0e\n\x06leaves\x18\x02 \x03(\r\"|\n\x11SecureBoostFinish\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\r\n\x05\x61\x62ort\x18\x02 \x01(\x08\x12\x30\n\x05trees\x18\x03 \x03(\x0b\x32!.xinyidai.v1.SecureBoostTreeShape\"<\n\x13SecureBoostFinished\x12\x10\n\x08n_splits\x18\x01 \x01(\r\x12\x13\n\x0bpart_sha256\x18\x02 \x01(\t\"g\n\x19SecureBoostPredictRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x14\n\x0c\x61lignment_id\x18\x03 \x01(\t\"3\n\x14SecureBoostLeafReach\x12\x0c\n\x04tree\x18\x01 \x01(\r\x12\r\n\x05reach\x18\x02 \x01(\x0c\"K\n\x17SecureBoostPredictReply\x12\x30\n\x05trees\x18\x01 \x03(\x0b\x32!.xinyidai.v1.SecureBoostLeafReach2\x8a\x05\n\x11SecureBoostHolder\x12G\n\x05Start\x12\x1d.xinyidai.v1.SecureBoostStart\x1a\x1f.xinyidai.v1.SecureBoostStarted\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x12T\n\tGradients\x12!.xinyidai.v1.SecureBoostGradients\x1a$.xinyidai.v1.SecureBoostGradientsAck\x12^\n\nHistograms\x12(.xinyidai.v1.SecureBoostHistogramRequest\x1a&.xinyidai.v1.SecureBoostHistogramReply\x12S\n\nApplySplit\x12\".xinyidai.v1.SecureBoostApplySplit\x1a!.xinyidai.v1.SecureBoostPartition\x12J\n\x06\x46inish\x12\x1e.xinyidai.v1.SecureBoostFinish\x1a .xinyidai.v1.SecureBoostFinished\x12W\n\x07Predict\x12&.xinyidai.v1.SecureBoostPredictRequest\x1a$.xinyidai.v1.SecureBoostPredictReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/secureboost.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"\xed\x02\n\x10SecureBoostStart\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x17\n\x0fpaillier_params\x18\x02 \x01(\x0c\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x1a\n\x12pack_n_samples_max\x18\x04 \x01(\r\x12\x1b\n\x13pack_precision_bits\x18\x05 \x01(\r\x12\x14\n\x0cpack_g_bound\x18\x06 \x01(\x01\x12\x14\n\x0cpack_h_bound\x18\x07 \x01(\x01\x12\x16\n\x0epack_slot_bits\x18\x08 \x01(\r\x12\x0f\n\x07max_bin\x18\t \x01(\r\x12\x11\n\tmax_depth\x18\n \x01(\r\x12\x0f\n\x07n_trees\x18\x0b \x01(\r\x12\x18\n\x10min_node_samples\x18\x0c \x01(\r\x12\x14\n\x0c\x61lignment_id\x18\r \x01(\t\x12\x0c\n\x04rows\x18\x0e \x01(\x0c\x12\x18\n\x10resume_from_tree\x18\x0f \x01(\r\"(\n\x12SecureBoostStarted\x12\x12\n\nn_features\x18\x01 \x01(\r\"\x93\x01\n\x14SecureBoostGradients\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\x0f\n\x07\x62lob_id\x18\x03 \x01(\t\x12\x0f\n\x07samples\x18\x04 \x01(\x0c\x12\x11\n\tn_samples\x18\x05 \x01(\r\x12\x10\n\x08streamed\x18\x06 \x01(\x08\"0\n\x17SecureBoostGradientsAck\x12\x15\n\rn_ciphertexts\x18\x01 \x01(\r\"O\n\x16SecureBoostNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x0f\n\x07samples\x18\x02 \x01(\x0c\x12\x16\n\x0e\x62y_subtraction\x18\x03 \x01(\x08\"\x96\x01\n\x1bSecureBoostHistogramRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\r\x12\x32\n\x05nodes\x18\x04 \x03(\x0b\x32#.xinyidai.v1.SecureBoostNodeRequest\"\x87\x01\n\x18SecureBoostNodeHistogram\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x11\n\tsplit_ids\x18\x02 \x03(\x06\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\x12\x35\n\x06groups\x18\x04 \x03(\x0b\x32%.xinyidai.v1.SecureBoostCategoryGroup\"0\n\x18SecureBoostCategoryGroup\x12\x14\n\x0c\x63\x61tegory_ids\x18\x01 \x03(\x06\"Q\n\x19SecureBoostHistogramReply\x12\x34\n\x05nodes\x18\x01 \x03(\x0b\x32%.xinyidai.v1.SecureBoostNodeHistogram\"\x92\x01\n\x15SecureBoostApplySplit\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04tree\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\r\x12\x11\n\tsplit_ids\x18\x04 \x03(\x06\x12\x0c\n\x04rows\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63\x61tegory_ids\x18\x06 \x03(\x06\"$\n\x14SecureBoostPartition\x12\x0c\n\x04left\x18\x01 \x01(\x0c\"4\n\x14SecureBoostTreeShape\x12\x0c\n\x04tree\x18\x01 \x01(\r\x12\x0e\n\x06leaves\x18\x02 \x03(\r\"|\n\x11SecureBoostFinish\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\r\n\x05\x61\x62ort\x18\x02 \x01(\x08\x12\x30\n\x05trees\x18\x03 \x03(\x0b\x32!.xinyidai.v1.SecureBoostTreeShape\"<\n\x13SecureBoostFinished\x12\x10\n\x08n_splits\x18\x01 \x01(\r\x12\x13\n\x0bpart_sha256\x18\x02 \x01(\t\"g\n\x19SecureBoostPredictRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x14\n\x0c\x61lignment_id\x18\x03 \x01(\t\"3\n\x14SecureBoostLeafReach\x12\x0c\n\x04tree\x18\x01 \x01(\r\x12\r\n\x05reach\x18\x02 \x01(\x0c\"K\n\x17SecureBoostPredictReply\x12\x30\n\x05trees\x18\x01 \x03(\x0b\x32!.xinyidai.v1.SecureBoostLeafReach2\x8a\x05\n\x11SecureBoostHolder\x12G\n\x05Start\x12\x1d.xinyidai.v1.SecureBoostStart\x1a\x1f.xinyidai.v1.SecureBoostStarted\x12=\n\x07PutBlob\x12\x16.xinyidai.v1.BlobChunk\x1a\x18.xinyidai.v1.BlobReceipt(\x01\x12=\n\x07GetBlob\x12\x18.xinyidai.v1.BlobRequest\x1a\x16.xinyidai.v1.BlobChunk0\x01\x12T\n\tGradients\x12!.xinyidai.v1.SecureBoostGradients\x1a$.xinyidai.v1.SecureBoostGradientsAck\x12^\n\nHistograms\x12(.xinyidai.v1.SecureBoostHistogramRequest\x1a&.xinyidai.v1.SecureBoostHistogramReply\x12S\n\nApplySplit\x12\".xinyidai.v1.SecureBoostApplySplit\x1a!.xinyidai.v1.SecureBoostPartition\x12J\n\x06\x46inish\x12\x1e.xinyidai.v1.SecureBoostFinish\x1a .xinyidai.v1.SecureBoostFinished\x12W\n\x07Predict\x12&.xinyidai.v1.SecureBoostPredictRequest\x1a$.xinyidai.v1.SecureBoostPredictReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECUREBOOSTSTARTED']._serialized_start=430
   _globals['_SECUREBOOSTSTARTED']._serialized_end=470
   _globals['_SECUREBOOSTGRADIENTS']._serialized_start=473
-  _globals['_SECUREBOOSTGRADIENTS']._serialized_end=602
-  _globals['_SECUREBOOSTGRADIENTSACK']._serialized_start=604
-  _globals['_SECUREBOOSTGRADIENTSACK']._serialized_end=652
-  _globals['_SECUREBOOSTNODEREQUEST']._serialized_start=654
-  _globals['_SECUREBOOSTNODEREQUEST']._serialized_end=733
-  _globals['_SECUREBOOSTHISTOGRAMREQUEST']._serialized_start=736
-  _globals['_SECUREBOOSTHISTOGRAMREQUEST']._serialized_end=886
-  _globals['_SECUREBOOSTNODEHISTOGRAM']._serialized_start=889
-  _globals['_SECUREBOOSTNODEHISTOGRAM']._serialized_end=1024
-  _globals['_SECUREBOOSTCATEGORYGROUP']._serialized_start=1026
-  _globals['_SECUREBOOSTCATEGORYGROUP']._serialized_end=1074
-  _globals['_SECUREBOOSTHISTOGRAMREPLY']._serialized_start=1076
-  _globals['_SECUREBOOSTHISTOGRAMREPLY']._serialized_end=1157
-  _globals['_SECUREBOOSTAPPLYSPLIT']._serialized_start=1160
-  _globals['_SECUREBOOSTAPPLYSPLIT']._serialized_end=1306
-  _globals['_SECUREBOOSTPARTITION']._serialized_start=1308
-  _globals['_SECUREBOOSTPARTITION']._serialized_end=1344
-  _globals['_SECUREBOOSTTREESHAPE']._serialized_start=1346
-  _globals['_SECUREBOOSTTREESHAPE']._serialized_end=1398
-  _globals['_SECUREBOOSTFINISH']._serialized_start=1400
-  _globals['_SECUREBOOSTFINISH']._serialized_end=1524
-  _globals['_SECUREBOOSTFINISHED']._serialized_start=1526
-  _globals['_SECUREBOOSTFINISHED']._serialized_end=1586
-  _globals['_SECUREBOOSTPREDICTREQUEST']._serialized_start=1588
-  _globals['_SECUREBOOSTPREDICTREQUEST']._serialized_end=1691
-  _globals['_SECUREBOOSTLEAFREACH']._serialized_start=1693
-  _globals['_SECUREBOOSTLEAFREACH']._serialized_end=1744
-  _globals['_SECUREBOOSTPREDICTREPLY']._serialized_start=1746
-  _globals['_SECUREBOOSTPREDICTREPLY']._serialized_end=1821
-  _globals['_SECUREBOOSTHOLDER']._serialized_start=1824
-  _globals['_SECUREBOOSTHOLDER']._serialized_end=2474
+  _globals['_SECUREBOOSTGRADIENTS']._serialized_end=620
+  _globals['_SECUREBOOSTGRADIENTSACK']._serialized_start=622
+  _globals['_SECUREBOOSTGRADIENTSACK']._serialized_end=670
+  _globals['_SECUREBOOSTNODEREQUEST']._serialized_start=672
+  _globals['_SECUREBOOSTNODEREQUEST']._serialized_end=751
+  _globals['_SECUREBOOSTHISTOGRAMREQUEST']._serialized_start=754
+  _globals['_SECUREBOOSTHISTOGRAMREQUEST']._serialized_end=904
+  _globals['_SECUREBOOSTNODEHISTOGRAM']._serialized_start=907
+  _globals['_SECUREBOOSTNODEHISTOGRAM']._serialized_end=1042
+  _globals['_SECUREBOOSTCATEGORYGROUP']._serialized_start=1044
+  _globals['_SECUREBOOSTCATEGORYGROUP']._serialized_end=1092
+  _globals['_SECUREBOOSTHISTOGRAMREPLY']._serialized_start=1094
+  _globals['_SECUREBOOSTHISTOGRAMREPLY']._serialized_end=1175
+  _globals['_SECUREBOOSTAPPLYSPLIT']._serialized_start=1178
+  _globals['_SECUREBOOSTAPPLYSPLIT']._serialized_end=1324
+  _globals['_SECUREBOOSTPARTITION']._serialized_start=1326
+  _globals['_SECUREBOOSTPARTITION']._serialized_end=1362
+  _globals['_SECUREBOOSTTREESHAPE']._serialized_start=1364
+  _globals['_SECUREBOOSTTREESHAPE']._serialized_end=1416
+  _globals['_SECUREBOOSTFINISH']._serialized_start=1418
+  _globals['_SECUREBOOSTFINISH']._serialized_end=1542
+  _globals['_SECUREBOOSTFINISHED']._serialized_start=1544
+  _globals['_SECUREBOOSTFINISHED']._serialized_end=1604
+  _globals['_SECUREBOOSTPREDICTREQUEST']._serialized_start=1606
+  _globals['_SECUREBOOSTPREDICTREQUEST']._serialized_end=1709
+  _globals['_SECUREBOOSTLEAFREACH']._serialized_start=1711
+  _globals['_SECUREBOOSTLEAFREACH']._serialized_end=1762
+  _globals['_SECUREBOOSTPREDICTREPLY']._serialized_start=1764
+  _globals['_SECUREBOOSTPREDICTREPLY']._serialized_end=1839
+  _globals['_SECUREBOOSTHOLDER']._serialized_start=1842
+  _globals['_SECUREBOOSTHOLDER']._serialized_end=2492
 # @@protoc_insertion_point(module_scope)

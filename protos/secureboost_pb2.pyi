@@ -48,18 +48,20 @@ class SecureBoostStarted(_message.Message):
     def __init__(self, n_features: _Optional[int] = ...) -> None: ...
 
 class SecureBoostGradients(_message.Message):
-    __slots__ = ("meta", "tree", "blob_id", "samples", "n_samples")
+    __slots__ = ("meta", "tree", "blob_id", "samples", "n_samples", "streamed")
     META_FIELD_NUMBER: _ClassVar[int]
     TREE_FIELD_NUMBER: _ClassVar[int]
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STREAMED_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     tree: int
     blob_id: str
     samples: bytes
     n_samples: int
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., tree: _Optional[int] = ..., blob_id: _Optional[str] = ..., samples: _Optional[bytes] = ..., n_samples: _Optional[int] = ...) -> None: ...
+    streamed: bool
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., tree: _Optional[int] = ..., blob_id: _Optional[str] = ..., samples: _Optional[bytes] = ..., n_samples: _Optional[int] = ..., streamed: _Optional[bool] = ...) -> None: ...
 
 class SecureBoostGradientsAck(_message.Message):
     __slots__ = ("n_ciphertexts",)

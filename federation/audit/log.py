@@ -230,6 +230,21 @@ class AuditLog:
                     continue  # the runtime refuses malformed heads; a stray one witnesses nothing
         return list(seen)
 
+    def admitted_since(
+        self, since: float, operations: Sequence[str]
+    ) -> list[tuple[str, str, float]]:
+        """``(peer, uscc, ts)`` of every enterprise admitted (subject status ``allow``) in a
+        record of ``operations`` after ``since``: what a holder's answer quota counts again
+        when the node restarts."""
+        r, t = schema.records, schema.subjects
+        stmt = (
+            select(r.c.peer, t.c.uscc, r.c.ts)
+            .select_from(t.join(r, r.c.seq == t.c.seq))
+            .where(r.c.ts > since, r.c.operation.in_(list(operations)), t.c.status == "allow")
+        )
+        with self._engine.connect() as conn:
+            return [(str(p), str(u), float(ts)) for p, u, ts in conn.execute(stmt)]
+
     def subjects_of(self, uscc: str) -> list[tuple[AuditEntry, SubjectAccess]]:
         """Every record about enterprise ``uscc``, with its subject row, oldest first.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import gmpy2
@@ -151,6 +152,115 @@ def encrypted_bin_sums(
     return [row if row is not None else [mpz(1)] * n_bins for row in out]
 
 
+class StreamingBinSums:
+    """Bin sums of a ciphertext vector that arrives in pieces (a holder's gradient stream).
+
+    Why: the holder's root histogram is every sample's ciphertext multiplied into its bins, so
+    it can be summed while the bank still encrypts and sends (issue 14, overlap). ``feed`` takes
+    the wire bytes as they come; every ``block`` ciphertexts it checks them and starts their
+    partial sums on the engine's workers (or here, with one worker); ``finish`` multiplies the
+    partials. Products mod n² commute, so the result is the same integers as
+    ``encrypted_bin_sums`` over all rows at once, and so the same candidates and trees.
+
+    ``bins``: the bins of the rows the ciphertexts belong to, in stream order; more bytes than
+    ``bins`` has rows, a partial ciphertext or a value outside [1, n²) is refused
+    (``HistogramInputError``), and nothing is returned.
+    """
+
+    def __init__(
+        self,
+        bins: np.ndarray,
+        n_bins: int,
+        public_key: PaillierPublicKey | PublicParams,
+        *,
+        engine: PaillierEngine | None = None,
+        block: int = 4096,
+    ):
+        if block < 1:
+            raise HistogramInputError(f"block must be >= 1, got {block}")
+        self._nsq = _nsquare(public_key)
+        _, self._cols = _validate(bins.shape[0], bins, np.arange(bins.shape[0]), n_bins)
+        self._n_bins = int(n_bins)
+        self._width = byte_len(self._nsq)
+        self._engine = engine
+        self._block = int(block)
+        self._buf = bytearray()
+        self._parts: list[Future[bytes]] = []
+        self.ciphertexts: list[mpz] = []
+
+    @property
+    def expected(self) -> int:
+        """How many ciphertexts the stream must hold (one per row of ``bins``)."""
+        return int(self._cols.shape[0])
+
+    def feed(self, data: bytes) -> None:
+        """Take the next wire bytes; full blocks start summing at once."""
+        self._buf += data
+        if len(self.ciphertexts) * self._width + len(self._buf) > self.expected * self._width:
+            raise HistogramInputError(
+                f"the stream holds more than the {self.expected} ciphertexts announced"
+            )
+        while len(self._buf) >= self._block * self._width:
+            self._take(self._block)
+
+    def _take(self, count: int) -> None:
+        size = count * self._width
+        raw = bytes(self._buf[:size])
+        del self._buf[:size]
+        start = len(self.ciphertexts)
+        cts = from_fixed(raw, self._width)
+        for k, c in enumerate(cts):
+            if not 0 < c < self._nsq:
+                raise HistogramInputError(f"ciphertext {start + k} is not in [1, n^2)")
+        self.ciphertexts.extend(cts)
+        cols = self._cols[start : start + count]
+        if self._engine is None:
+            done: Future[bytes] = Future()
+            done.set_result(_hist_task(raw, self._width, cols, self._n_bins, int(self._nsq)))
+            self._parts.append(done)
+        else:
+            self._parts.append(
+                self._engine.submit(
+                    _hist_task, raw, self._width, cols, self._n_bins, int(self._nsq)
+                )
+            )
+
+    def finish(self) -> list[list[mpz]]:
+        """``out[f][b]`` over the whole stream (empty bin: ``1``), once every byte is here."""
+        if len(self._buf) % self._width:
+            raise HistogramInputError("the stream ends inside a ciphertext")
+        if self._buf:
+            self._take(len(self._buf) // self._width)
+        if len(self.ciphertexts) != self.expected:
+            raise HistogramInputError(
+                f"the stream held {len(self.ciphertexts)} ciphertexts for {self.expected} rows"
+            )
+        n_features, n_bins, nsq = self._cols.shape[1], self._n_bins, self._nsq
+        parts = (
+            [f.result() for f in self._parts]
+            if self._engine is None
+            else self._engine.collect(self._parts)
+        )
+        out: list[list[mpz]] = [[mpz(1)] * n_bins for _ in range(n_features)]
+        for buf in parts:
+            flat = from_fixed(buf, self._width)
+            for f in range(n_features):
+                row = out[f]
+                for b in range(n_bins):
+                    p = flat[f * n_bins + b]
+                    if p != 1:
+                        row[b] = p if row[b] == 1 else _f_mod(row[b] * p, nsq)
+        return out
+
+    def cancel(self) -> None:
+        """Drop what was received and stop partial sums not yet started."""
+        for f in self._parts:
+            f.cancel()
+        self._parts.clear()
+        self.ciphertexts = []
+        self._buf.clear()
+
+
 def subtract(
     parent: Sequence[Any], child: Sequence[Any], public_key: PaillierPublicKey | PublicParams
 ) -> list[Any]:
@@ -177,4 +287,4 @@ def subtract(
     return difference
 
 
-__all__ = ["HistogramInputError", "encrypted_bin_sums", "subtract"]
+__all__ = ["HistogramInputError", "StreamingBinSums", "encrypted_bin_sums", "subtract"]

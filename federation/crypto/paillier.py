@@ -261,6 +261,27 @@ class PaillierEngine:
         futures = [pool.submit(fn, *args) for args in tasks]
         return self._collect(futures)
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start module-level ``fn(*args)`` on the pool and return at once (``collect`` gets
+        the results); with a single worker it runs here, now, in a completed future.
+
+        For work that should proceed while the caller does something else — a holder summing
+        gradient chunks as they stream in (``histogram.StreamingBinSums``).
+        """
+        pool = self._get_pool()
+        if pool is not None:
+            return pool.submit(fn, *args)
+        done: Future[T] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # delivered by collect, like a worker's error
+            done.set_exception(exc)
+        return done
+
+    def collect(self, futures: Sequence[Future[T]]) -> list[T]:
+        """The results of ``submit``'s futures, in order (a dead worker: ``CryptoError``)."""
+        return self._collect(futures)
+
     @staticmethod
     def _collect(futures: Sequence[Future[T]]) -> list[T]:
         try:

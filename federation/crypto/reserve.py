@@ -102,6 +102,7 @@ class KeyReserve:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ready: ReadyKey | None = None
+        self._preparing = False  # a key is being generated (lease may wait for it)
         self._active = 0
         self._thread: threading.Thread | None = None
         self._prepare_started = 0.0
@@ -124,6 +125,7 @@ class KeyReserve:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
+                self._preparing = self._ready is None and self._active == 0
                 self._thread = threading.Thread(target=self._run, name="key-reserve", daemon=True)
                 self._thread.start()
         return self
@@ -138,14 +140,21 @@ class KeyReserve:
         with self._lock:
             ready, self._ready = self._ready, None
             self._thread = None
+            self._preparing = False
         if ready is not None:
             ready.pool.clear()
 
     # -- jobs ------------------------------------------------------------------------------
     @contextmanager
-    def lease(self, key_bits: int) -> Iterator[ReadyKey | None]:
+    def lease(self, key_bits: int, *, wait_s: float = 0.0) -> Iterator[ReadyKey | None]:
         """The ready key for one job (None: none ready, or of another size), removed from the
-        reserve as it is handed out; the next one is prepared after the job."""
+        reserve as it is handed out; the next one is prepared after the job.
+
+        ``wait_s``: if the key is being generated right now, wait up to this long for it — a
+        job would otherwise generate a second key while this one is nearly done (a run that
+        starts its reserve with the nodes and trains seconds later)."""
+        if key_bits == self.key_bits:
+            self._await_preparation(wait_s)
         with self._lock:
             ready = None
             if self._ready is not None and key_bits == self.key_bits:
@@ -160,6 +169,14 @@ class KeyReserve:
             with self._lock:
                 self._active -= 1
             self._wake.set()
+
+    def _await_preparation(self, wait_s: float) -> None:
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._ready is not None or not self._preparing:
+                    return
+            time.sleep(0.02)
 
     def attach(self, engine: PaillierEngine, ready: ReadyKey | None, *, need: int) -> None:
         """Give a job's engine its obfuscators: the ready key's pool, or (a key made at job
@@ -202,12 +219,17 @@ class KeyReserve:
         while not self._stop.is_set():
             with self._lock:
                 needed = self._ready is None and self._active == 0
+                self._preparing = needed
             if needed:
                 try:
                     self._prepare()
                 except Exception as exc:  # jobs fall back to generating their own key
                     log.warning("key reserve: preparing a key failed (%s)", type(exc).__name__)
+                    with self._lock:
+                        self._preparing = False
                     self._stop.wait(5.0)
+                with self._lock:
+                    self._preparing = False
             self._wake.wait(1.0)
             self._wake.clear()
             self._note_full()
@@ -233,6 +255,7 @@ class KeyReserve:
         pool.start(maker.niced_producer(self.nice))
         with self._lock:
             self._ready = ready
+            self._preparing = False
             self.keys_made += 1
 
     def _note_full(self) -> None:
@@ -271,6 +294,15 @@ def running_reserve(key_bits: int) -> KeyReserve | None:
     return None
 
 
+def stop_reserve(reserve: KeyReserve) -> None:
+    """Stop one reserve of this process (its owner's job is done) and forget it."""
+    with _RESERVES_LOCK:
+        for key, found in list(_RESERVES.items()):
+            if found is reserve:
+                del _RESERVES[key]
+    reserve.stop()
+
+
 def stop_reserves() -> None:
     """Stop every reserve of this process (node stop) and drop their keys."""
     with _RESERVES_LOCK:
@@ -286,5 +318,6 @@ __all__ = [
     "ReadyKey",
     "key_reserve",
     "running_reserve",
+    "stop_reserve",
     "stop_reserves",
 ]

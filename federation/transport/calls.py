@@ -238,6 +238,9 @@ class CallInfo:
     subjects: list[SubjectAccess] = field(default_factory=list)
     """Every enterprise the request was about (batch requests: many); handlers append."""
     peer_head: str = ""  # the caller's audit chain head (SEQ:HASH) as its request stated
+    caller_cert_sha256: str = ""
+    """SHA-256 (hex) of the client certificate the caller presented; "" where the carrier has
+    none (the in-process twin). Checked by ``ServiceRuntime.certificate_check`` when set."""
     recorded: bool = False  # set by the runtime once the call's one record is written
     note: str = ""  # why this record is special (a retry), written as its reason
     replay_key: Hashable | None = None  # set by the runtime when its answer may be replayed

@@ -128,6 +128,15 @@ def _caller_of(context: grpc.ServicerContext) -> str:
         raise  # unreachable: abort raises
 
 
+def _fingerprint_of(context: grpc.ServicerContext) -> str:
+    """SHA-256 (hex) of the caller's client certificate (DER), as ``xinyidai platform admit``
+    records it; "" if there is not exactly one (``_identify`` refuses that call anyway)."""
+    from federation.pki import certificate_sha256
+
+    pems = context.auth_context().get("x509_pem_cert") or []
+    return certificate_sha256(pems[0]) if len(pems) == 1 else ""
+
+
 def _trail(context: grpc.ServicerContext, trailer: dict[str, str], refusal: str = "") -> None:
     pairs = []
     if refusal:
@@ -196,6 +205,7 @@ class _GenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc shi
                         name,
                         request_iterator,
                         caller=_identify(rt, name, context),
+                        caller_cert_sha256=_fingerprint_of(context),
                         time_remaining=_remaining(context),
                         active=context.is_active,
                         trailer=trailer,
@@ -218,6 +228,7 @@ class _GenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc shi
                         name,
                         request,
                         caller=_identify(rt, name, context),
+                        caller_cert_sha256=_fingerprint_of(context),
                         time_remaining=_remaining(context),
                         active=context.is_active,
                         trailer=trailer,
@@ -247,6 +258,7 @@ class _GenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc shi
                     name,
                     request,
                     caller=_identify(rt, name, context),
+                    caller_cert_sha256=_fingerprint_of(context),
                     time_remaining=_remaining(context),
                     active=context.is_active,
                     trailer=trailer,

@@ -208,7 +208,12 @@ class ServiceRuntime:
         purposes: PurposeChecker,
         max_message_bytes: int | None = None,
         gate: CallGate | None = None,
+        certificate_check: Callable[[str, str], None] | None = None,
     ):
+        """``certificate_check(caller, cert_sha256)``: raises ``Refused`` when the caller's
+        certificate is not the one its node id is registered with (a holder following the
+        platform: the admitted bank's fingerprint); run right after ``authorise_caller``."""
+        self.certificate_check = certificate_check
         self.servicer = servicer
         self.node_id = node_id
         self.audit = audit
@@ -290,6 +295,8 @@ class ServiceRuntime:
                 )
         call.peer_head = meta.head
         self.servicer.authorise_caller(call.caller, call.method)
+        if self.certificate_check is not None:
+            self.certificate_check(call.caller, call.caller_cert_sha256)
         self.purposes.check(meta.purpose)
 
     def _record(self, call: CallInfo, decision: str, reason: str, trailer: dict[str, str]) -> None:
@@ -521,11 +528,17 @@ class ServiceRuntime:
         time_remaining: Callable[[], float | None] = lambda: None,
         trailer: dict[str, str] | None = None,
         active: Callable[[], bool] = lambda: True,
+        caller_cert_sha256: str = "",
     ) -> bytes:
         """One request, one answer; ``trailer`` receives this node's head ("head") after the
         call's record is written (the carrier sends it back with the answer)."""
         trailer = {} if trailer is None else trailer
-        call = CallInfo(caller=caller, method=name, time_remaining=time_remaining)
+        call = CallInfo(
+            caller=caller,
+            method=name,
+            time_remaining=time_remaining,
+            caller_cert_sha256=caller_cert_sha256,
+        )
         call.counts["request_bytes"] = len(raw)
         permit = self._enter(call, trailer, raw, active)
         try:
@@ -561,11 +574,17 @@ class ServiceRuntime:
         time_remaining: Callable[[], float | None] = lambda: None,
         trailer: dict[str, str] | None = None,
         active: Callable[[], bool] = lambda: True,
+        caller_cert_sha256: str = "",
     ) -> bytes:
         """A stream of requests, one answer. The first message is checked (size, meta, caller,
         purpose) before the handler is even called, so a refused stream has no side effect."""
         trailer = {} if trailer is None else trailer
-        call = CallInfo(caller=caller, method=name, time_remaining=time_remaining)
+        call = CallInfo(
+            caller=caller,
+            method=name,
+            time_remaining=time_remaining,
+            caller_cert_sha256=caller_cert_sha256,
+        )
         call.counts["request_bytes"] = 0
         permit = self._enter(call, trailer, None, active)
         try:
@@ -616,11 +635,17 @@ class ServiceRuntime:
         time_remaining: Callable[[], float | None] = lambda: None,
         trailer: dict[str, str] | None = None,
         active: Callable[[], bool] = lambda: True,
+        caller_cert_sha256: str = "",
     ) -> Generator[bytes, None, None]:
         """One request, a stream of answers. The last message is held back until the call is
         recorded; a stream the client abandons is recorded as cancelled after N chunks."""
         trailer = {} if trailer is None else trailer
-        call = CallInfo(caller=caller, method=name, time_remaining=time_remaining)
+        call = CallInfo(
+            caller=caller,
+            method=name,
+            time_remaining=time_remaining,
+            caller_cert_sha256=caller_cert_sha256,
+        )
         call.counts["request_bytes"] = len(raw)
         permit = self._enter(call, trailer, raw, active)
         try:

@@ -82,6 +82,13 @@ RESUMABLE_CODES = frozenset(
 """Peer failures that a restarted holder can recover from (it lost, or never got, the call)."""
 MAX_RESUMES = 5
 """Resumes per job before the bank gives up: a holder that keeps failing is not restarting."""
+KEY_WAIT_S = 20.0
+"""How long a job waits for a ready key being generated as it starts (else it makes its own)."""
+
+
+_Entry = tuple[str, int, np.ndarray, list[np.ndarray], int]
+"""One node's reply from one holder: (holder, node, candidate ids, category groups, number of
+packed ciphertexts)."""
 
 
 @dataclass
@@ -150,8 +157,12 @@ class SecureBoostBank:
         checkpoint_dir: Path | None = None,
         resume_wait_s: float = 0.0,
         key_reserve: KeyReserve | None = None,
+        overlap: bool = True,
     ):
         self.params = params
+        # Overlap (issue 14): announce each tree's gradients before streaming them, so holders
+        # sum the root histogram as chunks arrive (same sums, same trees; off: blob, then call).
+        self.overlap = bool(overlap)
         # The node's ready key (``federation.crypto.reserve``): a key pair and obfuscators
         # made while the node was idle; None, or nothing ready, generates the key at start.
         self.key_reserve = key_reserve
@@ -201,7 +212,9 @@ class SecureBoostBank:
         labels = check_labels(y, n)
         n_bins = np.asarray(n_bins, dtype=np.int64)
         lease: AbstractContextManager[ReadyKey | None] = (
-            nullcontext(None) if self.key_reserve is None else self.key_reserve.lease(self.key_bits)
+            nullcontext(None)
+            if self.key_reserve is None
+            else self.key_reserve.lease(self.key_bits, wait_s=KEY_WAIT_S)
         )
         with lease as ready:  # the ready key serves this job only; dropped when it ends
             if ready is None:
@@ -210,6 +223,8 @@ class SecureBoostBank:
             else:
                 private, params = ready.private_key, ready.params
             self.stats["ready_key"] = ready is not None
+            # How warm the job started: obfuscators made ahead and ready (a count, no values).
+            self.stats["obfuscators_at_start"] = 0 if ready is None else len(ready.pool)
             return self._train(bins, n, labels, n_bins, params, private, ready)
 
     def _train(
@@ -430,7 +445,11 @@ class SecureBoostBank:
         engine: PaillierEngine,
         packer: GradHessPacker,
     ) -> None:
-        """Encrypt once, stream to every holder at once (``broadcast_blob``), then Gradients."""
+        """Encrypt once, stream to every holder at once (``broadcast_blob``), then Gradients.
+
+        With ``overlap`` the ``Gradients`` call (``streamed``) goes first: each holder then sums
+        its root histogram chunk by chunk while the bank still encrypts and sends, and the
+        tree is ready at the holder when its ``PutBlob`` returns."""
         d = self.driver
         blob_id = f"gradients-t{tree}"
         request = pb.SecureBoostGradients(
@@ -439,12 +458,17 @@ class SecureBoostBank:
             blob_id=blob_id,
             samples=mask_to_bytes(in_sample),
             n_samples=int(in_sample.sum()),
+            streamed=self.overlap,
         )
+        if self.overlap:
+            d.each_call("Gradients", request)
         d.broadcast_blob(
             blob_id,
             engine.encrypt_stream(packer.pack(g, h), chunk_size=self.chunk_size),
             total=int(in_sample.sum()) * engine.ciphertext_bytes,
-            then=lambda name: self.holders[name].call("Gradients", request),
+            then=lambda name: (
+                None if self.overlap else self.holders[name].call("Gradients", request)
+            ),
         )
         pool = engine.obfuscator_pool()
         if pool is not None:  # how many encryptions were one multiply (a count, no values)
@@ -559,35 +583,42 @@ class SecureBoostBank:
             request.nodes.add(
                 node=o.node, samples=mask_to_bytes(o.rows & in_sample), by_subtraction=by_sub
             )
-        replies: dict[str, pb.SecureBoostHistogramReply] = d.each_call("Histograms", request)
-        d.stage = f"tree {t}, depth {depth}: decrypting"
         cp = self._gh.ciphertext_packer()
-        layout: list[tuple[str, int, np.ndarray, list[np.ndarray], int]] = []
-        all_cts: list[Any] = []
-        for name, reply in replies.items():
-            with d.blame(name):
-                got = [h.node for h in reply.nodes]
-                if sorted(got) != sorted(sizes):
+
+        def one(name: str) -> tuple[list[_Entry], list[Any]]:
+            # Each holder's sums are checked and decrypted as soon as its reply is here,
+            # while slower holders still compute (a failure is blamed on this holder).
+            reply: pb.SecureBoostHistogramReply = self.holders[name].call("Histograms", request)
+            got = [h.node for h in reply.nodes]
+            if sorted(got) != sorted(sizes):
+                raise ProtocolError(f"holder '{name}' answered nodes {got}, asked {sorted(sizes)}")
+            layout: list[_Entry] = []
+            cts_all: list[Any] = []
+            for hist in reply.nodes:
+                ids = np.array(hist.split_ids, dtype=np.uint64)
+                groups = [np.array(g.category_ids, dtype=np.uint64) for g in hist.groups]
+                if any(g.size < 2 for g in groups):
                     raise ProtocolError(
-                        f"holder '{name}' answered nodes {got}, asked {sorted(sizes)}"
+                        f"holder '{name}' node {hist.node}: a category group of < 2"
                     )
-                for hist in reply.nodes:
-                    ids = np.array(hist.split_ids, dtype=np.uint64)
-                    groups = [np.array(g.category_ids, dtype=np.uint64) for g in hist.groups]
-                    if any(g.size < 2 for g in groups):
-                        raise ProtocolError(
-                            f"holder '{name}' node {hist.node}: a category group of < 2"
-                        )
-                    n_sums = ids.size + sum(g.size for g in groups)
-                    cts = ciphertexts_from_bytes(hist.ciphertexts, engine.params)
-                    if len(cts) != cp.n_packed(n_sums):
-                        raise ProtocolError(
-                            f"holder '{name}' node {hist.node}: {len(cts)} ciphertexts for "
-                            f"{n_sums} sums"
-                        )
-                    layout.append((name, hist.node, ids, groups, len(cts)))
-                    all_cts.extend(cts)
-        plains = engine.decrypt(all_cts)
+                n_sums = ids.size + sum(g.size for g in groups)
+                cts = ciphertexts_from_bytes(hist.ciphertexts, engine.params)
+                if len(cts) != cp.n_packed(n_sums):
+                    raise ProtocolError(
+                        f"holder '{name}' node {hist.node}: {len(cts)} ciphertexts for "
+                        f"{n_sums} sums"
+                    )
+                layout.append((name, hist.node, ids, groups, len(cts)))
+                cts_all.extend(cts)
+            return layout, engine.decrypt(cts_all)
+
+        replies = d.each(one)
+        d.stage = f"tree {t}, depth {depth}: unpacking"
+        layout: list[_Entry] = []
+        plains: list[Any] = []
+        for name in self.holders:  # holder order: the same candidates whoever answered first
+            layout += replies[name][0]
+            plains += replies[name][1]
         self.stats["decryptions"] += len(plains)
         return self._unpack(layout, plains, sizes)
 

@@ -121,6 +121,7 @@ class SecureBoostClassifier(BankFrameMixin):
         resume_wait_s: float = 0.0,
         categorical: Sequence[str] | None = None,
         key_reserve: KeyReserve | None = None,
+        overlap: bool = True,
     ) -> SecureBoostClassifier:
         """Train with the holders; the bank's data never leaves this process in the clear.
 
@@ -134,6 +135,8 @@ class SecureBoostClassifier(BankFrameMixin):
         frame's ``attrs["categorical"]``, as ``parties.bank.table.BankTable`` sets it).
         ``key_reserve``: the node's ready key (``federation.crypto.reserve``), taken for this
         job if one is ready; without it the key is generated at the start, as always.
+        ``overlap``: holders sum each tree's root histogram as its gradients stream in
+        (``SecureBoostBank``; the same trees either way).
         """
         if categorical is None:
             categorical = list(getattr(X_bank, "attrs", {}).get("categorical") or [])
@@ -160,6 +163,7 @@ class SecureBoostClassifier(BankFrameMixin):
             checkpoint_dir=checkpoint_dir,
             resume_wait_s=resume_wait_s,
             key_reserve=key_reserve,
+            overlap=overlap,
         )
         model = bank.train(bins, binner.n_bins_, labels, categorical=nominal)
         self.alignment_id_ = alignment_id

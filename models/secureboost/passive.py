@@ -10,10 +10,13 @@ docs/secureboost.md. Policy, rows, jobs and model files come from ``models.base.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from federation.crypto import (
     ciphertexts_from_bytes,
     public_params_from_bytes,
 )
+from federation.crypto.histogram import HistogramInputError, StreamingBinSums
 from federation.errors import Refused
 from federation.files import write_atomic
 from federation.transport.base import CallInfo, invalid
@@ -58,6 +62,7 @@ from models.secureboost.tree import (
     parent_of,
     sibling_of,
 )
+from protos import common_pb2
 from protos import secureboost_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "SecureBoostHolderServicer", "local_holders"]
@@ -65,6 +70,18 @@ __all__ = ["SERVICE_NAME", "SecureBoostHolderServicer", "local_holders"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "SecureBoostHolder"
+
+
+@dataclass
+class _Stream:
+    """A tree whose gradients were announced (``Gradients.streamed``) before their blob: the
+    root histogram is summed as the blob's chunks arrive (``StreamingBinSums``)."""
+
+    tree: int
+    blob_id: str
+    sample: np.ndarray  # row mask of the subsample
+    rows: np.ndarray  # its rows, ascending: ciphertext i belongs to rows[i]
+    sums: StreamingBinSums
 
 
 class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobEndpoints):
@@ -77,7 +94,10 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
        count, the packing layout and that the job's ``min_node_samples`` is at least this
        holder's policy; bin the features locally (``QuantileBinner``; edges stay here).
     2. ``PutBlob`` + ``Gradients`` (per tree): take the streamed ciphertexts, one per row of
-       the tree's subsample, in row order.
+       the tree's subsample, in row order. With ``Gradients.streamed`` (overlap, issue 14) the
+       call comes first and names the blob; ``PutBlob`` then sums the root histogram chunk by
+       chunk as the ciphertexts arrive (exactly the announced count, or refused) — the same
+       ciphertexts and the same sums, so the holder learns nothing it did not before.
     3. ``Histograms`` (per level): the root alone or sibling pairs that partition a parent this
        holder evaluated; any node under ``min_node_samples`` rows is refused (policy). Per
        node: encrypted bin sums for the directly computed (smaller) sibling, parent − sibling
@@ -151,6 +171,11 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         # Scoring: (bank, job) -> (the table it was computed on, reach of every table row).
         self._scoring: dict[JobKey, tuple[np.ndarray, np.ndarray]] = {}
         self._digests: dict[JobKey, tuple[int, int, str]] = {}
+        # Overlap (issue 14): per job, the announced tree whose blob is awaited or streaming,
+        # and the root histogram summed from it ((tree, sums), used once by Histograms).
+        self._streams: dict[JobKey, _Stream] = {}
+        self._roots: dict[JobKey, tuple[int, list[list[Any]]]] = {}
+        self._stream_lock = threading.Lock()
 
     # -- HolderModule hooks ----------------------------------------------------------------
     def _decode_model(self, data: dict[str, Any]) -> HolderModel:
@@ -160,6 +185,11 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
         self._check_width(model.binner.n_features_in_, "the model")
 
     def _forget(self, key: JobKey, *, finished: bool) -> None:
+        with self._stream_lock:
+            stream = self._streams.pop(key, None)
+            self._roots.pop(key, None)
+        if stream is not None:
+            stream.sums.cancel()
         self.blobs.drop_job(*key)
         path = self._checkpoint_path(*key)
         if finished and path is not None:
@@ -343,6 +373,8 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 raise invalid(
                     f"samples has {rows.size} rows set, n_samples says {request.n_samples}"
                 )
+            if request.streamed:
+                return self._announce(request, call, job, sample, rows)
             path = self.blobs.path(call.caller, call.meta.job_id, request.blob_id)
             try:
                 cts = ciphertexts_from_bytes(path.read_bytes(), job.params)
@@ -354,20 +386,111 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                 raise invalid(
                     f"blob {request.blob_id} holds {len(cts)} ciphertexts for {rows.size} samples"
                 )
-            position = np.full(job.n_rows, -1, dtype=np.int64)
-            position[rows] = np.arange(rows.size)
             job.trees_seen.add(request.tree)
-            job.tree = TreeState(
-                tree=request.tree,
-                rows=rows,
-                position=position,
-                ciphertexts=cts,
-                bins=job.bins[rows],
-                subsample=sample,
-                known={0: np.ones(job.n_rows, dtype=bool)},  # the root holds every row
-            )
+            job.tree = self._tree_state(job, int(request.tree), sample, rows, cts)
         call.counts["ciphertexts"] = len(cts)
         return pb.SecureBoostGradientsAck(n_ciphertexts=len(cts))
+
+    @staticmethod
+    def _tree_state(
+        job: SecureBoostJob, tree: int, sample: np.ndarray, rows: np.ndarray, cts: list[Any]
+    ) -> TreeState:
+        position = np.full(job.n_rows, -1, dtype=np.int64)
+        position[rows] = np.arange(rows.size)
+        return TreeState(
+            tree=tree,
+            rows=rows,
+            position=position,
+            ciphertexts=cts,
+            bins=job.bins[rows],
+            subsample=sample,
+            known={0: np.ones(job.n_rows, dtype=bool)},  # the root holds every row
+        )
+
+    def _announce(
+        self,
+        request: pb.SecureBoostGradients,
+        call: CallInfo,
+        job: SecureBoostJob,
+        sample: np.ndarray,
+        rows: np.ndarray,
+    ) -> pb.SecureBoostGradientsAck:
+        """``Gradients.streamed``: the tree's blob comes next; sum its root histogram as it
+        arrives (``PutBlob``). The previous tree is over from here (its state is dropped), and
+        the tree counts as seen, so an announcement cannot be replayed."""
+        key = self.key(call)
+        sums = StreamingBinSums(
+            job.bins[rows], int(job.n_bins.max()), job.params, engine=job.engine
+        )
+        stream = _Stream(int(request.tree), str(request.blob_id), sample, rows, sums)
+        with self._stream_lock:
+            old = self._streams.pop(key, None)
+            self._roots.pop(key, None)
+            self._streams[key] = stream
+        if old is not None:
+            old.sums.cancel()
+        job.trees_seen.add(request.tree)
+        job.tree = None
+        call.counts["ciphertexts"] = 0
+        call.counts["announced"] = int(rows.size)
+        return pb.SecureBoostGradientsAck(n_ciphertexts=0)
+
+    def PutBlob(
+        self, chunks: Iterator[common_pb2.BlobChunk], call: CallInfo
+    ) -> common_pb2.BlobReceipt:
+        """A blob as ``BlobEndpoints`` stores it; an announced tree's gradients are also summed
+        into its root histogram chunk by chunk, and the tree is ready when this returns."""
+        it = iter(chunks)
+        first = next(it, None)
+        if first is None:
+            raise invalid("PutBlob: an empty stream")
+        key = self.key(call)
+        with self._stream_lock:
+            stream = self._streams.get(key)
+        if stream is None or stream.blob_id != first.blob_id:
+            return super().PutBlob(itertools.chain([first], it), call)
+
+        def summing() -> Iterator[common_pb2.BlobChunk]:
+            for chunk in itertools.chain([first], it):
+                stream.sums.feed(chunk.data)
+                yield chunk
+
+        try:
+            receipt = self.blobs.receive(summing(), owner=call.caller)
+            root = stream.sums.finish()
+        except HistogramInputError as exc:
+            self._drop_stream(key, stream)
+            raise invalid(f"blob {stream.blob_id}: {exc}") from None
+        except BaseException:
+            self._drop_stream(key, stream)
+            raise
+        finally:  # in memory now (or refused): it need not stay on disk
+            self.blobs.delete(call.caller, call.meta.job_id, stream.blob_id)
+        job = self.job(call)
+        with job.lock:
+            with self._stream_lock:
+                if self._streams.get(key) is not stream:
+                    raise failed(f"tree {stream.tree}: its announcement was replaced or dropped")
+                del self._streams[key]
+                self._roots[key] = (stream.tree, root)
+            job.tree = self._tree_state(
+                job, stream.tree, stream.sample, stream.rows, stream.sums.ciphertexts
+            )
+        call.counts["blob_bytes"] = receipt.size
+        call.counts["ciphertexts"] = len(stream.sums.ciphertexts)
+        return receipt
+
+    def _drop_stream(self, key: JobKey, stream: _Stream) -> None:
+        with self._stream_lock:
+            if self._streams.get(key) is stream:
+                del self._streams[key]
+        stream.sums.cancel()
+
+    def _streamed_root(self, call: CallInfo, tree: int) -> list[list[Any]] | None:
+        """The root histogram summed while tree ``tree``'s gradients arrived (taken once)."""
+        with self._stream_lock:
+            found = self._roots.pop(self.key(call), None)
+        return found[1] if found is not None and found[0] == tree else None
 
     # -- 3. Histograms ---------------------------------------------------------------------
     def _current_tree(self, job: SecureBoostJob, tree: int) -> TreeState:
@@ -440,7 +563,12 @@ class SecureBoostHolderServicer(HolderModule[SecureBoostJob, HolderModel], BlobE
                     )
             state.candidates.clear()  # ids of the previous level are void now
             state.categories.clear()
-            hists = level_histograms(job, state, samples, by_sub)
+            root = self._streamed_root(call, state.tree) if int(request.depth) == 0 else None
+            hists = (
+                {0: root}
+                if root is not None and np.array_equal(samples[0], state.subsample)
+                else level_histograms(job, state, samples, by_sub)
+            )
             reply = pb.SecureBoostHistogramReply()
             returned = 0
             for node_id in sorted(samples):

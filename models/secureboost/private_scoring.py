@@ -2,19 +2,37 @@
 holder's splits ruled out (docs/scoring.md, "Serving modes").
 
 Why CKKS and this layout (EINI-style, Fed-EINI / FATE 1.7): the bank holds the key and the leaf
-weights. Per enterprise it encrypts, in one CKKS vector, ``w_l · R_bank(l)`` for every leaf l of
-every tree (block 0) and the leaf's path credit per holder (blocks 1..H, for reason codes),
-each block padded to a power of two. Each holder in turn multiplies the vector by its 0/1 reach
-mask (a plaintext, tiled over the blocks: one multiplication, one level); the product over the
-parties leaves exactly one non-zero leaf per tree. Nothing needs rotations: the last holder
-adds, in every block, random shares that sum to zero (so each slot the bank decrypts is
-uniformly masked, yet a block's slots still add up to the block's total) plus a small flooding
-noise, and re-randomises with a fresh public-key encryption. The bank decrypts and sums each
-block: the enterprise's margin minus the base score, and each holder's summed path credit.
+weights. Per enterprise it encrypts ``w_l · R_bank(l)`` for every leaf l of every tree (block 0)
+and the leaf's path credit per holder (blocks 1..H, for reason codes), blocks side by side and
+unpadded (nothing rotates), as many enterprises per ciphertext as fit its slots (a batch packs
+``slots // ((1 + H) · leaves)`` enterprises per ciphertext). Each holder in turn multiplies the
+vector by its 0/1 reach mask (a plaintext, tiled over the blocks: one multiplication, one
+level); the product over the parties leaves exactly one non-zero leaf per tree. Nothing needs
+rotations: the last holder adds, in every block, random shares that sum to zero (so each slot
+the bank decrypts is uniformly masked, yet a block's slots still add up to the block's total)
+plus a small flooding noise, and every holder re-randomises with a fresh public-key encryption
+of zero. The bank decrypts and sums each block: the enterprise's margin minus the base score,
+and each holder's summed path credit.
 
 Between holders the bank relays the vector sealed (ChaCha20-Poly1305) under a key the two
 holders agree by X25519 (public keys relayed by the bank at setup, as for the linear models'
 pairwise masks): the bank, which holds the CKKS secret key, never sees a partial product.
+
+Who learns what (one score; H holders):
+
+- the bank: per enterprise and block, slot values each masked by a uniform share in
+  ±``SHARE_BOUND`` (statistical distance ~2^-17 per slot from uniform), whose sum is the block
+  total ± ``FLOOD``; so: the margin and each holder's path-credit total, nothing per tree or per
+  leaf, no holder's mask. Not prevented: a bank that crafts leaf weights encoding leaf ids (e.g.
+  weight 2^-k per leaf) can read the path from the total - bounded only by the holders' gate
+  (which enterprises are answered; no per-enterprise score count limit today) and by
+  precision (~26 bits per total), detected by the holders' audit; see docs/scoring.md.
+- a holder: fresh CKKS ciphertexts under the bank's key (semantically secure, 128-bit
+  parameters) and the bank's public context; never a weight, a credit, a score or another
+  holder's mask. It learns that the bank scores these enterprises with this version (it
+  authorises each one at its gate anyway).
+- the re-randomisers (``ZeroReserve``): encryptions of zero made ahead of time by a niced
+  worker process, each used once; they change the cost, not the view.
 
 CKKS parameters by chain length (HomomorphicEncryption.org standard, 128-bit, ternary secret):
 one level per holder; scale 2^50, so scores equal the ``fast`` path's to ~1e-7.
@@ -25,6 +43,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +73,7 @@ __all__ = [
     "HolderChainKey",
     "Layout",
     "PrivateScoringError",
+    "ZeroReserve",
     "ckks_parameters",
     "holder_step",
     "path_credits",
@@ -93,7 +114,9 @@ def ckks_parameters(n_holders: int) -> tuple[int, list[int], int]:
 class Layout:
     """Slots of the scoring vectors: per enterprise ``n_blocks`` blocks of ``block`` slots
     (block 0: leaf weights; block 1+j: holder j's path credits); ``per_vector`` enterprises
-    side by side in one ciphertext of ``slots`` slots."""
+    side by side in one ciphertext of ``slots`` slots. Blocks are not padded to a power of
+    two: nothing rotates, so a lane is exactly ``n_blocks · n_leaves`` slots (at 570 leaves
+    and 2 holders: 4 enterprises per N = 16384 ciphertext instead of 2)."""
 
     n_leaves: int
     n_blocks: int
@@ -101,7 +124,7 @@ class Layout:
 
     @property
     def block(self) -> int:
-        return 1 << max(0, (self.n_leaves - 1).bit_length())
+        return self.n_leaves
 
     @property
     def lane(self) -> int:
@@ -138,6 +161,133 @@ class Layout:
         return np.asarray(sums[:n], dtype=np.float64)
 
 
+# -- re-randomisers made ahead of time ---------------------------------------------------------
+_WORKER_CONTEXTS: dict[str, Any] = {}
+
+
+def encrypt_zeros(public: bytes, width: int, count: int) -> list[bytes]:
+    """Worker-process task: ``count`` fresh public-key encryptions of a zero vector of
+    ``width`` slots under the public context ``public`` (loaded once per worker and digest)."""
+    ts = tenseal()
+    digest = hashlib.sha256(public).hexdigest()
+    ctx = _WORKER_CONTEXTS.get(digest)
+    if ctx is None:
+        _WORKER_CONTEXTS.clear()  # one served version at a time per worker is plenty
+        ctx = _WORKER_CONTEXTS[digest] = ts.context_from(public)
+    return [ts.ckks_vector(ctx, [0.0] * width).serialize() for _ in range(count)]
+
+
+class ZeroReserve:
+    """Up to ``capacity`` fresh encryptions of zero per vector width (the widths callers ask
+    for: one enterprise's lane, a batch's full vector) under one public context, made by a
+    niced worker process (``federation.crypto.pool.shared_pool(nice=19)``) while the node has
+    CPU to spare, so a score's re-randomisation (holders) or encryption (bank: zero +
+    plaintext) does not wait for a public-key encryption (~10 ms at N = 16384).
+
+    Why a process: TenSEAL holds the GIL, so a filler thread would take turns with the node's
+    request threads. Each encryption is handed out once (``take``) and never reused; an empty
+    reserve returns None and the caller encrypts as before. Zeros carry no secret (anyone with
+    the public key can make them); the only requirement is freshness, hence never twice."""
+
+    MAX_WIDTHS = 2
+    """Widths kept at once (a new one drops the oldest): what a peer's requests can make this
+    node hold stays bounded by ``MAX_WIDTHS × capacity`` ciphertexts."""
+
+    def __init__(self, public: bytes, *, capacity: int = 8, batch: int = 2, nice: int = 19):
+        self._public = public
+        self._capacity = max(0, capacity)
+        self._batch = max(1, batch)
+        self._nice = nice
+        self._ready: dict[int, deque[bytes]] = {}
+        self._lock = threading.Lock()
+        self._pending = False
+        self._closed = False
+        self.taken = 0
+        self.missed = 0
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._ready.values())
+
+    def __repr__(self) -> str:  # sizes only
+        return f"ZeroReserve(ready={len(self)}, widths={self.widths})"
+
+    @property
+    def widths(self) -> list[int]:
+        """The vector widths kept ready, oldest first."""
+        return list(self._ready)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._ready.clear()
+
+    def _queue(self, width: int) -> deque[bytes]:
+        """The queue of ``width`` (lock held), made if new, the oldest width dropped if over."""
+        queue = self._ready.get(width)
+        if queue is None:
+            queue = self._ready[width] = deque()
+            while len(self._ready) > self.MAX_WIDTHS:
+                del self._ready[next(iter(self._ready))]
+        return queue
+
+    def prepare(self, width: int) -> None:
+        """Start keeping zeros of ``width`` slots ready (also done by the first ``take``)."""
+        with self._lock:
+            self._queue(int(width))
+        self._refill()
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._closed or self._pending or not self._capacity:
+                return
+            width, queue = min(self._ready.items(), key=lambda kv: len(kv[1]), default=(0, None))
+            if queue is None or len(queue) >= self._capacity:
+                return
+            self._pending = True
+        try:
+            from federation.crypto.pool import default_start_method, shared_pool
+
+            pool = shared_pool(1, default_start_method(), nice=self._nice)
+            future = pool.submit(encrypt_zeros, self._public, width, self._batch)
+        except Exception:  # the node is stopping (pools shut down): encrypt inline from now on
+            with self._lock:
+                self._pending = False
+                self._closed = True
+            return
+        future.add_done_callback(lambda f: self._filled(width, f))
+
+    def _filled(self, width: int, future: Any) -> None:
+        try:
+            items = list(future.result())
+        except BaseException:  # a stopped or broken pool: stop refilling, callers encrypt
+            with self._lock:
+                self._pending = False
+                self._closed = True
+            return
+        with self._lock:
+            self._pending = False
+            queue = self._ready.get(width)
+            if queue is not None and not self._closed:
+                queue.extend(items[: max(0, self._capacity - len(queue))])
+        # not from this callback (the pool's own manager thread): submit from a short thread
+        threading.Thread(target=self._refill, name="zero-reserve", daemon=True).start()
+
+    def take(self, ctx: Any, width: int) -> Any | None:
+        """A fresh encryption of zero of ``width`` slots (a CKKSVector under ``ctx``), or None
+        when none is ready (then one is made for next time)."""
+        with self._lock:
+            queue = self._queue(int(width))
+            item = queue.popleft() if queue else None
+            if item is None:
+                self.missed += 1
+            else:
+                self.taken += 1
+        self._refill()
+        if item is None:
+            return None
+        return tenseal().ckks_vector_from(ctx, item)
+
+
 # -- the bank: the key holder -------------------------------------------------------------------
 class BankKeys:
     """The bank's CKKS key for one served version (secret key kept here; the public context,
@@ -163,15 +313,29 @@ class BankKeys:
             )
         )
         self.digest = hashlib.sha256(self.public).hexdigest()
+        self.zeros: ZeroReserve | None = None
+
+    def keep_zeros_ready(self, capacity: int = 8) -> None:
+        """Encrypt through a ``ZeroReserve`` from now on (the serving bank; tests encrypt inline)."""
+        if self.zeros is None:
+            self.zeros = ZeroReserve(self.public, capacity=capacity)
 
     def encrypt(self, layout: Layout, values: np.ndarray) -> bytes:
-        """(n, n_blocks, n_leaves) -> the packed ciphertexts the first holder reads."""
+        """(n, n_blocks, n_leaves) -> the packed ciphertexts the first holder reads: each a
+        ready encryption of zero plus the plaintext (the same distribution as a fresh
+        encryption), or a fresh encryption when the reserve is empty."""
         if values.size and float(np.abs(values).max()) >= MAX_VALUE:
             raise PrivateScoringError(
                 f"leaf values must stay below {MAX_VALUE} in magnitude for private scoring"
             )
         ts = tenseal()
-        items = [ts.ckks_vector(self.ctx, v.tolist()).serialize() for v in layout.pack(values)]
+        items = []
+        for v in layout.pack(values):
+            zero = self.zeros.take(self.ctx, v.size) if self.zeros is not None else None
+            if zero is None:
+                items.append(ts.ckks_vector(self.ctx, v.tolist()).serialize())
+            else:
+                items.append((zero + v.tolist()).serialize())
         return pack_vectors(items)
 
     def totals(self, layout: Layout, payload: bytes, n: int) -> np.ndarray:
@@ -263,11 +427,13 @@ def holder_step(
     reach: np.ndarray,
     *,
     last: bool,
+    zeros: ZeroReserve | None = None,
 ) -> bytes:
     """One holder's turn: every vector times this holder's reach (bool (n, n_leaves), zero rows
     for enterprises it does not answer for), then - the last holder - zero-sum shares and
-    flooding; always a fresh public-key encryption added (re-randomised). Returns the packed
-    ciphertexts (the caller seals them for the next holder, or answers the bank)."""
+    flooding; always a fresh public-key encryption of zero added (re-randomised: from
+    ``zeros`` when one is ready, else made here). Returns the packed ciphertexts (the caller
+    seals them for the next holder, or answers the bank)."""
     layout.check()
     ts = tenseal()
     items = unpack_vectors(payload, "scoring vectors")
@@ -290,8 +456,14 @@ def holder_step(
             raise PrivateScoringError(f"scoring vector {k} has {vec.size()} slots, not {width}")
         try:
             vec = vec * mask.tolist()
-            fresh = np.zeros(width) if extra is None else extra[k]
-            vec = vec + ts.ckks_vector(ctx, fresh.tolist())
+            zero = zeros.take(ctx, width) if zeros is not None else None
+            if zero is None:
+                fresh = np.zeros(width) if extra is None else extra[k]
+                vec = vec + ts.ckks_vector(ctx, fresh.tolist())
+            else:
+                if extra is not None:
+                    vec = vec + extra[k].tolist()
+                vec = vec + zero
         except Exception as exc:  # SEAL: modulus chain exhausted, scale mismatch
             raise PrivateScoringError(f"scoring vector {k}: {exc}") from None
         out.append(vec.serialize())

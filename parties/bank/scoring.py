@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,8 +71,11 @@ if TYPE_CHECKING:
     from parties.bank.registry import TrackingConfig
 
 PRIVATE_PAYLOAD = 6 << 20
-"""Ciphertext bytes per private chain call of a batch (the per-enterprise CKKS layout: one
-ciphertext of <= 1 MB per 1-2 enterprises at N = 16384; a message's limit is 16 MB)."""
+"""Ciphertext bytes per private chain call of a batch (the packed CKKS layout: one ciphertext
+of <= 1 MB holds ``slots // ((1 + H) · leaves)`` enterprises - 4 at 570 leaves, 2 holders,
+N = 16384; a message's limit is 16 MB)."""
+PRIVATE_IN_FLIGHT = 3
+"""Private batch chunks in the chain at once (one per stage: bank, holder 1, holder 2)."""
 BATCH_CHUNK = 4096
 """Enterprises per holder call in a batch (reach of 4096 x 800 leaves is 400 kB)."""
 MAX_REASONS = 4
@@ -676,6 +680,16 @@ class BankScorer:
                     )
                 public[holder] = bytes(reply.x25519_public_key)
             state = _PrivateState(keys, values, root_total, public)
+            # encryptions of zero made ahead by a niced worker: a score adds its plaintext
+            layout = Layout(
+                n_leaves=int(served.weights.size), n_blocks=1 + len(owners), slots=keys.slots
+            )
+            keys.keep_zeros_ready()
+            if keys.zeros is not None:
+                keys.zeros.prepare(layout.per_vector * layout.lane)
+            old = served.private
+            if old is not None and old.keys.zeros is not None:
+                old.keys.zeros.close()  # a chunk still on the old key encrypts inline
             served.private = state
             return state
 
@@ -786,7 +800,9 @@ class BankScorer:
         request_id: str,
     ) -> _Batch:
         """``_batch_reach`` in private mode: chunks through the chain, each as many enterprises
-        as fit ``PRIVATE_PAYLOAD`` bytes of ciphertexts (a message stays far below 16 MB)."""
+        as fit ``PRIVATE_PAYLOAD`` bytes of ciphertexts (a message stays far below 16 MB), up to
+        ``PRIVATE_IN_FLIGHT`` chunks at once (a pipeline: the bank encrypts chunk k+1 while
+        holder 1 multiplies chunk k and holder 2 chunk k-1, each in its own process)."""
         n = len(codes)
         state = self._private_state(served, purpose, request_id)
         layout = Layout(
@@ -798,17 +814,31 @@ class BankScorer:
         totals = np.zeros((n, 2 + len(served.owners)))
         categories: dict[str, Sequence[str]] = dict(self.categories)
         covered: list[list[str]] = [[] for _ in range(n)]
-        for k, start in enumerate(range(0, ask.size, size)):
-            chunk = ask[start : start + size]
-            answers, got = self._private_chain(
+        chunks = [ask[start : start + size] for start in range(0, ask.size, size)]
+
+        def run(k: int) -> tuple[dict[str, HolderAnswer], np.ndarray]:
+            return self._private_chain(
                 served,
                 purpose,
-                [codes[i] for i in chunk],
-                rows[chunk],
+                [codes[i] for i in chunks[k]],
+                rows[chunks[k]],
                 single=False,
                 request_id=request_id,
                 part=k,
             )
+
+        pending: deque[Future[tuple[dict[str, HolderAnswer], np.ndarray]]] = deque()
+        for k in range(min(PRIVATE_IN_FLIGHT, len(chunks))):
+            pending.append(self._pool.submit(run, k))
+        for k, chunk in enumerate(chunks):
+            try:
+                answers, got = pending.popleft().result()
+            except BaseException:
+                for other in pending:
+                    other.cancel()
+                raise
+            if k + PRIVATE_IN_FLIGHT < len(chunks):
+                pending.append(self._pool.submit(run, k + PRIVATE_IN_FLIGHT))
             totals[chunk] = got
             for holder, answer in answers.items():
                 categories[holder] = answer.categories

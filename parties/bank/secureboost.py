@@ -77,7 +77,7 @@ def bank_only_baseline(
 
 
 def bank_key_reserve(
-    config: NodeConfig, *, key_bits: int = 2048, start: bool = True
+    config: NodeConfig, *, key_bits: int = 2048, start: bool = True, need: int | None = None
 ) -> KeyReserve | None:
     """The ready key of the process that runs this bank's jobs (``node.yaml``
     ``limits.obfuscator_pool`` obfuscators, filled ``limits.obfuscator_batch`` at a time by
@@ -88,15 +88,20 @@ def bank_key_reserve(
     process for this key size is returned, else None: the job generates its key at start and
     encrypts as before. (Filling a job's own pool while it waits for holders, without a key
     made ahead, measured no faster on 2 cores and cost ~0.9 CPU s more: docs/crypto.md.)
+
+    ``need``: about how many encryptions the next job will do (a run that knows its one job:
+    ``xinyidai experiment run``); the pool is then no larger, so no obfuscator is made only
+    to be dropped.
     """
     if not start:
         return running_reserve(key_bits)
     limits = config.limits
-    if limits.obfuscator_pool == 0:
+    capacity = limits.obfuscator_pool if need is None else min(limits.obfuscator_pool, need)
+    if capacity <= 0:
         return None
     return key_reserve(
         key_bits=key_bits,
-        capacity=limits.obfuscator_pool,
+        capacity=capacity,
         batch=limits.obfuscator_batch,
         workers=limits.compute_workers,
     )

@@ -142,6 +142,8 @@ class BankServicer:
         """Resolve the version first, so that even a refusal's audit record names it."""
         served = self.scorer.models.get(request.model_name, request.model_ref)
         call.meta.model_id = served.model_id
+        # the bank's own record of the score names how it was served (docs/scoring.md)
+        call.note = f"serving mode {getattr(served, 'serving_mode', 'fast')}"
         return served
 
     def Score(self, request: bank_pb2.ScoreRequest, call: CallInfo) -> bank_pb2.ScoreReply:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from federation.audit import AuditLog
 from federation.blobs import BlobEndpoints, BlobStore
 from federation.errors import Refused, XinyidaiError
 from federation.ids import name_problem
@@ -49,6 +50,7 @@ from parties.consent import ConsentDecision, ConsentRegistry, check_auth_ids
 from parties.data import uscc
 from parties.data.encoding import encode_table
 from parties.data.schema import PartySchema
+from parties.holder.quota import AnswerQuota
 from parties.summary import data_categories, hello_reply, node_aliases, table_summary
 from protos import common_pb2, holder_pb2
 
@@ -153,12 +155,31 @@ class HolderGate:
         # The platform's institution registry (parties.holder.feed), set by the node when it
         # follows a platform; None: dev mode, every bank the policy lists is served.
         self.institutions: InstitutionCheck | None = None
+        # Answers per (bank, enterprise) per 24 h (parties.holder.quota), set by the node from
+        # ``policy.max_answers_per_enterprise_per_day``; None: not counted. ``alerts``: the
+        # node's audit log, which gets an alert whenever a bank hits the quota.
+        self.answers: AnswerQuota | None = None
+        self.alerts: AuditLog | None = None
+
+    def quota_reason(self, code: str) -> str:
+        """The refusal an enterprise past the answer quota gets (names the limit)."""
+        limit = self.answers.limit if self.answers is not None else 0
+        return (
+            f"enterprise {code} was answered about {limit} times for this bank in the last "
+            f"24 h (policy max_answers_per_enterprise_per_day = {limit})"
+        )
 
     def check_bank(self, bank: str) -> None:
         """Refuse a bank the platform has not admitted or has suspended (every request from a
         bank passes here: ``HolderServicer.authorise_caller`` and every row access)."""
         if self.institutions is not None:
             self.institutions.check(bank)
+
+    def check_certificate(self, caller: str, cert_sha256: str) -> None:
+        """Refuse a bank presenting another certificate than the platform admitted (the node's
+        ``ServiceRuntime.certificate_check`` on every holder service)."""
+        if self.institutions is not None:
+            self.institutions.check_certificate(caller, cert_sha256)
 
     # -- models.base.EnterpriseGate ----------------------------------------------------------
     def admit(self, access: RowAccess) -> list[SubjectAccess]:
@@ -171,6 +192,7 @@ class HolderGate:
             purpose=access.purpose,
             codes=codes,
             categories=self.scope(access.categories, access.columns),
+            quota=True,
         )
         return subject_rows(codes, admission)
 
@@ -219,9 +241,12 @@ class HolderGate:
         auth_ids: Sequence[str] = (),
         single: bool = False,
         disputes: bool = True,
+        quota: bool = False,
     ) -> Admission:
         """Consent (and, with ``disputes``, open disputes) per code. ``single``: one
-        enterprise, judged by ``ConsentRegistry.check`` for its specific reason."""
+        enterprise, judged by ``ConsentRegistry.check`` for its specific reason. ``quota``: an
+        answer about the enterprise (a score, points, a prediction): counted against the
+        bank's answers per enterprise per 24 h, status ``quota`` past it."""
         self.check_bank(bank)
         if single:
             decision = self.consent.check(
@@ -241,6 +266,19 @@ class HolderGate:
             decision = None
         if disputes and self.disputes is not None:
             _mark_disputed(self.disputes, codes, statuses, categories)
+        if quota and self.answers is not None:
+            statuses = self.answers.take(bank, codes, statuses)
+            over = [c for c, s in zip(codes, statuses, strict=True) if s == "quota"]
+            if over and self.alerts is not None:
+                self.alerts.alert(
+                    peer=bank,
+                    operation="answer-quota",
+                    subject=over[0] if len(over) == 1 else "",
+                    reason=f"{len(over)} enterprise(s) past {self.answers.limit} answers for "
+                    f"{bank} in 24 h (first {over[0]}); refused",
+                    counts={"enterprises": len(over)},
+                    purpose=purpose,
+                )
         return Admission(statuses, ids, decision)
 
 
@@ -308,7 +346,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         self._view = view
         self._encoded: tuple[np.ndarray, list[str]] | None = None
         self._row_of = {code: i for i, code in enumerate(table.index)}
-        self._private_setups: dict[tuple[str, str, str], tuple[Any, Any, int]] = {}
+        self._private_setups: dict[tuple[str, str, str], tuple[Any, Any, int, Any]] = {}
         self.gate = gate or HolderGate(
             node_id=config.node_id,
             table_codes=list(table.index),
@@ -346,6 +384,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         batch: bool = False,
         disputes: bool = False,
         auth_ids: Sequence[str] = (),
+        quota: bool = False,
     ) -> Admission:
         """Every answer about named enterprises passes here before anything is computed.
 
@@ -364,6 +403,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
             auth_ids=auth_ids,
             single=not batch,
             disputes=disputes,
+            quota=quota,
         )
         call.subjects.extend(subject_rows(codes, admission))
         if not batch and admission.statuses[0] != "ok":
@@ -374,6 +414,8 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                     f"enterprise {codes[0]} has an open dispute covering "
                     f"{', '.join(categories)} data here; no answer until it is resolved",
                 )
+            if status == "quota":
+                raise Refused("limit", self.gate.quota_reason(codes[0]))
             note = ""
             if status == "auth-id" and self.gate.institutions is not None:
                 note = self.gate.institutions.unknown_auth()
@@ -503,7 +545,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         if single:
             self._enterprise(codes[0])
         admission = self.enterprise_gate(
-            call, codes, cats, batch=not single, disputes=True, auth_ids=auth_ids
+            call, codes, cats, batch=not single, disputes=True, auth_ids=auth_ids, quota=True
         )
         statuses = list(admission.statuses)
         rows: list[int] = []
@@ -552,6 +594,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         from models.secureboost.private_scoring import (
             HolderChainKey,
             PrivateScoringError,
+            ZeroReserve,
             load_public_context,
         )
 
@@ -564,9 +607,11 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
         slots = int(ctx.seal_context().data.first_context_data().parms().poly_modulus_degree()) // 2
         key = HolderChainKey()
         setups = self._private_setups
-        setups[(call.caller, call.meta.job_id, digest)] = (ctx, key, slots)
+        # re-randomisers made ahead by a niced worker (models.secureboost.private_scoring)
+        zeros = ZeroReserve(bytes(request.ckks_context), capacity=4)
+        setups[(call.caller, call.meta.job_id, digest)] = (ctx, key, slots, zeros)
         while len(setups) > PRIVATE_SETUPS:
-            setups.pop(next(iter(setups)))
+            setups.pop(next(iter(setups)))[3].close()
         values, names = self._encoded_table()
         _, n_leaves = part.score_reach(
             call.caller, call.meta.job_id, values, names, np.zeros(0, dtype=np.int64)
@@ -592,7 +637,7 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                 "FAILED_PRECONDITION",
                 "private-setup: no CKKS context for this model here (PrivateScoreSetup first)",
             )
-        ctx, key, slots = setup
+        ctx, key, slots, zeros = setup
         codes, statuses, ids, cats, reach, n_leaves = self._gated_reach(request, call)
         layout = Layout(n_leaves=n_leaves, n_blocks=int(request.n_blocks), slots=slots)
         mask = np.zeros((len(codes), n_leaves), dtype=bool)
@@ -610,7 +655,9 @@ class HolderServicer(PsiHolderHandlers, BlobEndpoints):
                     aad,
                     payload,
                 )
-            payload = holder_step(ctx, layout, payload, mask, last=not request.next_holder)
+            payload = holder_step(
+                ctx, layout, payload, mask, last=not request.next_holder, zeros=zeros
+            )
             if request.next_holder:
                 payload = key.seal(
                     bytes(request.next_public_key),

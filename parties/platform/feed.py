@@ -37,7 +37,7 @@ from federation.errors import ConfigError
 from federation.pki import node_id_problem
 from federation.store import SqlStore, immediate
 from parties.authorisation import SignedAuthorisation
-from parties.platform.events import GENESIS, FeedError, FeedEvent, sign_event
+from parties.platform.events import GENESIS, FeedError, FeedEvent, sign_event, whitelist_body
 
 __all__ = ["MAX_PAGE", "FeedStore", "Institution"]
 
@@ -77,6 +77,17 @@ _institutions = Table(
     Column("at", Double, nullable=False),
 )
 
+_whitelists = Table(
+    "feed_whitelists",
+    _metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("bank_id", String(63), nullable=False),
+    Column("region", String(8), nullable=False),
+    Column("industry", String(8), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("at", Double, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class Institution:
@@ -102,6 +113,18 @@ def _event(row: Any) -> FeedEvent:
     )
 
 
+def _row(event: FeedEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "body": event.body,
+        "prev": event.prev,
+        "at": event.at,
+        "hash": event.hash,
+        "signature": event.signature,
+    }
+
+
 def _reason(reason: str, what: str) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise FeedError(f"{what} needs a reason (who asked, and why)")
@@ -116,7 +139,7 @@ class FeedStore(SqlStore):
     platform's signing key; reading (``since``, ``head``) does not."""
 
     LABEL = "platform feed"
-    TABLES = (_events, _auths, _institutions)
+    TABLES = (_events, _auths, _institutions, _whitelists)
     FILE = "platform_feed.db"
 
     def __init__(self, url: str, signing_key: Ed25519PrivateKey | None = None):
@@ -229,31 +252,58 @@ class FeedStore(SqlStore):
                 raise FeedError(
                     f"authorisation {item.auth.auth_id!r} malformed: {'; '.join(problems)}"
                 )
-            if self._key is not None and not item.verifies(self._key.public_key()):
+            # Ed25519 signatures are deterministic: signing again with this key and comparing
+            # is the check "signed by this platform" at half the cost of a verification
+            if self._key is not None and self._key.sign(item.auth.canonical_bytes()) != bytes(
+                item.signature
+            ):
                 raise FeedError(
                     f"authorisation {item.auth.auth_id}: not signed by this platform's key"
                 )
-        out = []
+        out: list[FeedEvent] = []
         with self._engine.connect() as conn:
             immediate(conn)
             with conn.begin():
+                # one lookup, one head read and two multi-row inserts per batch, not per grant
+                ids = [item.auth.auth_id for item in items]
+                known: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    known.update(
+                        conn.execute(
+                            select(_auths.c.auth_id).where(
+                                _auths.c.auth_id.in_(ids[start : start + 500])
+                            )
+                        ).scalars()
+                    )
+                seq, prev = self._head(conn)
+                auth_rows = []
                 for item in items:
                     auth = item.auth
-                    known = conn.execute(
-                        select(_auths.c.auth_id).where(_auths.c.auth_id == auth.auth_id)
-                    ).first()
-                    if known is not None:
+                    if auth.auth_id in known:
                         continue
-                    event = self._append(conn, "grant", item.to_dict())
-                    conn.execute(
-                        insert(_auths).values(
-                            auth_id=auth.auth_id,
-                            uscc=auth.uscc,
-                            bank_id=auth.bank_id,
-                            granted_seq=event.seq,
-                        )
+                    known.add(auth.auth_id)
+                    event = sign_event(
+                        self._signer(),
+                        seq=seq + 1,
+                        kind="grant",
+                        body=item.to_dict(),
+                        prev=prev,
+                        at=time.time(),
                     )
+                    seq, prev = event.seq, event.hash
                     out.append(event)
+                    auth_rows.append(
+                        {
+                            "auth_id": auth.auth_id,
+                            "uscc": auth.uscc,
+                            "bank_id": auth.bank_id,
+                            "granted_seq": event.seq,
+                            "revoked_seq": None,
+                        }
+                    )
+                if out:
+                    conn.execute(insert(_events), [_row(e) for e in out])
+                    conn.execute(insert(_auths), auth_rows)
         return out
 
     def revoke(self, auth_id: str, *, reason: str) -> FeedEvent | None:
@@ -275,6 +325,36 @@ class FeedStore(SqlStore):
                 )
                 conn.execute(
                     update(_auths).where(_auths.c.auth_id == auth_id).values(revoked_seq=event.seq)
+                )
+        return event
+
+    def whitelist(
+        self, bank: str, *, region: str, industry: str, usccs: Sequence[str], note: str = ""
+    ) -> FeedEvent:
+        """Push a whitelist of enterprises (by region and industry) to an admitted bank: one
+        signed ``whitelist`` event, checked by ``events.whitelist_body`` (check digits, at most
+        ``MAX_WHITELIST`` USCCs). Only the named bank keeps it; holders apply nothing."""
+        body = whitelist_body(bank=bank, region=region, industry=industry, usccs=usccs, note=note)
+        with self._engine.connect() as conn:
+            immediate(conn)
+            with conn.begin():
+                row = conn.execute(
+                    select(_institutions.c.status).where(_institutions.c.node_id == bank)
+                ).first()
+                if row is None:
+                    raise FeedError(f"bank '{bank}' was never admitted by this platform")
+                if row.status != "admitted":
+                    raise FeedError(f"bank '{bank}' is {row.status}; no whitelist pushed")
+                event = self._append(conn, "whitelist", body)
+                conn.execute(
+                    insert(_whitelists).values(
+                        seq=event.seq,
+                        bank_id=bank,
+                        region=region,
+                        industry=industry,
+                        count=len(body["usccs"]),
+                        at=event.at,
+                    )
                 )
         return event
 
@@ -301,10 +381,14 @@ class FeedStore(SqlStore):
                             "admitting a bank needs its certificate's SHA-256 fingerprint "
                             "(64 lowercase hex digits)"
                         )
-                    if row is not None:
+                    if row is not None and (
+                        row.status != "admitted" or row.cert_sha256 == cert_sha256
+                    ):
+                        # a new admit only carries a re-issued certificate of an admitted bank
                         raise FeedError(
-                            f"bank '{node_id}' is already in the registry ({row.status}); "
-                            "use suspend / reinstate"
+                            f"bank '{node_id}' is already in the registry ({row.status}"
+                            + (", same certificate" if row.cert_sha256 == cert_sha256 else "")
+                            + "); use suspend / reinstate"
                         )
                 else:
                     if row is None:

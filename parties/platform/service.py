@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,10 @@ __all__ = ["PLATFORM_SERVICE", "PlatformNode", "PlatformServicer", "load_signing
 log = logging.getLogger(__name__)
 
 PLATFORM_SERVICE = platform_pb2.DESCRIPTOR.services_by_name["Platform"]
+MAX_WAIT_MS = 30_000
+"""Longest long poll the platform grants (``FeedRequest.wait_ms`` is capped to it)."""
+WAIT_TICK_S = 0.05
+"""How often a waiting ``Feed`` re-reads the feed's head."""
 
 
 def load_signing_key(config: NodeConfig) -> Any:
@@ -54,6 +59,34 @@ class PlatformServicer:
         self.config = config
         self.feed = feed
         self._followers = {p.node_id for p in config.peers}
+        # Long polls hold a worker each: at most half the workers wait, the rest answer at once.
+        self._waiters = threading.BoundedSemaphore(max(1, config.limits.max_workers // 2))
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """End every waiting long poll (the node is stopping)."""
+        self._closing.set()
+
+    def _wait_for_event(self, since_seq: int, wait_s: float, call: CallInfo) -> None:
+        """Long poll: return once the feed is past ``since_seq``, ``wait_s`` has passed, the
+        caller's deadline is near, or the node stops. The feed is written by operator commands
+        in other processes, so its head is re-read every ``WAIT_TICK_S``."""
+        if wait_s <= 0 or not self._waiters.acquire(blocking=False):
+            return
+        try:
+            end = time.monotonic() + wait_s
+            while not self._closing.is_set():
+                if self.feed.head()[0] > since_seq:
+                    return
+                left = end - time.monotonic()
+                remaining = call.time_remaining()
+                if remaining is not None:
+                    left = min(left, remaining - 1.0)  # answer before the caller gives up
+                if left <= 0:
+                    return
+                self._closing.wait(min(WAIT_TICK_S, left))
+        finally:
+            self._waiters.release()
 
     def authorise_caller(self, caller: str, method: str) -> None:
         if caller not in self._followers:
@@ -64,14 +97,16 @@ class PlatformServicer:
             )
 
     def Feed(self, request: platform_pb2.FeedRequest, call: CallInfo) -> platform_pb2.FeedPage:
+        since = int(request.since_seq)
+        wait_s = min(int(request.wait_ms), MAX_WAIT_MS) / 1000.0
+        if wait_s > 0 and since == self.feed.head()[0]:
+            self._wait_for_event(since, wait_s, call)
         try:
-            events, head_seq, head_hash = self.feed.since(
-                int(request.since_seq), int(request.max_events)
-            )
+            events, head_seq, head_hash = self.feed.since(since, int(request.max_events))
         except FeedError as exc:
             raise invalid(f"Feed: {exc}") from None
         call.counts["events"] = len(events)
-        call.counts["since_seq"] = int(request.since_seq)
+        call.counts["since_seq"] = since
         return platform_pb2.FeedPage(
             events=[
                 platform_pb2.FeedEvent(
@@ -101,8 +136,9 @@ class PlatformNode:
         key = load_signing_key(config)  # present and private, or the node does not start
         self.feed = FeedStore.for_node_dir(config.node_dir, key)
         self.audit = AuditLog(config.resolved_audit_url, config.node_id)
+        self.servicer = PlatformServicer(config=config, feed=self.feed)
         self.runtime = ServiceRuntime(
-            PlatformServicer(config=config, feed=self.feed),
+            self.servicer,
             node_id=config.node_id,
             audit=self.audit,
             purposes=PurposePolicy(config.allowed_purposes),
@@ -140,6 +176,7 @@ class PlatformNode:
         )
 
     def stop(self, grace: float = 5.0) -> None:
+        self.servicer.close()  # waiting long polls answer now, before the grace runs out
         self.server.stop(grace)
         self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
         (self.config.node_dir / "serving.json").unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """End to end: a holder's ``node.yaml`` ``policy:`` bounds what a bank may make it compute,
 across real node processes over mutual TLS (issue 10, items 4 and 6).
 
-The tax holder runs with a tightened policy (``max_trees: 3``, ``min_holders: 3``); the
-utility holder with the defaults. Checked over the wire: a 4,097-bit Paillier modulus is
+The tax holder runs with a tightened policy (``max_trees: 3``, ``min_holders: 3``,
+``max_answers_per_enterprise_per_day: 3``); the utility holder with the defaults. Checked over the wire: a 4,097-bit Paillier modulus is
 refused (before the holder reads a row: the job names no alignment it has) and recorded;
 ``min_holders`` comes from ``node.yaml``; a bank asking more trees than a holder allows hears
 which holder refused and which limit, and the holder that accepted counted the job in its
@@ -33,7 +33,7 @@ from protos import secureboost_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 
-TAX_POLICY = {"max_trees": 3, "min_holders": 3}
+TAX_POLICY = {"max_trees": 3, "min_holders": 3, "max_answers_per_enterprise_per_day": 3}
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,59 @@ def test_the_bank_hears_which_holder_refused_which_limit(fed):
     assert "limits-align" in ledger.read_text(encoding="utf-8")
     tax_ledger = fed.fed.node_dir("tax") / "limits.json"
     assert not tax_ledger.exists() or "limits-align" not in tax_ledger.read_text(encoding="utf-8")
+
+
+def test_answers_about_one_enterprise_are_bounded_per_bank_per_day(fed):
+    """A bank may ask about one enterprise only so often (``max_answers_per_enterprise_per_day``):
+    past it that enterprise is refused (code ``limit``), the holder writes an alert, and other
+    enterprises — and holders with a looser policy — still answer."""
+    from federation.pki import load_platform_public_key
+    from parties.bank.table import BankTable
+    from parties.consent import ConsentRegistry
+    from parties.node import connect
+
+    with holder_peers(fed.bank, audit=fed.audit) as peers:
+        alignment = align(
+            fed.bank, peers, job_id="quota-align", salt=b"quota", min_overlap=0.2, audit=fed.audit
+        )
+    params = {"n_trees": 2, "max_depth": 2, "max_bin": 16, "key_bits": 2048, "workers": 1}
+    with holder_peers(fed.bank, audit=fed.audit, service="SecureBoostHolder") as peers:
+        _, report = train_secureboost(
+            fed.bank, alignment, holders=peers, params=params, audit=fed.audit, job_id="sb-quota"
+        )
+    table = BankTable.load(fed.bank)
+    aligned = [table.codes[i] for i in alignment.bank_rows]
+    key = load_platform_public_key(fed.fed.node_dir("tax") / "platform_signing.pub")
+    active: set[str] = set()
+    for holder in ("tax", "utility"):
+        with ConsentRegistry.for_node_dir(
+            fed.fed.node_dir(holder), key, node_id=holder
+        ) as registry:
+            codes = {r.auth.uscc for r in registry.list(bank_id="bank") if r.status == "active"}
+        active = codes if not active else active & codes
+    first, second = [i for i, c in enumerate(aligned) if c in active][:2]
+
+    def predict(holder: str, pos: int) -> None:
+        (peer,) = [p for p in fed.bank.holders if p.node_id == holder]
+        with connect(fed.bank, peer, audit=None, service="SecureBoostHolder") as client:
+            client.call(
+                "Predict",
+                pb.SecureBoostPredictRequest(
+                    meta=new_meta(job_id=report.job_id), rows=[pos], alignment_id=alignment.job_id
+                ),
+            )
+
+    for _ in range(3):
+        predict("tax", first)
+    with pytest.raises(PeerRefused) as refused:
+        predict("tax", first)
+    assert refused.value.refusal == "limit"
+    assert aligned[first] in refused.value.detail and "(quota)" in refused.value.detail
+    predict("tax", second)  # another enterprise is still answered
+    for _ in range(2):
+        predict("utility", first)  # utility keeps the default (200 a day)
+    with _tax_audit(fed) as log:
+        alerts = [e for e in log.query(peer="bank") if e.operation == "answer-quota"]
+        refusals = [s for e, s in log.subjects_of(aligned[first]) if e.operation == "Predict"]
+    assert alerts and alerts[-1].decision == "alert" and aligned[first] in alerts[-1].reason
+    assert [s.status for s in refusals][-4:] == ["allow"] * 3 + ["refused:quota"]

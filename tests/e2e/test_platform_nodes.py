@@ -122,10 +122,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         + [PeerConfig(node_id="bank", role="bank")],
     )
     (pdir / "node.yaml").write_text(config.to_yaml())
-    for holder in HOLDERS:
-        path = fed.configs[holder]
+    for node in (*HOLDERS, "bank"):  # the bank follows too: its operator's view
+        path = fed.configs[node]
         raw = yaml.safe_load(path.read_text())
         raw["platform"] = {"address": f"127.0.0.1:{port}", "poll_s": 0.2}
+        if node == "bank":
+            shutil.copyfile(fed.pki.platform_signing_pub, path.parent / "platform_signing.pub")
+            raw["platform_public_key"] = "platform_signing.pub"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
     fed.configs = {"platform": pdir / "node.yaml", **fed.configs}
     cli("platform", "admit", "bank", "--node-dir", str(pdir), "--cert", str(workdir / "bank" / "node.pem"))  # fmt: skip
@@ -139,7 +142,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         authorised |= {row[0] for row in db.execute("SELECT uscc FROM consent")}
         db.close()
     fresh = sorted((held[0] & held[1]) - authorised)
-    assert len(fresh) >= 6
+    assert len(fresh) >= 8
     try:
         start_nodes(fed)
         yield World(fed, pdir, fresh)
@@ -220,7 +223,7 @@ def test_a_forged_event_is_refused_and_recorded(world: World) -> None:
 
 
 def test_the_platform_witnesses_every_holders_audit_head(world: World) -> None:
-    for holder in HOLDERS:
+    for holder in (*HOLDERS, "bank"):  # the bank follows the feed too
         out = cli(
             "audit", "verify", str(world.fed.node_dir(holder)), "--witness", str(world.platform)
         )
@@ -258,3 +261,141 @@ def test_platform_down_holders_serve_with_what_they_have(world: World) -> None:
     assert node_log.read_text().count("platform unreachable") == before + 1
     start_nodes(world.fed, only=["platform"])
     wait_for(lambda: not world.check("tax", code).startswith("refused"), timeout=10.0)
+
+
+def test_a_bank_presenting_another_certificate_is_refused(world: World, tmp_path: Path) -> None:
+    """The CA issues a second certificate for node id 'bank' (a stolen CA key, a re-issue the
+    platform was not told of): holders refuse it as not the admitted certificate until the
+    platform admits it; re-admitting the original restores the original."""
+    code = world.fresh[5]
+    auth_id = world.grant(code)
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: world.check(h, code) == auth_id, timeout=5.0)
+    pki = tmp_path / "pki"
+    shutil.copytree(world.fed.pki.directory, pki)
+    issue_node_certificate(pki, "bank", overwrite=True)
+    bank = load_node_config(world.fed.configs["bank"])
+    other = bank.model_copy(
+        update={"tls": TlsConfig(ca=bank.tls.ca, cert=pki / "bank.pem", key=pki / "bank.key")}
+    )
+
+    def check_as(config: NodeConfig, holder: str) -> str:
+        peer = PeerConfig(
+            node_id=holder,
+            address=load_node_config(world.fed.configs[holder]).address,
+            role="holder",
+        )
+        with connect(config, peer, audit=None, deadline_s=5.0) as client:
+            try:
+                answer = client.call(
+                    "CheckAuthorisation",
+                    holder_pb2.AuthorisationQuery(
+                        meta=new_meta(), uscc=code, categories=[CATEGORY[holder]]
+                    ),
+                )
+            except PeerRefused as exc:
+                return f"refused ({exc.refusal}): {exc}"
+        return str(answer.auth_id)
+
+    for holder in HOLDERS:
+        text = check_as(other, holder)
+        assert text.startswith("refused (institution)"), text
+        assert "not the one the platform admitted" in text
+        assert check_as(bank, holder) == auth_id  # the admitted certificate still served
+
+    def admit(cert: Path) -> None:
+        cli("platform", "admit", "bank", "--node-dir", str(world.platform), "--cert", str(cert), "--reason", "re-issued")  # fmt: skip
+
+    admit(pki / "bank.pem")  # the re-issue needs a new admission
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: check_as(other, h) == auth_id, timeout=5.0)
+        assert "not the one the platform admitted" in check_as(bank, holder)
+    admit(world.fed.node_dir("bank") / "node.pem")
+    for holder in HOLDERS:
+        wait_for(lambda h=holder: check_as(bank, h) == auth_id, timeout=5.0)
+
+
+def applied_seq(node_dir: Path) -> int:
+    out = cli("platform", "status", "--node-dir", str(node_dir))
+    return int(out.split("applied up to seq ")[1].split()[0])
+
+
+def feed_calls(world: World, node: str) -> int:
+    log = AuditLog.for_node_dir(world.platform, "platform")
+    try:
+        return len(log.query(peer=node, operation="Feed"))
+    finally:
+        log.close()
+
+
+def test_the_bank_keeps_its_status_authorisations_and_whitelists(
+    world: World, tmp_path: Path
+) -> None:
+    """The bank follows the feed for its operator: its admitted status, the authorisations
+    granted to it (revoked ones marked), the whitelists pushed to it; holders apply nothing of
+    a whitelist but move past it."""
+    bank_dir = world.fed.node_dir("bank")
+    code = world.fresh[6]
+    auth_id = world.grant(code)
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"uscc,name\n{world.fresh[6]},a\n{world.fresh[7]},b\n")
+    out = cli(
+        "platform", "whitelist", "--node-dir", str(world.platform), "--bank", "bank",
+        "--region", "5101", "--industry", "C", "--file", str(listed), "--note", "manufacturing",
+    )  # fmt: skip
+    assert "whitelist of 2 enterprise(s)" in out
+    seq = int(out.rsplit("feed seq ", 1)[1].rstrip(")\n"))
+    wait_for(lambda: auth_id in cli("platform", "status", "--node-dir", str(bank_dir)))
+    wait_for(
+        lambda: "whitelist pushes: 1" in cli("platform", "status", "--node-dir", str(bank_dir))
+    )
+    shown = cli("platform", "status", "--node-dir", str(bank_dir))
+    assert "status: admitted" in shown and code in shown and "live" in shown
+    assert "5101" in shown and "manufacturing" in shown
+    for holder in HOLDERS:  # holders move past the whitelist; it changes nothing they serve
+        wait_for(lambda h=holder: applied_seq(world.fed.node_dir(h)) >= seq)
+    assert world.check("tax", code) == auth_id
+    cli("platform", "revoke", auth_id, "--node-dir", str(world.platform), "--reason", "withdrew")
+    wait_for(lambda: "revoked" in cli("platform", "status", "--node-dir", str(bank_dir)))
+
+
+def test_a_bad_whitelist_is_refused_naming_the_entry(world: World, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    good = world.fresh[6]
+    wrong = good[:-1] + ("0" if good[-1] != "0" else "1")  # check digit off
+    bad.write_text(f"uscc\n{good}\n{wrong}\n")
+    result = CliRunner().invoke(
+        app,
+        ["platform", "whitelist", "--node-dir", str(world.platform), "--bank", "bank",
+         "--region", "5101", "--industry", "C", "--file", str(bad)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "bad.csv, row 3: uscc" in str(result.exception)
+    result = CliRunner().invoke(
+        app,
+        ["platform", "whitelist", "--node-dir", str(world.platform), "--bank", "bank",
+         "--region", "51x", "--industry", "C", "--uscc", good],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "whitelist region '51x'" in str(result.exception)
+
+
+def test_statistics_count_per_bank_and_name_witnessed_heads(world: World) -> None:
+    out = cli("platform", "stats", "--node-dir", str(world.platform))
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("bank "))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[0] == "bank" and cells[1] == "admitted"
+    assert int(cells[2]) >= 6 and int(cells[4]) >= 1  # grants, revoked
+    for node in (*HOLDERS, "bank"):
+        assert any(
+            line.strip("│ ").startswith(node) and "never" not in line for line in out.splitlines()
+        ), out
+    for code in world.fresh:
+        assert code not in out  # counts, never enterprise data
+
+
+def test_an_idle_follower_polls_rarely(world: World) -> None:
+    """Long poll: an idle holder's Feed calls (one audit record each at the platform) come
+    once per wait, not once per poll_s (0.2 s here: ~10 in 2 s before)."""
+    before = feed_calls(world, "tax")
+    time.sleep(2.0)
+    assert feed_calls(world, "tax") - before <= 2

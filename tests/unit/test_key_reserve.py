@@ -200,3 +200,50 @@ def test_a_bank_keeps_a_ready_key_only_when_asked(tmp_path: Path):
             assert bank_key_reserve(Config(), key_bits=KEY_BITS, start=False) is started
         finally:
             stop_reserves()
+
+
+def test_a_run_sizes_its_reserve_to_the_job_and_stops_only_its_own(tmp_path: Path):
+    """``need`` caps the pool at what the job will encrypt (0: no reserve at all), and
+    ``stop_reserve`` stops and forgets one reserve, leaving the process's others running."""
+    from federation.crypto.reserve import stop_reserve
+    from parties.bank.secureboost import bank_key_reserve
+
+    class Limits:
+        obfuscator_pool = 100
+        obfuscator_batch = 8
+        compute_workers = 1
+
+    class Config:
+        limits = Limits()
+
+    with small_keys():
+        assert bank_key_reserve(Config(), key_bits=KEY_BITS, need=0) is None
+        mine = bank_key_reserve(Config(), key_bits=KEY_BITS, need=24)
+        other = key_reserve(key_bits=768, capacity=1, batch=1, workers=1)
+        try:
+            assert mine is not None and mine.capacity == 24
+            assert bank_key_reserve(Config(), key_bits=KEY_BITS, need=10_000).capacity == 100
+            stop_reserve(mine)
+            assert running_reserve(KEY_BITS) is not mine and mine.ready_size() == 0
+            assert running_reserve(768) is other
+        finally:
+            stop_reserves()
+
+
+def test_a_job_waits_for_the_key_being_generated_instead_of_making_another():
+    """A reserve started just before the job (``xinyidai experiment run`` starts it with the
+    nodes) hands the job the key it is generating, if the job may wait for it."""
+    with small_keys():
+        for _ in range(3):  # the key is taken whenever the job starts during generation
+            r = KeyReserve(key_bits=KEY_BITS, capacity=4, batch=4, workers=1).start()
+            try:
+                with r.lease(KEY_BITS, wait_s=60) as ready:
+                    assert ready is not None
+                    assert r.keys_served == 1
+            finally:
+                r.stop()
+        idle = KeyReserve(key_bits=KEY_BITS, capacity=4, batch=4, workers=1)  # never started
+        t0 = time.monotonic()
+        with idle.lease(KEY_BITS, wait_s=60) as ready:
+            assert ready is None  # nothing is being generated: no wait
+        assert time.monotonic() - t0 < 5

@@ -8,6 +8,8 @@ decrypted view is the same for two holder masks that give the same total.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tenseal as ts
@@ -171,3 +173,111 @@ def test_registration_refuses_an_unknown_serving_mode_before_logging_anything():
 
     with pytest.raises(ConfigError, match="serving_mode 'turbo'"):
         log_registration(SimpleNamespace(), SimpleNamespace(), serving_mode="turbo")
+
+
+def test_scores_stay_exact_when_the_encryptions_of_zero_come_from_a_reserve():
+    """The serving path: the bank encrypts as (ready zero + plaintext), holders re-randomise
+    with ready zeros made by a niced worker process; totals still equal the plaintext ones,
+    and no zero is handed out twice."""
+    from federation.crypto.ckks import unpack_vectors
+    from models.secureboost.private_scoring import ZeroReserve
+
+    rng = np.random.default_rng(5)
+    n, n_trees, per_tree = 6, 20, 8
+    truth, masks = _world(rng, n, n_trees, per_tree, 2)
+    keys = BankKeys(2)
+    layout = Layout(n_leaves=n_trees * per_tree, n_blocks=3, slots=keys.slots)
+    width = layout.per_vector * layout.lane
+    # nice=0 here (the nodes use 19): a loaded test machine must not starve the worker
+    keys.zeros = ZeroReserve(keys.public, capacity=4, nice=0)
+    holders = [ZeroReserve(keys.public, capacity=4, nice=0) for _ in masks]
+    for reserve in [keys.zeros, *holders]:
+        reserve.prepare(width)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and min(len(r) for r in [keys.zeros, *holders]) < 2:
+        time.sleep(0.2)
+    assert min(len(r) for r in [keys.zeros, *holders]) >= 2, "the worker made no zeros"
+    ctx = load_public_context(keys.public)
+    values = rng.uniform(-0.6, 0.6, size=(n, layout.n_blocks, layout.n_leaves))
+    payload = keys.encrypt(layout, values)
+    first = [bytes(x) for x in unpack_vectors(payload, "first")]
+    for k, mask in enumerate(masks):
+        payload = holder_step(ctx, layout, payload, mask, last=k == 1, zeros=holders[k])
+    got = keys.totals(layout, payload, n)
+    assert np.abs(got - (values * truth[:, None, :]).sum(axis=2)).max() < 1e-6
+    assert keys.zeros.taken >= 1 and all(r.taken >= 1 for r in holders)
+    # a second encryption of the same values is another ciphertext (fresh zero each time)
+    again = [bytes(x) for x in unpack_vectors(keys.encrypt(layout, values), "again")]
+    assert first != again
+    zero = holders[0].take(ctx, width)
+    if zero is not None:  # what the reserve hands out decrypts to zero
+        assert (
+            np.abs(np.asarray(ts.ckks_vector_from(keys.ctx, zero.serialize()).decrypt())).max()
+            < 1e-6
+        )
+    for reserve in [keys.zeros, *holders]:
+        reserve.close()
+
+
+def test_a_reserve_keeps_at_most_two_widths_whatever_the_requests_ask():
+    """A bank chooses the vector width (its layout) per request; the holder's reserve must not
+    grow with the number of widths asked (memory a peer could make it hold)."""
+    from models.secureboost.private_scoring import ZeroReserve
+
+    reserve = ZeroReserve(b"not used: capacity 0 makes nothing", capacity=0)
+    for width in (100, 200, 300, 400, 200):
+        reserve.prepare(width)
+        assert reserve.take(None, width) is None  # nothing made: the caller encrypts inline
+    assert reserve.widths == [400, 200]
+    assert reserve.missed == 5 and reserve.taken == 0
+
+
+def test_attack_check_1000_private_scores_do_not_narrow_a_holder_feature_interval():
+    """Attack check (docs/scoring.md, "who learns what"): one enterprise, a holder feature x
+    (value 0.37, unknown to the bank; prior: uniform on [0, 1]), scored under 1,000 different
+    honest models. Model k is a tree whose root is the holder's split ``x < θ_k`` (θ_k uniform)
+    over two leaves of equal weight a_k (the bank's own splits below are folded into a_k), so
+    the score itself says nothing about the side and whatever narrows x must come from the
+    protocol. The 1,000 scores run as 1,000 lanes of one CKKS vector (the batch layout).
+
+    Method: for each model the bank guesses the side from everything it decrypts (the best
+    single-slot test: left if the left leaf's slot exceeds a_k / 2), then takes as its interval
+    the x in a grid of [0, 1] whose implied sides agree with its guesses at least as well as
+    the best x, minus 0.15 (a slack far above chance at 1,000 models). With the ``fast`` path's
+    view (the holder's reach bits) the interval closes around 0.37 (width < 0.35); with the
+    private view it must stay the prior (width > 0.8) and the guesses must be at chance."""
+    rng = np.random.default_rng(1000)
+    x_true, n_models = 0.37, 1000
+    theta = rng.uniform(0.0, 1.0, n_models)
+    weight = rng.uniform(-0.5, 0.5, n_models)
+    left = x_true < theta
+    keys = BankKeys(1)
+    layout = Layout(n_leaves=2, n_blocks=1, slots=keys.slots)
+    assert layout.per_vector >= n_models
+    values = np.stack([weight, weight], axis=1)[:, None, :]  # (models, 1 block, 2 leaves)
+    reach = np.stack([left, ~left], axis=1)  # the holder's mask, one lane per model
+    out = holder_step(
+        load_public_context(keys.public), layout, keys.encrypt(layout, values), reach, last=True
+    )
+    from federation.crypto.ckks import unpack_vectors
+
+    slots = np.concatenate(
+        [np.asarray(ts.ckks_vector_from(keys.ctx, it).decrypt()) for it in unpack_vectors(out, "a")]
+    )
+    lanes = slots[: n_models * layout.lane].reshape(n_models, 2)
+    assert np.abs(lanes.sum(axis=1) - weight).max() < 1e-6  # each score is right
+
+    grid = np.linspace(0.0, 1.0, 2001)
+    implied = grid[:, None] < theta[None, :]  # (grid, models): left for this x?
+
+    def interval(guess_left: np.ndarray) -> float:
+        agree = (implied == guess_left[None, :]).mean(axis=1)
+        kept = grid[agree >= agree.max() - 0.15]
+        return float(kept.max() - kept.min())
+
+    fast_guess = reach[:, 0]  # fast mode: the reach bit itself
+    assert interval(fast_guess) < 0.35
+    private_guess = np.where(weight > 0, lanes[:, 0] > weight / 2, lanes[:, 0] < weight / 2)
+    accuracy = float((private_guess == left).mean())
+    assert 0.44 < accuracy < 0.56  # chance, within ~4 standard deviations
+    assert interval(private_guess) > 0.8

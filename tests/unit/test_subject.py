@@ -393,13 +393,30 @@ def test_cli_dispute_list_report_resolve(node: dict) -> None:
         app, ["resolve", dispute_id, "--note", "repaired", "--by", "alice", "--node-dir", node_dir]
     )
     assert resolved.exit_code == 0, resolved.output
-    assert f"resolved {dispute_id}" in resolved.output
+    assert f"repaired {dispute_id}" in resolved.output
     table = runner.invoke(app, ["list", "--node-dir", node_dir, "--uscc", code])
-    assert "resolved" in table.output and "alice" in table.output and "repaired" in table.output
+    assert "repaired" in table.output and "alice" in table.output
 
     ops = [e.operation for e in node["audit"].query(subject=code) if e.direction == "local"]
     assert ops == ["subject.dispute", "subject.report", "subject.report", "subject.resolve"]
     assert node["audit"].verify().ok
+
+    # a second dispute the operator rejects: the enterprise sees "rejected" and why
+    again = runner.invoke(
+        app, ["dispute", code, "--reason", "arrears flag", "--node-dir", node_dir]
+    )
+    assert again.exit_code == 0, again.output
+    second = again.output.split()[1]
+    rejected = runner.invoke(
+        app,
+        ["resolve", second, "--reject", "--note", "meter readings confirmed", "--by", "bob",
+         "--node-dir", node_dir],
+    )  # fmt: skip
+    assert rejected.exit_code == 0, rejected.output
+    assert f"rejected {second}" in rejected.output
+    data = json.loads(runner.invoke(app, ["report", code, "--json", "--node-dir", node_dir]).output)
+    statuses = {d["dispute_id"]: d["status"] for d in data["disputes"]}
+    assert statuses == {dispute_id: "repaired", second: "rejected"}
 
 
 def test_cli_errors_are_clear(node: dict, tmp_path: Path) -> None:
@@ -422,3 +439,33 @@ def test_cli_errors_are_clear(node: dict, tmp_path: Path) -> None:
     assert isinstance(result.exception, ConfigError)
     assert "node.yaml: not found" in str(result.exception)
     assert node["disputes"].list() == []
+
+
+def test_a_store_from_before_outcomes_opens_and_keeps_its_closed_disputes(tmp_path: Path) -> None:
+    """A consent.db whose dispute table predates ``outcome``: opening it adds the column; the
+    disputes already closed read as ``resolved``, new ones as ``repaired``/``rejected``."""
+    path = tmp_path / "consent.db"
+    code = _code()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE subject_dispute (dispute_id VARCHAR(32) PRIMARY KEY, uscc VARCHAR(18) "
+            "NOT NULL, categories VARCHAR(255) NOT NULL, reason TEXT NOT NULL, raised_by "
+            "VARCHAR(128) NOT NULL, raised_at FLOAT NOT NULL, resolved_at FLOAT, resolved_by "
+            "VARCHAR(128), resolution_note TEXT)"
+        )
+        db.execute(
+            "INSERT INTO subject_dispute VALUES (?, ?, '', 'old', 'enterprise', 1.0, 2.0, "
+            "'alice', 'fixed')",
+            ("a" * 32, code),
+        )
+    audit = AuditLog(sqlite_url(tmp_path / "audit.db"), "utility")
+    with audit, DisputeRegistry(sqlite_url(path), node_id="utility", audit=audit) as reg:
+        assert reg.get("a" * 32).status == "resolved"
+        d = reg.dispute(code, reason="meter misread", by="enterprise")
+        closed = reg.resolve(d.dispute_id, note="readings confirmed", by="bob", outcome="rejected")
+        assert closed.status == "rejected" and reg.get(d.dispute_id).status == "rejected"
+        with pytest.raises(DisputeError, match="outcome 'maybe' must be one of"):
+            reg.resolve(reg.dispute(code, reason="x", by="e").dispute_id, note="n", by="b",
+                        outcome="maybe")  # fmt: skip
+        reasons = [r.reason for r in audit.query(subject=code)]
+        assert f"dispute {d.dispute_id} rejected: readings confirmed" in reasons

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -14,10 +16,38 @@ app = typer.Typer(help="Run and query federation nodes (bank, tax, utility).", n
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="the node's node.yaml"),
 ) -> None:
-    """Serve a node (mutual-TLS gRPC) until SIGTERM or Ctrl-C."""
+    """Serve a node (mutual-TLS gRPC) until SIGTERM or Ctrl-C; a platform with ``portal:`` in
+    its node.yaml also serves the web portal, in the same process, on its own port."""
+    from parties.config import load_node_config
     from parties.node import serve as run
 
-    run(config)
+    cfg = load_node_config(config)
+    if cfg.role == "platform" and cfg.portal is not None:
+        run(config, attach=_start_portal)
+    else:
+        run(config)
+
+
+def _start_portal(node: Any) -> Callable[[], None]:
+    """Start the portal next to the platform node's gRPC service; return its stop."""
+    from xinyidai.portal.server import PortalServer, portal_context, write_portal_state
+
+    server = PortalServer(portal_context(node.config, node))
+    server.start()
+    write_portal_state(node.config.node_dir, server.url)
+    node.audit.append(
+        direction="local",
+        peer=node.config.node_id,
+        operation="portal.start",
+        reason=f"portal on {server.url}",
+        counts={"port": server.port},
+    )
+
+    def stop() -> None:
+        server.stop()
+        (node.config.node_dir / "portal.url").unlink(missing_ok=True)
+
+    return stop
 
 
 @app.command()

@@ -185,13 +185,27 @@ def resolve(
     by: Annotated[
         str | None, typer.Option("--by", help="Who resolved it; default: the current user.")
     ] = None,
+    reject: Annotated[
+        bool,
+        typer.Option(
+            "--reject",
+            help="The data stands (the note says why); default: repaired (credit repair done).",
+        ),
+    ] = False,
 ) -> None:
-    """Close a dispute, recording the note and who resolved it (audited)."""
+    """Close a dispute as repaired (default) or rejected, with the note and who (audited)."""
     audit, disputes = _stores(_config(node_dir))
     with audit, disputes:
-        record = disputes.resolve(dispute_id, note=note, by=by or _operator())
+        record = disputes.resolve(
+            dispute_id,
+            note=note,
+            by=by or _operator(),
+            outcome="rejected" if reject else "repaired",
+        )
         still_open = disputes.status(record.uscc)
-    typer.echo(f"resolved {record.dispute_id} (enterprise {record.uscc}) by {record.resolved_by}")
+    typer.echo(
+        f"{record.outcome} {record.dispute_id} (enterprise {record.uscc}) by {record.resolved_by}"
+    )
     if still_open.disputed:
         typer.echo(f"  {len(still_open.open)} other dispute(s) of this enterprise still open")
 
@@ -199,7 +213,7 @@ def resolve(
 def _status(d: DisputeRecord) -> str:
     if d.is_open:
         return "[red]open[/]"
-    return escape(f"resolved {_iso(d.resolved_at)} by {d.resolved_by}: {d.resolution_note}")
+    return escape(f"{d.status} {_iso(d.resolved_at)} by {d.resolved_by}: {d.resolution_note}")
 
 
 @app.command("list")

@@ -13,7 +13,14 @@ nodes and verifies every node's audit chain. Everything it makes stays under
 - ``run``: ``run_demo``, the story around them (greetings, consent, audit, lineage, timings).
 """
 
-from xinyidai.demo.build import DAY, HOLDERS, build_federation, record_consent
+from xinyidai.demo.build import (
+    DAY,
+    HOLDERS,
+    add_platform,
+    build_federation,
+    enrol_enterprise,
+    record_consent,
+)
 from xinyidai.demo.jobs import DEMO_PARAMS, PSI_SALT
 from xinyidai.demo.run import run_demo
 
@@ -22,7 +29,9 @@ __all__ = [
     "DEMO_PARAMS",
     "HOLDERS",
     "PSI_SALT",
+    "add_platform",
     "build_federation",
+    "enrol_enterprise",
     "record_consent",
     "run_demo",
 ]

@@ -142,3 +142,76 @@ def record_consent(workdir: Path, pki: PkiLayout, tables: dict, *, seed: int) ->
             "unauthorised": next(c for c in codes if c not in granted_set),
         }
     return examples
+
+
+def add_platform(
+    fed: Federation,
+    *,
+    poll_s: float = 0.5,
+    portal: bool = True,
+    holder_timeout_s: float = 3.0,
+) -> Path:
+    """Add the platform node (``role: platform``, with its portal) to a built federation: its
+    folder and certificate, ``platform:`` links in every holder's ``node.yaml`` (they then follow
+    its feed and serve only banks it admitted), the bank admitted, and the platform first in
+    ``fed.configs`` so it starts first. Returns the platform's folder."""
+    import yaml
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from federation.pki import issue_node_certificate, load_platform_signing_key
+    from parties.config import PortalConfig
+    from parties.platform.feed import FeedStore
+
+    workdir = fed.workdir
+    issue_node_certificate(fed.pki.directory, "platform")
+    pdir = workdir / "platform"
+    pdir.mkdir(mode=0o700)
+    for src, dst in (
+        (fed.pki.node_cert("platform"), "node.pem"),
+        (fed.pki.ca_cert, "ca.pem"),
+        (fed.pki.node_key("platform"), "node.key"),
+        (fed.pki.platform_signing_key, "platform_signing.key"),
+    ):
+        shutil.copyfile(src, pdir / dst)
+        os.chmod(pdir / dst, 0o600)
+    port, portal_port = free_ports(2)
+    holder_peers = []
+    for holder in HOLDERS:
+        path = fed.configs[holder]
+        raw = yaml.safe_load(path.read_text())
+        raw["platform"] = {"address": f"127.0.0.1:{port}", "poll_s": poll_s}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        holder_peers.append(PeerConfig(node_id=holder, address=raw["address"], role="holder"))
+    config = NodeConfig(
+        node_id="platform",
+        role="platform",
+        address=f"127.0.0.1:{port}",
+        tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
+        platform_signing_key=Path("platform_signing.key"),
+        peers=[*holder_peers, PeerConfig(node_id=fed.bank_id, role="bank")],
+        portal=PortalConfig(address=f"127.0.0.1:{portal_port}", holder_timeout_s=holder_timeout_s)
+        if portal
+        else None,
+    )
+    (pdir / "node.yaml").write_text(config.to_yaml())
+    fed.configs = {"platform": pdir / "node.yaml", **fed.configs}
+    pem = (workdir / fed.bank_id / "node.pem").read_bytes()
+    fingerprint = x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256()).hex()
+    feed = FeedStore.for_node_dir(pdir, load_platform_signing_key(pdir / "platform_signing.key"))
+    feed.set_institution(
+        fed.bank_id, status="admitted", reason="admitted (demo)", cert_sha256=fingerprint
+    )
+    feed.close()
+    return pdir
+
+
+def enrol_enterprise(platform_dir: Path, uscc: str, password: str) -> None:
+    """A portal account for one enterprise (what ``xinyidai platform account create`` does)."""
+    from parties.platform.accounts import AccountStore
+
+    store = AccountStore.for_node_dir(platform_dir)
+    try:
+        store.create(uscc, password, kind="enterprise")
+    finally:
+        store.close()

@@ -292,12 +292,14 @@ def _score(
         excluded = ", ".join(f"{k} {v}" for k, v in sorted(batch.excluded.items()))
         console.print(
             f"  whitelist for region 51…: {batch.scored} of {batch.candidates} applicants "
-            f"scored ({excluded or 'none excluded'}); top 3:",
+            f"scored ({excluded or 'none excluded'}); serving mode {batch.serving_mode or '?'}; "
+            "top 3 (= marks a tie, broken by USCC):",
             highlight=False,
         )
         for e in batch.enterprises:
             console.print(
-                f"    {e.uscc}  {e.points:6.1f} points  PD {e.probability_default:.3f}",
+                f"    {e.uscc}  {e.points:6.1f} points{' =' if e.tie else '  '}  "
+                f"PD {e.probability_default:.3f}",
                 highlight=False,
             )
         if batch.enterprises:
@@ -312,8 +314,9 @@ def _score(
             )
             console.print(
                 f"  Score {one.uscc}: PD {one.probability_default:.3f}, "
-                f"{one.points:.0f} points, {one.model_name} v{one.model_version}, "
-                f"reasons: {', '.join(one.reason_categories) or '-'}",
+                f"{one.points:.0f} points, {one.model_name} v{one.model_version} "
+                f"({one.serving_mode or '?'} serving), "
+                f"reasons: {', '.join(one.reason_categories) or '- (at or above the base)'}",
                 highlight=False,
             )
     return not step.failed

@@ -8,6 +8,7 @@ writer has exited, and the lineage report reads those same logs.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,14 @@ from rich.table import Table
 from federation.audit import AuditLog, sqlite_url
 from federation.transport.base import PeerRefused, new_meta
 from parties.config import NodeConfig
-from xinyidai.demo.build import HOLDERS, build_federation
+from xinyidai.demo.build import (
+    HOLDERS,
+    add_platform,
+    build_federation,
+    enrol_enterprise,
+)
 from xinyidai.demo.jobs import register_and_score, train_in_federation
+from xinyidai.demo.portal import pick_enterprise, walk_portal
 from xinyidai.launcher import Federation, running, stop_nodes
 
 
@@ -39,6 +46,13 @@ def run_demo(
     t0 = time.perf_counter()
     console.rule("[bold]xinyidai demo")
     fed, examples = build_federation(workdir, enterprises=enterprises, seed=seed, workers=workers)
+    # the platform node (signed feed, web portal); one enterprise enrolled at the portal
+    add_platform(fed)
+    examples["portal_uscc"] = pick_enterprise(workdir)
+    examples["portal_password"] = secrets.token_urlsafe(12)  # a fresh one each run, printed
+    enrol_enterprise(
+        workdir / "platform", str(examples["portal_uscc"]), str(examples["portal_password"])
+    )
     timings["prepare (PKI, city, consent)"] = time.perf_counter() - t0
     console.print(f"workdir: {workdir}  ({enterprises} enterprises, seed {seed})")
 
@@ -46,8 +60,16 @@ def run_demo(
     # The bank node's scoring service resolves models in the demo's own MLflow store.
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
     with running(fed):
-        timings["start 3 node processes until healthy"] = time.perf_counter() - t1
-        reply, served = _with_nodes(console, fed, examples, timings, trees=trees, workers=workers)
+        timings["start 4 node processes until healthy"] = time.perf_counter() - t1
+        portal = (workdir / "platform" / "portal.url").read_text().strip()
+        console.print(
+            f"portal: [bold]{portal}[/] (sign in as {examples['portal_uscc']}, password "
+            f"{examples['portal_password']}; open while the demo runs)",
+            highlight=False,
+        )
+        reply, served, portal_ok = _with_nodes(
+            console, fed, examples, timings, trees=trees, workers=workers
+        )
     codes = stop_nodes(fed)
 
     all_ok = _verify_audit_logs(console, fed, codes)
@@ -56,6 +78,7 @@ def run_demo(
     _summary(console, workdir, timings, lineage_paths)
     ok = (
         all_ok
+        and portal_ok
         and lineage_paths is not None
         and all(g.ok for g in reply.peers)
         and all(c == 0 for c in codes.values())
@@ -71,8 +94,9 @@ def _with_nodes(
     *,
     trees: int,
     workers: int,
-) -> tuple[Any, tuple[str, str] | None]:
-    """Everything done while the nodes serve: (the greeting reply, (model, version) served)."""
+) -> tuple[Any, tuple[str, str] | None, bool]:
+    """Everything done while the nodes serve: (the greeting reply, (model, version) served,
+    whether the portal walk did what it should)."""
     from parties.config import load_node_config
     from parties.node import operator_client
     from protos import bank_pb2
@@ -92,7 +116,16 @@ def _with_nodes(
     if trained is not None:
         served = register_and_score(console, fed, bank_cfg, bank_audit, trained, timings)
     bank_audit.close()
-    return reply, served
+    portal_ok = served is not None and walk_portal(
+        console,
+        fed,
+        bank_cfg,
+        uscc=str(examples["portal_uscc"]),
+        password=str(examples["portal_password"]),
+        model=served[0],
+        timings=timings,
+    )
+    return reply, served, portal_ok
 
 
 def _consent_and_purpose(

@@ -61,6 +61,7 @@ def run_experiment(
     config_text: str = "",
     on_epoch: Callable[[int, float], None] | None = None,
     checked: ExperimentCheck | None = None,
+    ready_key: bool = True,
 ) -> ExperimentResult:
     """Build the federation, start its nodes, align, train, evaluate, stop; the result.
 
@@ -73,6 +74,10 @@ def run_experiment(
 
     Every party's file is checked first (``check_experiment``; ``checked`` when the caller ran
     it already): any problem stops the run before a node starts.
+
+    ``ready_key`` (SecureBoost): start the bank's ready key with the nodes (``_ReadyKey``), so
+    its key pair and obfuscators are made in the idle time before training; False: the job
+    makes its key at the start (benchmarks' baseline).
     """
     from federation.audit import AuditLog
     from federation.crypto.paillier import prestart_workers
@@ -94,6 +99,11 @@ def run_experiment(
     progress(f"nodes: {', '.join(fed.configs)} (each its own process, mTLS on loopback)")
     t0 = time.perf_counter()
     codes: dict[str, int] = {}
+    ready = (  # made while nodes start and the parties align
+        _ReadyKey.start(config, bank_cfg, checked)
+        if ready_key
+        else _ReadyKey(None, owned=False, capacity=0)
+    )
     try:  # stop every node that did start, whatever fails (a bad table, a refused job...)
         _start(fed, t0, progress=progress, on_started=on_started)
         audit = AuditLog(bank_cfg.resolved_audit_url, bank_cfg.node_id)
@@ -115,6 +125,7 @@ def run_experiment(
             if run_id is not None:
                 fail_training_run(run_id, tracking=tracking)
             raise
+        ready.stop()  # the run's one job is done: make no next key while it evaluates
         tracked = None
         if track:
             tracked = register_model(
@@ -130,11 +141,18 @@ def run_experiment(
         train_codes, test_codes = _split_codes(bank_cfg, alignment, report)
         audit.close()
     finally:
+        ready.stop()
         codes = stop_nodes(fed)
     nodes = _node_usage(fed, codes, before)
     rows, m = (train_codes, test_codes), config.model
     if isinstance(m, SecureBoostModelConfig):
         specific = _secureboost_results(config, model, report, rows, align_seconds, progress)
+        specific["ready_key"] = rk = ready.result(model)
+        if rk["started_with_nodes"] or rk["key_used"]:
+            progress(
+                f"bank's ready key: {rk['mode']} ({rk['obfuscators_at_start']:,} of "
+                f"{rk['pool_capacity']:,} obfuscators made before training)"
+            )
     else:
         specific = _linear_results(config, m, report, rows, align_seconds, progress)
         specific.update(_feature_report(model))
@@ -148,6 +166,70 @@ def run_experiment(
         "workdir": str(workdir),
     }
     return ExperimentResult(data)
+
+
+class _ReadyKey:
+    """The bank's ready key for the run's SecureBoost job (``bank_key_reserve``), started with
+    the nodes: the key pair and its obfuscators are made at low priority while the nodes start
+    and the parties align, so the job starts warm as far as that idle time allowed.
+
+    Sized to the job (aligned rows at most × trees with holders), so nothing is made to be
+    dropped; stopped once the job is done. A reserve the caller started already (a benchmark's
+    "warm" row, a notebook) is used as it is and left running."""
+
+    def __init__(self, reserve: Any, *, owned: bool, capacity: int):
+        self.reserve = reserve
+        self.owned = owned  # started here (stopped here), not the caller's
+        self.made_here = owned
+        self.capacity = capacity
+
+    @classmethod
+    def start(cls, config: ExperimentConfig, bank_cfg: Any, checked: ExperimentCheck) -> _ReadyKey:
+        from math import ceil
+
+        from federation.crypto.reserve import running_reserve
+        from parties.bank.secureboost import bank_key_reserve
+
+        m = config.model
+        bits = config.crypto.key_bits
+        if not isinstance(m, SecureBoostModelConfig):
+            return cls(None, owned=False, capacity=0)
+        existing = running_reserve(bits)
+        if existing is not None:
+            return cls(existing, owned=False, capacity=existing.capacity)
+        rows = checked.overlap.get("all") or (
+            checked.parties["bank"].rows if "bank" in checked.parties else 0
+        )
+        trees = m.n_trees - (1 if m.first_tree_bank_only else 0)
+        need = ceil(rows * m.subsample) * max(0, trees) if config.holders else 0
+        reserve = bank_key_reserve(bank_cfg, key_bits=bits, need=need)
+        if reserve is None:  # node.yaml obfuscator_pool 0, or nothing to encrypt
+            return cls(None, owned=False, capacity=0)
+        return cls(reserve, owned=True, capacity=reserve.capacity)
+
+    def stop(self) -> None:
+        from federation.crypto.reserve import stop_reserve
+
+        if self.owned and self.reserve is not None:
+            stop_reserve(self.reserve)
+            self.owned = False
+
+    def result(self, clf: Any) -> dict[str, Any]:
+        """For result.json: whether the job ran warm (a ready key with obfuscators made
+        ahead) or cold, and how full the pool was when the job took the key."""
+        stats = clf.model_.stats
+        used = bool(stats.get("ready_key"))
+        at_start = int(stats.get("obfuscators_at_start", 0))
+        full = self.capacity > 0 and at_start >= self.capacity
+        return {  # warm: every obfuscator the job needs was made ahead; partly: some were
+            "mode": "warm" if used and full else "partly warm" if used and at_start else "cold",
+            "started_with_nodes": self.made_here,
+            "pool_capacity": self.capacity,
+            "key_used": used,
+            "obfuscators_at_start": at_start,
+            "pool_fill_at_start": round(at_start / self.capacity, 3) if self.capacity else 0.0,
+            "obfuscators_used": int(stats.get("obfuscators_ahead", 0)),
+        }
 
 
 def experiment_tracking(config: ExperimentConfig, tracking: Any) -> Any:
