@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -405,6 +406,35 @@ class HolderModule(Generic[JobT, ModelT]):
                 f"given names, got shape {arr.shape}"
             )
         return arr
+
+    def _cached_table(
+        self,
+        key: tuple[str, str, str],
+        build: Callable[[], tuple[np.ndarray, list[str]]],
+        *,
+        keep: int = 4,
+    ) -> tuple[np.ndarray, list[str]]:
+        """``build()`` for (bank, alignment, view), kept for the last ``keep`` keys.
+
+        Why: a served model reads the same alignment for every score, and rebuilding it each
+        time (alignment file, one-hot, WOE or bin transform of every row) repeats the same
+        work. The node's table is fixed while it runs, and the gate still sees every request
+        first. Kept read-only, so no caller can change what the next one reads."""
+        cache: OrderedDict[tuple[str, str, str], tuple[np.ndarray, list[str]]] = (
+            self.__dict__.setdefault("_table_cache", OrderedDict())
+        )
+        with self._lock:
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                return hit
+        found = build()
+        found[0].setflags(write=False)
+        with self._lock:
+            cache[key] = found
+            while len(cache) > keep:
+                cache.popitem(last=False)
+        return found
 
     def _read_table(self, bank: str, alignment_id: str, view: str) -> tuple[np.ndarray, list[str]]:
         """Every row of one alignment (and view) for ``bank``: values and column names.

@@ -110,6 +110,10 @@ class PortalConfig(_Strict):
         default=5, ge=1, le=1000, description="failed sign-ins per login and per address ..."
     )
     failure_window_s: float = Field(default=300.0, gt=0, description="... in this window")
+    lineage_dir: Path | None = Field(
+        default=None,
+        description="a folder of lineage reports (*-lineage.html/.md) the auditor page lists",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> PortalConfig:
@@ -464,6 +468,7 @@ class NodeConfig(_Strict):
                 update={
                     "tls_cert": fix(portal.tls_cert) if portal.tls_cert else None,
                     "tls_key": fix(portal.tls_key) if portal.tls_key else None,
+                    "lineage_dir": fix(portal.lineage_dir) if portal.lineage_dir else None,
                     "auth": auth.model_copy(
                         update={
                             "client_secret_file": fix(auth.client_secret_file)

@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/platform.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"m\n\x0b\x46\x65\x65\x64Request\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x12\n\nmax_events\x18\x03 \x01(\r\x12\x0f\n\x07wait_ms\x18\x04 \x01(\r\"o\n\tFeedEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x0c\n\x04prev\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x0c\n\x04hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"W\n\x08\x46\x65\x65\x64Page\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.xinyidai.v1.FeedEvent\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t2C\n\x08Platform\x12\x37\n\x04\x46\x65\x65\x64\x12\x18.xinyidai.v1.FeedRequest\x1a\x15.xinyidai.v1.FeedPageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/platform.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"\xc9\x01\n\x0b\x46\x65\x65\x64Request\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x11\n\tsince_seq\x18\x02 \x01(\x04\x12\x12\n\nmax_events\x18\x03 \x01(\r\x12\x0f\n\x07wait_ms\x18\x04 \x01(\r\x12(\n\x06\x61\x63\x63\x65ss\x18\x05 \x03(\x0b\x32\x18.xinyidai.v1.AccessCount\x12\x17\n\x0f\x61\x63\x63\x65ss_from_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x61\x63\x63\x65ss_upto_seq\x18\x07 \x01(\x04\"f\n\x0b\x41\x63\x63\x65ssCount\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0f\n\x07records\x18\x04 \x01(\x04\x12\x13\n\x0b\x65nterprises\x18\x05 \x01(\x04\"o\n\tFeedEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x0c\n\x04prev\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x0c\n\x04hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"W\n\x08\x46\x65\x65\x64Page\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.xinyidai.v1.FeedEvent\x12\x10\n\x08head_seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t2C\n\x08Platform\x12\x37\n\x04\x46\x65\x65\x64\x12\x18.xinyidai.v1.FeedRequest\x1a\x15.xinyidai.v1.FeedPageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEEDREQUEST']._serialized_start=59
-  _globals['_FEEDREQUEST']._serialized_end=168
-  _globals['_FEEDEVENT']._serialized_start=170
-  _globals['_FEEDEVENT']._serialized_end=281
-  _globals['_FEEDPAGE']._serialized_start=283
-  _globals['_FEEDPAGE']._serialized_end=370
-  _globals['_PLATFORM']._serialized_start=372
-  _globals['_PLATFORM']._serialized_end=439
+  _globals['_FEEDREQUEST']._serialized_start=60
+  _globals['_FEEDREQUEST']._serialized_end=261
+  _globals['_ACCESSCOUNT']._serialized_start=263
+  _globals['_ACCESSCOUNT']._serialized_end=365
+  _globals['_FEEDEVENT']._serialized_start=367
+  _globals['_FEEDEVENT']._serialized_end=478
+  _globals['_FEEDPAGE']._serialized_start=480
+  _globals['_FEEDPAGE']._serialized_end=567
+  _globals['_PLATFORM']._serialized_start=569
+  _globals['_PLATFORM']._serialized_end=636
 # @@protoc_insertion_point(module_scope)

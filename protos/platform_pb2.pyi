@@ -8,16 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FeedRequest(_message.Message):
-    __slots__ = ("meta", "since_seq", "max_events", "wait_ms")
+    __slots__ = ("meta", "since_seq", "max_events", "wait_ms", "access", "access_from_seq", "access_upto_seq")
     META_FIELD_NUMBER: _ClassVar[int]
     SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_UPTO_SEQ_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     since_seq: int
     max_events: int
     wait_ms: int
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., since_seq: _Optional[int] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    access: _containers.RepeatedCompositeFieldContainer[AccessCount]
+    access_from_seq: int
+    access_upto_seq: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., since_seq: _Optional[int] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ..., access: _Optional[_Iterable[_Union[AccessCount, _Mapping]]] = ..., access_from_seq: _Optional[int] = ..., access_upto_seq: _Optional[int] = ...) -> None: ...
+
+class AccessCount(_message.Message):
+    __slots__ = ("bank", "operation", "decision", "records", "enterprises")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ENTERPRISES_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    operation: str
+    decision: str
+    records: int
+    enterprises: int
+    def __init__(self, bank: _Optional[str] = ..., operation: _Optional[str] = ..., decision: _Optional[str] = ..., records: _Optional[int] = ..., enterprises: _Optional[int] = ...) -> None: ...
 
 class FeedEvent(_message.Message):
     __slots__ = ("seq", "kind", "body", "prev", "at", "hash", "signature")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,27 +144,12 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
         return LinearHolderModel.from_dict(data)
 
     def _read_table(self, bank: str, alignment_id: str, view: str) -> tuple[np.ndarray, list[str]]:
-        """The alignment's rows of ``view``, kept for the last few (bank, alignment, view):
-        a served model reads the same alignment for every score, and rebuilding it each time
-        (alignment file, one-hot or WOE transform of every row) repeats the same work. The
-        node's table is fixed while it runs; the gate still sees every request first. Kept
-        read-only, so no caller can change what the next one reads."""
-        key = (bank, alignment_id, view)
-        cache: OrderedDict[tuple[str, str, str], tuple[np.ndarray, list[str]]] = (
-            self.__dict__.setdefault("_table_cache", OrderedDict())
+        """The alignment's rows of ``view``, kept for the last few (``HolderModule._cached_table``)."""
+        return self._cached_table(
+            (bank, alignment_id, view),
+            lambda: super(LinearHolderServicer, self)._read_table(bank, alignment_id, view),
+            keep=TABLE_CACHE,
         )
-        with self._lock:
-            hit = cache.get(key)
-            if hit is not None:
-                cache.move_to_end(key)
-                return hit
-        found: tuple[np.ndarray, list[str]] = super()._read_table(bank, alignment_id, view)
-        found[0].setflags(write=False)
-        with self._lock:
-            cache[key] = found
-            while len(cache) > TABLE_CACHE:
-                cache.popitem(last=False)
-        return found
 
     def _rows(self, buf: bytes, n_rows: int, count: int, what: str) -> np.ndarray:
         """Row positions of a batch mask, which must name exactly ``count`` rows."""

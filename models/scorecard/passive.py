@@ -10,7 +10,6 @@ docs/scorecard.md. Policy, rows and model files come from ``models.base.HolderMo
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,27 +94,12 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
 
     def _read_table(self, bank: str, alignment_id: str, view: str) -> tuple[np.ndarray, list[str]]:
         """The holder's own bins of the view's features (points are looked up by bin), kept
-        for the last few (bank, alignment, view):
-        a served model reads the same alignment for every score, and rebuilding it each time
-        (alignment file, one-hot or WOE transform of every row) repeats the same work. The
-        node's table is fixed while it runs; the gate still sees every request first. Kept
-        read-only, so no caller can change what the next one reads."""
-        key = (bank, alignment_id, view)
-        cache: OrderedDict[tuple[str, str, str], tuple[np.ndarray, list[str]]] = (
-            self.__dict__.setdefault("_table_cache", OrderedDict())
+        for the last few (``HolderModule._cached_table``)."""
+        return self._cached_table(
+            (bank, alignment_id, view),
+            lambda: (self.source.bins(bank, alignment_id, view), []),
+            keep=TABLE_CACHE,
         )
-        with self._lock:
-            hit = cache.get(key)
-            if hit is not None:
-                cache.move_to_end(key)
-                return hit
-        found: tuple[np.ndarray, list[str]] = (self.source.bins(bank, alignment_id, view), [])
-        found[0].setflags(write=False)
-        with self._lock:
-            cache[key] = found
-            while len(cache) > TABLE_CACHE:
-                cache.popitem(last=False)
-        return found
 
     def points_table(self, bank: str, job_id: str) -> PointsTable:
         """This holder's points table of a scorecard job (read back from ``models_dir``)."""

@@ -13,6 +13,13 @@ Why a long poll: the follower asks ``Feed`` to wait up to ``WAIT_S`` for an even
 so a new event arrives within the platform's check interval (about 0.05 s) and an idle follower
 makes one call - one audit record at the platform - per ``WAIT_S`` instead of one per second.
 
+Access statistics (a holder): the first Feed call of each poll also carries, per bank,
+operation and decision, how many requests this holder's audit log recorded since the last
+report and how many enterprise rows they touched - counts from one grouped query over the
+audit records past the last reported seq, never a USCC. The range is written to
+``platform_follow.db`` before it is sent and marked reported after the platform took it, so a
+crash in between resends the same range, which the platform stores once.
+
 Who learns what: the follower learns the whole feed (every authorisation of every enterprise
 and bank); a bank *keeps* only what concerns itself (its status, its authorisations, its
 whitelists) - for its operator's view. Holders stay the authority on every authorisation: a
@@ -38,12 +45,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
+    func,
     insert,
     select,
     update,
 )
 
-from federation.audit import AuditLog
+from federation.audit import AuditLog, schema
+from federation.audit.chain import ChainHead
 from federation.errors import PeerError, XinyidaiError
 from federation.store import SqlStore, immediate
 from federation.transport.calls import new_meta
@@ -51,6 +61,7 @@ from parties.authorisation import SignedAuthorisation
 from parties.config import NodeConfig
 from parties.consent import ConsentRegistry
 from parties.platform.events import GENESIS, FeedEvent, authenticated_prefix
+from parties.platform.stats import MAX_ACCESS_ROWS, AccessCount, known_operations
 from protos import platform_pb2
 
 __all__ = [
@@ -99,6 +110,13 @@ _own_auths = Table(  # a bank: the authorisations granted to it
     Column("granted_seq", BigInteger, nullable=False),
     Column("revoked_at", Double, nullable=True),
     Column("revoke_reason", Text, nullable=True),
+)
+_access_state = Table(  # a holder: its audit seqs counted for the platform's statistics
+    "follow_access",
+    _metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("reported_seq", BigInteger, nullable=False),  # the platform has (.., reported_seq]
+    Column("pending_seq", BigInteger, nullable=False),  # sent (reported_seq, pending_seq]
 )
 _own_whitelists = Table(  # a bank: the whitelists pushed to it
     "follow_own_whitelists",
@@ -169,13 +187,35 @@ class FollowState(SqlStore):
     (a bank) the authorisations and whitelists addressed to it."""
 
     LABEL = "platform follow state"
-    TABLES = (_state, _institutions, _own_auths, _own_whitelists)
+    TABLES = (_state, _institutions, _own_auths, _own_whitelists, _access_state)
     FILE = "platform_follow.db"
 
     def head(self) -> tuple[int, str]:
         with self._engine.connect() as conn:
             row = conn.execute(select(_state).where(_state.c.id == 1)).first()
         return (0, GENESIS) if row is None else (int(row.seq), row.hash)
+
+    def access_range(self) -> tuple[int, int]:
+        """(reported, pending): audit seqs up to ``reported`` are counted at the platform;
+        ``pending`` > ``reported`` is a range sent but not confirmed (resend it as is)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_access_state).where(_access_state.c.id == 1)).first()
+        return (0, 0) if row is None else (int(row.reported_seq), int(row.pending_seq))
+
+    def set_access_range(self, reported: int, pending: int) -> None:
+        with self._engine.connect() as conn:
+            immediate(conn)
+            with conn.begin():
+                values = {"reported_seq": reported, "pending_seq": pending}
+                found = conn.execute(
+                    select(_access_state.c.id).where(_access_state.c.id == 1)
+                ).first()
+                if found is None:
+                    conn.execute(insert(_access_state).values(id=1, **values))
+                else:
+                    conn.execute(
+                        update(_access_state).where(_access_state.c.id == 1).values(**values)
+                    )
 
     def banks(self) -> dict[str, BankStatus]:
         with self._engine.connect() as conn:
@@ -299,6 +339,42 @@ class FollowState(SqlStore):
                         at=w.at,
                     )
                 )
+
+
+def count_access(
+    audit: AuditLog, *, after: int, upto: int, banks: Sequence[str]
+) -> list[AccessCount]:
+    """Per (bank, operation, decision): the requests this node served to ``banks`` with audit
+    seq in (``after``, ``upto``], and the enterprise rows they touched (a batch's subject
+    rows, else 1 for a one-enterprise request). One grouped query on the seq primary key."""
+    r, t = schema.records, schema.subjects
+    per_seq = (
+        select(t.c.seq, func.count().label("n"))
+        .where(t.c.seq > after, t.c.seq <= upto)
+        .group_by(t.c.seq)
+        .subquery()
+    )
+    enterprises = func.sum(func.coalesce(per_seq.c.n, case((r.c.subject != "", 1), else_=0)))
+    stmt = (
+        select(r.c.peer, r.c.operation, r.c.decision, func.count(), enterprises)
+        .select_from(r.outerjoin(per_seq, per_seq.c.seq == r.c.seq))
+        .where(
+            r.c.seq > after,
+            r.c.seq <= upto,
+            r.c.direction == "served",
+            r.c.peer.in_(list(banks)),
+            r.c.operation.in_(sorted(_OPERATIONS)),
+            r.c.decision.in_(["allow", "deny", "error"]),
+        )
+        .group_by(r.c.peer, r.c.operation, r.c.decision)
+        .order_by(r.c.peer, r.c.operation, r.c.decision)
+    )
+    with audit._engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [AccessCount(str(b), str(o), str(d), int(n), int(e or 0)) for b, o, d, n, e in rows]
+
+
+_OPERATIONS = known_operations()
 
 
 class FeedFollower:
@@ -496,28 +572,78 @@ class FeedFollower:
             )
         return self._peer
 
-    def _meta(self) -> Any:
+    def _meta(self, head: ChainHead | None) -> Any:
         """The request's meta, carrying this node's audit chain head: the platform records it
         with the call, so every poll is the platform's witness of this log
         (``xinyidai audit verify NODE_DIR --witness PLATFORM_DIR``)."""
         meta = new_meta()
-        head = self.audit.head() if self.audit is not None else None
         meta.head = str(head) if head is not None else ""
         return meta
+
+    def _access_report(self, head: ChainHead | None) -> tuple[list[AccessCount], int, int] | None:
+        """A holder's counts since its last report, as (rows, from_seq, upto_seq), the range
+        recorded as pending first; None for a bank, or when there is nothing new."""
+        if self.consent is None or self.audit is None or head is None:
+            return None
+        reported, pending = self.state.access_range()
+        with self._lock:
+            banks = sorted(self._banks)
+        if pending > reported:  # sent before and not confirmed: the same range again
+            return (
+                count_access(self.audit, after=reported, upto=pending, banks=banks),
+                reported,
+                pending,
+            )
+        upto = head.seq
+        if upto <= reported:
+            return None
+        rows = count_access(self.audit, after=reported, upto=upto, banks=banks)
+        while len(rows) > MAX_ACCESS_ROWS and upto > reported + 1:  # the rest next poll
+            upto = reported + (upto - reported) // 2
+            rows = count_access(self.audit, after=reported, upto=upto, banks=banks)
+        self.state.set_access_range(reported, upto)
+        return rows, reported, upto
 
     def poll_once(self, *, wait: bool = False) -> int:
         """Fetch and apply every event past ours; the number applied (``PeerError`` if the
         platform cannot be reached). ``wait``: the first call long-polls (up to ``wait_s``)."""
         total = 0
         wait_ms = int(self.wait_s * 1000) if wait else 0
+        head = self.audit.head() if self.audit is not None else None
+        report = self._access_report(head)
         while True:
             start = self.seq
-            page = self._client().call(
-                "Feed",
-                platform_pb2.FeedRequest(
-                    meta=self._meta(), since_seq=start, max_events=PAGE, wait_ms=wait_ms
-                ),
+            request = platform_pb2.FeedRequest(
+                meta=self._meta(head), since_seq=start, max_events=PAGE, wait_ms=wait_ms
             )
+            if report is not None:
+                rows, from_seq, upto_seq = report
+                request.access_from_seq, request.access_upto_seq = from_seq, upto_seq
+                request.access.extend(
+                    platform_pb2.AccessCount(
+                        bank=c.bank,
+                        operation=c.operation,
+                        decision=c.decision,
+                        records=c.records,
+                        enterprises=c.enterprises,
+                    )
+                    for c in rows
+                )
+            try:
+                page = self._client().call("Feed", request)
+            except PeerError as exc:
+                if (
+                    report is None
+                    or exc.code != "INVALID_ARGUMENT"
+                    or "access report" not in str(exc)
+                ):
+                    raise
+                self._drop_report(report[2], str(exc))  # never let statistics stop the feed
+                report = None
+                continue
+            if report is not None:  # the platform has it: count from there next time
+                self.state.set_access_range(report[2], report[2])
+                report = None
             wait_ms = 0
             self.head_seq = int(page.head_seq)
             events = [
@@ -536,6 +662,20 @@ class FeedFollower:
                 )
             if not events or n < len(events) or self.seq >= self.head_seq:
                 return total
+
+    def _drop_report(self, upto: int, problem: str) -> None:
+        """The platform refused an access report: say so once, skip its range."""
+        log.error("node %s: platform refused access statistics: %s", self.node_id, problem[:300])
+        if self.audit is not None:
+            self.audit.append(
+                direction="local",
+                peer=self._platform_id(),
+                operation="platform.access",
+                decision="error",
+                reason=f"access statistics up to seq {upto} refused: {problem}"[:300],
+                counts={"upto": upto},
+            )
+        self.state.set_access_range(upto, upto)
 
     def _loop(self) -> None:
         link = self.config.platform

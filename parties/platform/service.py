@@ -25,6 +25,13 @@ from federation.transport.policy import PurposePolicy
 from parties.config import NodeConfig
 from parties.platform.events import FeedError
 from parties.platform.feed import FeedStore
+from parties.platform.stats import (
+    MAX_ACCESS_ROWS,
+    AccessCount,
+    AccessError,
+    AccessStore,
+    check_access,
+)
 from protos import platform_pb2
 
 __all__ = ["PLATFORM_SERVICE", "PlatformNode", "PlatformServicer", "load_signing_key"]
@@ -55,9 +62,11 @@ class PlatformServicer:
 
     service = PLATFORM_SERVICE
 
-    def __init__(self, *, config: NodeConfig, feed: FeedStore):
+    def __init__(self, *, config: NodeConfig, feed: FeedStore, access: AccessStore | None = None):
         self.config = config
         self.feed = feed
+        self.access = access
+        self.max_access_rows = MAX_ACCESS_ROWS  # this platform's own bound, not the holder's
         self._followers = {p.node_id for p in config.peers}
         # Long polls hold a worker each: at most half the workers wait, the rest answer at once.
         self._waiters = threading.BoundedSemaphore(max(1, config.limits.max_workers // 2))
@@ -96,7 +105,38 @@ class PlatformServicer:
                 f"{', '.join(sorted(self._followers)) or 'none'})",
             )
 
+    def _take_access(self, request: platform_pb2.FeedRequest, call: CallInfo) -> None:
+        """Check a holder's access report against this platform's own limits and store it,
+        tied to the audit head its request carries (the head the platform witnesses)."""
+        if self.access is None or not (request.access or request.access_upto_seq):
+            return
+        rows = [
+            AccessCount(c.bank, c.operation, c.decision, int(c.records), int(c.enterprises))
+            for c in request.access
+        ]
+        head_text = call.peer_head or ""
+        seq_text = head_text.partition(":")[0]
+        head_seq = int(seq_text) if seq_text.isdigit() else None
+        from_seq, upto_seq = int(request.access_from_seq), int(request.access_upto_seq)
+        try:
+            check_access(
+                rows,
+                node=call.caller,
+                banks=[i.node_id for i in self.feed.institutions()],
+                from_seq=from_seq,
+                upto_seq=upto_seq,
+                head_seq=head_seq,
+                limit=self.max_access_rows,
+            )
+        except AccessError as exc:
+            raise invalid(f"Feed: {exc}") from None
+        stored = self.access.record(
+            call.caller, rows, from_seq=from_seq, upto_seq=upto_seq, head=head_text
+        )
+        call.counts["access_rows"] = len(rows) if stored else 0
+
     def Feed(self, request: platform_pb2.FeedRequest, call: CallInfo) -> platform_pb2.FeedPage:
+        self._take_access(request, call)
         since = int(request.since_seq)
         wait_s = min(int(request.wait_ms), MAX_WAIT_MS) / 1000.0
         if wait_s > 0 and since == self.feed.head()[0]:
@@ -135,8 +175,9 @@ class PlatformNode:
         private_dir(config.node_dir)
         key = load_signing_key(config)  # present and private, or the node does not start
         self.feed = FeedStore.for_node_dir(config.node_dir, key)
+        self.access = AccessStore.for_node_dir(config.node_dir)
         self.audit = AuditLog(config.resolved_audit_url, config.node_id)
-        self.servicer = PlatformServicer(config=config, feed=self.feed)
+        self.servicer = PlatformServicer(config=config, feed=self.feed, access=self.access)
         self.runtime = ServiceRuntime(
             self.servicer,
             node_id=config.node_id,

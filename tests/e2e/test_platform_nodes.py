@@ -399,3 +399,56 @@ def test_an_idle_follower_polls_rarely(world: World) -> None:
     before = feed_calls(world, "tax")
     time.sleep(2.0)
     assert feed_calls(world, "tax") - before <= 2
+
+
+def access_totals(world: World, holder: str, operation: str) -> tuple[int, int, int]:
+    """(allowed, refused, enterprises) the platform holds for bank 'bank' at ``holder``."""
+    from parties.platform.stats import AccessStore
+
+    with AccessStore.for_node_dir(world.platform) as store:
+        for a in store.statistics(time.time()):
+            if (a.bank, a.holder, a.operation) == ("bank", holder, operation):
+                return a.total.allowed, a.total.refused, a.total.enterprises
+    return 0, 0, 0
+
+
+def test_holders_report_each_banks_requests_as_counts(world: World) -> None:
+    """The bank asks a holder about enterprises (answered and refused); the holder's next feed
+    poll carries the counts; the platform's statistics show them per bank and holder - and
+    no USCC anywhere in them."""
+    code, unauthorised = world.fresh[0], world.fresh[7]  # fresh[7] is never authorised
+    world.grant(code)
+    wait_for(lambda: not world.check("tax", code).startswith("refused"), timeout=5.0)
+    allowed, refused, enterprises = access_totals(world, "tax", "CheckAuthorisation")
+    for _ in range(3):
+        assert not world.check("tax", code).startswith("refused")
+    assert world.check("tax", unauthorised).startswith("refused")
+    world.grant(world.fresh[5])  # a feed event: the waiting long polls return and poll again
+    wait_for(
+        lambda: (
+            access_totals(world, "tax", "CheckAuthorisation")[0] >= allowed + 3
+            and access_totals(world, "tax", "CheckAuthorisation")[1] >= refused + 1
+        ),
+        timeout=10.0,
+    )
+    now_allowed, _, now_enterprises = access_totals(world, "tax", "CheckAuthorisation")
+    assert now_enterprises - enterprises >= now_allowed - allowed  # one enterprise each
+    result = CliRunner().invoke(
+        app, ["platform", "stats", "--node-dir", str(world.platform)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    rows = [
+        [c.strip() for c in line.strip("│ ").split("│")]
+        for line in result.output.splitlines()
+        if "CheckAuthorisation" in line
+    ]
+    tax = next(r for r in rows if r[:3] == ["bank", "tax", "CheckAuthorisation"])
+    assert int(tax[3].split("/")[2]) == now_allowed  # allowed all time, as the store has it
+    for c in world.fresh:
+        assert c not in result.output  # counts, never enterprise data
+    db = sqlite3.connect(world.platform / "platform_access.db")
+    stored = " ".join(str(v) for row in db.execute("SELECT * FROM access_counts") for v in row)
+    db.close()
+    assert "CheckAuthorisation" in stored
+    assert not any(c in stored for c in world.fresh)
+    assert os.stat(world.platform / "platform_access.db").st_mode & 0o077 == 0

@@ -339,3 +339,48 @@ def test_a_holder_down_is_named_and_the_rest_of_the_page_renders(world: World) -
         assert "did not answer" in page.text and page.status_code == 200
     finally:
         start_nodes(world.fed, only=["utility"])
+
+
+def test_the_auditor_opens_lineage_reports_and_nothing_else(world: World) -> None:
+    """``portal.lineage_dir`` (the demo's WORKDIR/lineage): reports ``xinyidai lineage``
+    renders are listed and served (HTML under a CSP allowing inline style only); a name not
+    listed - another file of the folder, a ``../`` path, a symlink - is 404."""
+    from xinyidai.lineage.model import Lineage
+    from xinyidai.lineage.render import write_report
+
+    folder = load_node_config(world.platform / "node.yaml").portal.lineage_dir  # type: ignore[union-attr]
+    assert folder == (world.fed.workdir / "lineage").resolve()
+    folder.mkdir(exist_ok=True)
+    md, html = write_report(
+        Lineage(
+            name="credit", version="3", generated_at=time.time(), aliases=["champion"],
+            status="READY", created="2026-01-01", source="runs:/r1/model", run_id="r1",
+        ),
+        folder,
+    )  # fmt: skip
+    (folder / "notes.txt").write_text("not a report")
+    (folder / "stolen-lineage.html").symlink_to(world.platform / "node.yaml")
+    auditor = Browser(world.url)
+    page = auditor.sign_in("auditor1")
+    assert html.name in page.text and md.name in page.text
+    assert 'id="access"' in page.text  # the holders' per-bank access counts table
+    assert "notes.txt" not in page.text and "stolen-lineage" not in page.text
+    opened = auditor.get(f"/auditor/lineage/{html.name}")
+    assert opened.status_code == 200 and "credit" in opened.text
+    assert opened.headers["content-type"] == "text/html; charset=utf-8"
+    assert (
+        opened.headers["content-security-policy"] == "default-src 'none'; style-src 'unsafe-inline'"
+    )
+    assert opened.headers["x-content-type-options"] == "nosniff"
+    text = auditor.get(f"/auditor/lineage/{md.name}")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/markdown")
+    for name in (
+        "notes.txt",
+        "stolen-lineage.html",
+        "..%2Fplatform%2Fnode.yaml",
+        "..%2F..%2Fetc%2Fpasswd",
+    ):
+        assert auditor.get(f"/auditor/lineage/{name}").status_code == 404, name
+    raw = httpx.get(f"{world.url}/auditor/lineage/../node.yaml", cookies=auditor.http.cookies)
+    assert "platform_signing_key" not in raw.text
+    assert Browser(world.url).get(f"/auditor/lineage/{html.name}").url.path == "/login"

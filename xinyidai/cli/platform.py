@@ -361,11 +361,15 @@ def whitelist(
 @app.command("stats")
 def stats(node_dir: NodeDirOption) -> None:
     """Statistics for the auditor: per bank, authorisations granted, live and revoked, and
-    whitelist pushes; per following node, the last audit head witnessed. Counts only."""
-    from parties.platform.stats import platform_statistics
+    whitelist pushes; per following node, the last audit head witnessed; per bank and holder,
+    the requests the holder reported answering and refusing. Counts only."""
+    from parties.platform.stats import AccessStore, platform_statistics
 
     config, feed, audit = _open(node_dir)
-    result = platform_statistics(feed, audit, nodes=[p.node_id for p in config.peers])
+    with AccessStore.for_node_dir(config.node_dir) as store:
+        result = platform_statistics(
+            feed, audit, nodes=[p.node_id for p in config.peers], access=store
+        )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.events.items())) or "none"
     _say(f"feed at seq {result.feed_seq} ({kinds})")
     table = Table("bank", "status", "grants", "live", "revoked", "whitelist pushes", "listed")
@@ -385,6 +389,25 @@ def stats(node_dir: NodeDirOption) -> None:
         head = "never" if w.head_seq is None else f"{w.head_seq}:{w.head_hash}..."
         witnessed.add_row(escape(w.node), head, utc_text(w.at) if w.at is not None else "-")
     Console().print(witnessed)
+    access = Table(
+        "bank",
+        "holder",
+        "operation",
+        "allowed today/7d/all",
+        "refused today/7d/all",
+        "enterprises today/7d/all",
+        title="access reported by holders",
+    )
+    for a in result.access:
+        access.add_row(
+            escape(a.bank),
+            escape(a.holder),
+            escape(a.operation),
+            f"{a.today.allowed}/{a.week.allowed}/{a.total.allowed}",
+            f"{a.today.refused}/{a.week.refused}/{a.total.refused}",
+            f"{a.today.enterprises}/{a.week.enterprises}/{a.total.enterprises}",
+        )
+    Console().print(access if result.access else "access reported by holders: none yet")
 
 
 account_app = typer.Typer(

@@ -190,7 +190,11 @@ def add_platform(
         tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
         platform_signing_key=Path("platform_signing.key"),
         peers=[*holder_peers, PeerConfig(node_id=fed.bank_id, role="bank")],
-        portal=PortalConfig(address=f"127.0.0.1:{portal_port}", holder_timeout_s=holder_timeout_s)
+        portal=PortalConfig(
+            address=f"127.0.0.1:{portal_port}",
+            holder_timeout_s=holder_timeout_s,
+            lineage_dir=(workdir / "lineage").resolve(),  # what the demo's lineage step writes
+        )
         if portal
         else None,
     )

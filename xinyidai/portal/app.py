@@ -16,6 +16,7 @@ one record in the platform's audit log. Blocking work (argon2, SQL, gRPC) runs i
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from parties.platform.accounts import AccountError, AccountStore, normalise_logi
 from parties.platform.events import FeedError
 from parties.platform.feed import FeedStore
 from parties.platform.register import authorisations_for_bank, authorisations_of
-from parties.platform.stats import platform_statistics
+from parties.platform.stats import AccessStore, platform_statistics
 from parties.platform.subject_client import HolderAnswer, SubjectClient
 from parties.platform.tokens import session_hash
 from xinyidai.portal.i18n import LANGS, label
@@ -61,6 +62,11 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+LINEAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}-lineage\.(html|md)")
+"""A lineage report's file name (``xinyidai lineage`` writes ``<model>-v<version>-lineage.*``)."""
+LINEAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+"""A served HTML report may style itself inline, nothing else (no script, no fetch, no image)."""
+MAX_LINEAGE_BYTES = 32 << 20
 
 
 @dataclass
@@ -77,6 +83,7 @@ class PortalContext:
     limiter: RateLimiter
     secure_cookies: bool = False
     oidc: Any = None  # the Authlib client when portal.auth.kind is oidc
+    access: AccessStore | None = None  # what holders report of each bank's requests
     _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     def cached(self, key: str, ttl_s: float, make: Callable[[], Any]) -> Any:
@@ -534,11 +541,44 @@ def create_app(ctx: PortalContext) -> Starlette:
     def statistics() -> Any:
         """Counts per bank and each peer's last witnessed head (``parties.platform.stats``)."""
         nodes = [p.node_id for p in ctx.config.peers]
-        return platform_statistics(ctx.feed, ctx.audit, nodes=nodes)
+        return platform_statistics(ctx.feed, ctx.audit, nodes=nodes, access=ctx.access)
+
+    def lineage_reports() -> list[str]:
+        """The report names in ``portal.lineage_dir``: regular files named like a report.
+        Only a name in this list is ever served, so no path can reach another file."""
+        folder = ctx.config.portal.lineage_dir if ctx.config.portal is not None else None
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if LINEAGE_NAME.fullmatch(p.name) and not p.is_symlink() and p.is_file()
+        )
+
+    @guarded("auditor")
+    async def lineage_file(request: Request, s: Session, form: dict[str, Any]) -> Response:
+        name = str(request.path_params.get("name", ""))
+        names = await run_in_threadpool(lineage_reports)
+        folder = ctx.config.portal.lineage_dir if ctx.config.portal is not None else None
+        if folder is None or name not in names:
+            return refuse(request, s, 404, "no such lineage report")
+        path = folder / name
+        if path.stat().st_size > MAX_LINEAGE_BYTES:
+            return refuse(request, s, 413, f"lineage report {name} is over 32 MiB")
+        body = await run_in_threadpool(path.read_bytes)
+        await run_in_threadpool(ctx.record, "lineage", s, reason=name)
+        html = name.endswith(".html")
+        response = finish(Response(body, media_type="text/html" if html else "text/markdown"), s)
+        response.headers["Content-Type"] = (
+            "text/html; charset=utf-8" if html else "text/markdown; charset=utf-8"
+        )
+        response.headers["Content-Security-Policy"] = LINEAGE_CSP
+        return response
 
     @guarded("auditor")
     async def auditor(request: Request, s: Session, form: dict[str, Any]) -> Response:
         stats = await run_in_threadpool(statistics)
+        reports = await run_in_threadpool(lineage_reports)
         status = await run_in_threadpool(ctx.cached, "own", 30.0, own_status)
         institutions = await run_in_threadpool(ctx.feed.institutions)
         roles = {p.node_id: p.role for p in ctx.config.peers}
@@ -552,6 +592,9 @@ def create_app(ctx: PortalContext) -> Starlette:
             status=status,
             institutions=institutions,
             platform=ctx.config.node_id,
+            lineage=reports,
+            lineage_configured=ctx.config.portal is not None
+            and ctx.config.portal.lineage_dir is not None,
         )
 
     @guarded("operator")
@@ -588,6 +631,7 @@ def create_app(ctx: PortalContext) -> Starlette:
         Route("/me/disputes", disputes, methods=["GET"]),
         Route("/me/disputes", file_dispute, methods=["POST"]),
         Route("/auditor", auditor, methods=["GET"]),
+        Route("/auditor/lineage/{name}", lineage_file, methods=["GET"]),
         Route("/bank", bank_page, methods=["GET"]),
     ]
     if ctx.oidc is not None:

@@ -66,6 +66,11 @@ _LABELS: dict[str, tuple[str, str]] = {
     "chain": ("链状态", "Chain status"),
     "institutions": ("接入机构", "Institutions"),
     "counts_per_bank": ("各机构统计（仅计数）", "Per bank (counts only)"),
+    "lineage_reports": ("模型版本溯源报告", "Lineage reports of model versions"),
+    "access_per_bank": (
+        "各机构查询统计（数据持有方上报，仅计数）",
+        "Requests per bank, as holders report them (counts only)",
+    ),
     "enterprises": ("企业数", "Enterprises"),
     "admitted_status": ("接入状态", "Admitted status"),
     "authorised_by": ("授权本机构的企业", "Enterprises that authorised us"),

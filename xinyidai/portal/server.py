@@ -56,6 +56,7 @@ def portal_context(config: NodeConfig, node: PlatformNode) -> PortalContext:
         limiter=RateLimiter(max_failures=portal.max_failures, window_s=portal.failure_window_s),
         secure_cookies=portal.cookies_secure,
         oidc=oidc,
+        access=node.access,
     )
 
 
