@@ -172,11 +172,23 @@ def reason_list(
     return ranked, cats[:MAX_REASONS]
 
 
+TIE_RESOLUTION = 1e-3
+"""Points closer than this are one score: a ``private`` score carries CKKS noise (~1e-5 points),
+so two enterprises on the same leaves differ in the last digits; they are shown as a tie and
+ranked by USCC like exact ties, never by the noise."""
+
+
+def tie_key(points: np.ndarray) -> np.ndarray:
+    """Points on the tie grid (``TIE_RESOLUTION``): what ranking and tie marks compare."""
+    return np.round(np.asarray(points, dtype=np.float64) / TIE_RESOLUTION)
+
+
 def tied(points: np.ndarray) -> np.ndarray:
-    """Per score: another score of the same reply has exactly equal points (shown as a tie)."""
+    """Per score: another score of the same reply has equal points, to ``TIE_RESOLUTION``
+    (shown as a tie)."""
     if points.size == 0:
         return np.zeros(0, dtype=bool)
-    _, inverse, counts = np.unique(points, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(tie_key(points), return_inverse=True, return_counts=True)
     return np.asarray(counts[inverse] > 1)
 
 
@@ -247,7 +259,7 @@ def _list_above(
     order = np.arange(good.size) if keep is None else keep
     # Highest points first; equal points by USCC, so the same request ranks the same way.
     listed = np.asarray([codes[good[j]] for j in order], dtype=object)
-    order = order[np.lexsort((listed, -scores.points[order]))] if order.size else order
+    order = order[np.lexsort((listed, -tie_key(scores.points[order])))] if order.size else order
     ties = tied(scores.points[order])
     if limit:
         order, ties = order[:limit], ties[:limit]

@@ -408,7 +408,7 @@ def score_batch(
     request_id: str = "",
 ) -> bank_pb2.ScoreBatchReply:
     """``Bank.ScoreBatch`` for a scorecard or LR version (same reply as SecureBoost's)."""
-    from parties.bank.scoring import joined_ids, tied
+    from parties.bank.scoring import joined_ids, tie_key, tied
 
     listed = bool(usccs)
     if listed:
@@ -484,7 +484,7 @@ def score_batch(
         return reply
     keep = np.flatnonzero(points >= threshold) if math.isfinite(threshold) else np.arange(good.size)
     names = np.asarray([codes[good[j]] for j in keep], dtype=object)
-    order = keep[np.lexsort((names, -points[keep]))] if keep.size else keep
+    order = keep[np.lexsort((names, -tie_key(points[keep])))] if keep.size else keep
     ties = tied(points[order])
     if limit:
         order, ties = order[:limit], ties[:limit]

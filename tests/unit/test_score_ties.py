@@ -45,6 +45,16 @@ def test_whitelist_breaks_ties_by_uscc_and_marks_them() -> None:
     assert [e.tie for e in reply.enterprises] == [True, True, True, False]
 
 
+def test_private_noise_does_not_break_a_tie_or_decide_the_order() -> None:
+    """A ``private`` score carries CKKS noise (~1e-5 points): enterprises on the same leaves
+    are one score to ``TIE_RESOLUTION``, marked as a tie and ranked by USCC, not by the noise."""
+    scores = _scores([650.200004, 650.199998, 640.0, 650.200001], {"tax": [0.0, 0.0, 0.0, 0.0]})
+    reply = bank_pb2.ScoreBatchReply()
+    _list_above(reply, CODES, _batch(4), np.arange(4), scores, threshold=0.0, limit=3)
+    assert [e.uscc for e in reply.enterprises] == ["91330100A", "91330100C", "91330100D"]
+    assert all(e.tie for e in reply.enterprises)
+
+
 def test_tie_marker_in_listed_batch() -> None:
     scores = _scores([600.0, 601.0, 600.0, 602.0], {"tax": [0.0] * 4})
     reply = bank_pb2.ScoreBatchReply()
