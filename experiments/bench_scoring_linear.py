@@ -9,6 +9,9 @@ every holder with ``CheckAuthorisation`` before the scoring round). Target (issu
 p99 <= 20 ms.
 
     python experiments/bench_scoring_linear.py --out experiments/results/bench_scoring_linear.json
+
+With ``--out`` a Markdown table goes next to the JSON (same name, ``.md``), with the command and
+the load average before and after the run (the figures are only as good as the machine was idle).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -149,6 +153,29 @@ def run(
     return out
 
 
+def table(result: dict[str, Any], *, command: str) -> str:
+    """The result as Markdown: one row per model, the target, the command and the load."""
+    lines = [
+        "# Serving scorecard and LR versions (issue 12: Score p99 <= 20 ms)",
+        "",
+        f"`{command}`  ",
+        f"{result['enterprises']} enterprises, {result['requests']} sequential Score requests per "
+        f"model; load average (1 min) {result['load_before']:.2f} before, "
+        f"{result['load_after']:.2f} after.",
+        "",
+        "| model | family | Score p50 (ms) | p99 (ms) | max (ms) | p99 <= 20 ms | "
+        "ScoreBatch enterprises/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in result["models"].items():
+        lines.append(
+            f"| {name} | {m['family']} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
+            f"{m['max_ms']:.1f} | {'yes' if m['meets_p99_target'] else 'no'} | "
+            f"{m['batch_per_second']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--enterprises", type=int, default=3000)
@@ -156,12 +183,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     result = run(enterprises=args.enterprises, requests=args.requests, batch=args.batch)
+    result["load_before"], result["load_after"] = load_before, os.getloadavg()[0]
     text = json.dumps(result, indent=1)
     print(text)
+    command = "python experiments/bench_scoring_linear.py " + " ".join(sys.argv[1:])
+    markdown = table(result, command=command.strip())
+    print(markdown)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -323,10 +323,14 @@ class HolderModule(Generic[JobT, ModelT]):
             )
         with self._evaluation_lock:
             evaluation = self._evaluation_open(access)
-            subjects = gate.admit(replace(access, evaluation=evaluation))
+            if evaluation:  # the job's one evaluation: admitted and used up atomically
+                subjects = gate.admit(replace(access, evaluation=True))
+                refused = [s for s in subjects if s.status not in ADMITTED]
+                if not refused:
+                    self._close_evaluation(access)
+        if not evaluation:  # gated per enterprise, outside the lock: calls do not queue
+            subjects = gate.admit(replace(access, evaluation=False))
             refused = [s for s in subjects if s.status not in ADMITTED]
-            if evaluation and not refused:
-                self._close_evaluation(access)
         if refused:
             first = refused[0]
             why = first.status.removeprefix("refused:")

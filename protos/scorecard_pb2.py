@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/scorecard.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"v\n\rPointsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07points0\x18\x02 \x01(\x01\x12\r\n\x05odds0\x18\x03 \x01(\x01\x12\x0b\n\x03pdo\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63imals\x18\x05 \x01(\x05\"\x1f\n\tPointsAck\x12\x12\n\nn_features\x18\x01 \x01(\r\"\x84\x01\n\x12ScorePointsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x14\n\x0c\x61lignment_id\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x13\n\x0b\x62y_category\x18\x05 \x01(\x08\"F\n\x0e\x43\x61tegoryPoints\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x12\n\nmax_points\x18\x02 \x01(\x01\x12\x0e\n\x06points\x18\x03 \x03(\x01\"r\n\x0bPointsReply\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x12\n\nscale_bits\x18\x02 \x01(\r\x12\x0e\n\x06masked\x18\x03 \x01(\x08\x12/\n\ncategories\x18\x04 \x03(\x0b\x32\x1b.xinyidai.v1.CategoryPoints2\x99\x01\n\x0fScorecardHolder\x12<\n\x06Points\x12\x1a.xinyidai.v1.PointsRequest\x1a\x16.xinyidai.v1.PointsAck\x12H\n\x0bScorePoints\x12\x1f.xinyidai.v1.ScorePointsRequest\x1a\x18.xinyidai.v1.PointsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/scorecard.proto\x12\x0bxinyidai.v1\x1a\x13protos/common.proto\"v\n\rPointsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0f\n\x07points0\x18\x02 \x01(\x01\x12\r\n\x05odds0\x18\x03 \x01(\x01\x12\x0b\n\x03pdo\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63imals\x18\x05 \x01(\x05\"\x1f\n\tPointsAck\x12\x12\n\nn_features\x18\x01 \x01(\r\"\x9c\x01\n\x12ScorePointsRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.xinyidai.v1.RequestMeta\x12\x0c\n\x04rows\x18\x02 \x03(\r\x12\x14\n\x0c\x61lignment_id\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x13\n\x0b\x62y_category\x18\x05 \x01(\x08\x12\x16\n\x0ewith_predictor\x18\x06 \x01(\x08\"F\n\x0e\x43\x61tegoryPoints\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x12\n\nmax_points\x18\x02 \x01(\x01\x12\x0e\n\x06points\x18\x03 \x03(\x01\"\x85\x01\n\x0bPointsReply\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x12\n\nscale_bits\x18\x02 \x01(\r\x12\x0e\n\x06masked\x18\x03 \x01(\x08\x12/\n\ncategories\x18\x04 \x03(\x0b\x32\x1b.xinyidai.v1.CategoryPoints\x12\x11\n\tpredictor\x18\x05 \x01(\x0c\x32\x99\x01\n\x0fScorecardHolder\x12<\n\x06Points\x12\x1a.xinyidai.v1.PointsRequest\x1a\x16.xinyidai.v1.PointsAck\x12H\n\x0bScorePoints\x12\x1f.xinyidai.v1.ScorePointsRequest\x1a\x18.xinyidai.v1.PointsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POINTSACK']._serialized_start=180
   _globals['_POINTSACK']._serialized_end=211
   _globals['_SCOREPOINTSREQUEST']._serialized_start=214
-  _globals['_SCOREPOINTSREQUEST']._serialized_end=346
-  _globals['_CATEGORYPOINTS']._serialized_start=348
-  _globals['_CATEGORYPOINTS']._serialized_end=418
-  _globals['_POINTSREPLY']._serialized_start=420
-  _globals['_POINTSREPLY']._serialized_end=534
-  _globals['_SCORECARDHOLDER']._serialized_start=537
-  _globals['_SCORECARDHOLDER']._serialized_end=690
+  _globals['_SCOREPOINTSREQUEST']._serialized_end=370
+  _globals['_CATEGORYPOINTS']._serialized_start=372
+  _globals['_CATEGORYPOINTS']._serialized_end=442
+  _globals['_POINTSREPLY']._serialized_start=445
+  _globals['_POINTSREPLY']._serialized_end=578
+  _globals['_SCORECARDHOLDER']._serialized_start=581
+  _globals['_SCORECARDHOLDER']._serialized_end=734
 # @@protoc_insertion_point(module_scope)

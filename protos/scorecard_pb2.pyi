@@ -28,18 +28,20 @@ class PointsAck(_message.Message):
     def __init__(self, n_features: _Optional[int] = ...) -> None: ...
 
 class ScorePointsRequest(_message.Message):
-    __slots__ = ("meta", "rows", "alignment_id", "nonce", "by_category")
+    __slots__ = ("meta", "rows", "alignment_id", "nonce", "by_category", "with_predictor")
     META_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ALIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     BY_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    WITH_PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.RequestMeta
     rows: _containers.RepeatedScalarFieldContainer[int]
     alignment_id: str
     nonce: bytes
     by_category: bool
-    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., rows: _Optional[_Iterable[int]] = ..., alignment_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., by_category: _Optional[bool] = ...) -> None: ...
+    with_predictor: bool
+    def __init__(self, meta: _Optional[_Union[_common_pb2.RequestMeta, _Mapping]] = ..., rows: _Optional[_Iterable[int]] = ..., alignment_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., by_category: _Optional[bool] = ..., with_predictor: _Optional[bool] = ...) -> None: ...
 
 class CategoryPoints(_message.Message):
     __slots__ = ("category", "max_points", "points")
@@ -52,13 +54,15 @@ class CategoryPoints(_message.Message):
     def __init__(self, category: _Optional[str] = ..., max_points: _Optional[float] = ..., points: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PointsReply(_message.Message):
-    __slots__ = ("values", "scale_bits", "masked", "categories")
+    __slots__ = ("values", "scale_bits", "masked", "categories", "predictor")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     SCALE_BITS_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     values: bytes
     scale_bits: int
     masked: bool
     categories: _containers.RepeatedCompositeFieldContainer[CategoryPoints]
-    def __init__(self, values: _Optional[bytes] = ..., scale_bits: _Optional[int] = ..., masked: _Optional[bool] = ..., categories: _Optional[_Iterable[_Union[CategoryPoints, _Mapping]]] = ...) -> None: ...
+    predictor: bytes
+    def __init__(self, values: _Optional[bytes] = ..., scale_bits: _Optional[int] = ..., masked: _Optional[bool] = ..., categories: _Optional[_Iterable[_Union[CategoryPoints, _Mapping]]] = ..., predictor: _Optional[bytes] = ...) -> None: ...

@@ -59,8 +59,8 @@ class ScorecardHolderServicer:
 
     def ScorePoints(self, request, context):
         """The holder's points for the requested rows: its total per row, fixed point and masked
-        pairwise with the same scoring keys as LinearHolder.Predict (two or more holders), or, with
-        by_category, its points summed per data category with each category's maximum.
+        pairwise with the same scoring keys as LinearHolder.Predict (two or more holders), and, with
+        by_category, also its points summed per data category with each category's maximum.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

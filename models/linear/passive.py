@@ -455,16 +455,41 @@ class LinearHolderServicer(HolderModule[LinearJob, LinearHolderModel], BlobEndpo
             what="Predict",
             categories=self._view_categories(call.caller, model.feature_view),
         )
-        if rows.values.shape[1] != model.n_features:
+        call.counts["rows"] = int(rows.positions.size)
+        values, masked = self._masked_predictor(model, rows.values, request.nonce, request.rows)
+        return pb.LinearContribution(
+            values=values, scale_bits=CONTRIBUTION_SCALE_BITS, masked=masked
+        )
+
+    def _masked_predictor(
+        self, model: LinearHolderModel, values: np.ndarray, nonce: bytes, rows: Sequence[int]
+    ) -> tuple[bytes, bool]:
+        """``Predict``'s answer for feature rows ``values`` (the request's ``rows``, ``nonce``)."""
+        if values.shape[1] != model.n_features:
             raise failed(
                 f"{self.node_id}: the model was fitted on {model.n_features} features, this "
-                f"alignment has {rows.values.shape[1]} (schema drift)"
+                f"alignment has {values.shape[1]} (schema drift)"
             )
-        u = model.scaler.transform(rows.values) @ model.weights
-        raw_rows = np.asarray(request.rows, dtype="<u4").tobytes()
-        tag = b"predict|" + bytes(request.nonce) + b"|" + rows_digest(raw_rows)
-        call.counts["rows"] = int(rows.positions.size)
-        return self._contribution(u, model.masks, tag, "Predict")
+        u = model.scaler.transform(values) @ model.weights
+        raw_rows = np.asarray(rows, dtype="<u4").tobytes()
+        tag = b"predict|" + bytes(nonce) + b"|" + rows_digest(raw_rows)
+        return self._encoded(u, model.masks, tag, "Predict")
+
+    def gated_predictor(
+        self,
+        bank: str,
+        model: LinearHolderModel,
+        *,
+        alignment_id: str,
+        positions: np.ndarray,
+        nonce: bytes,
+        rows: Sequence[int],
+    ) -> tuple[bytes, bool]:
+        """``Predict``'s answer for rows that already passed the holder gate in the same request
+        (``ScorecardHolder.ScorePoints`` with ``with_predictor``: same rows, same categories),
+        so a served scorecard asks each holder once; the caller records the enterprises."""
+        table, _ = self._read_table(bank, alignment_id, model.feature_view)
+        return self._masked_predictor(model, table[positions], nonce, rows)
 
 
 def local_holders(

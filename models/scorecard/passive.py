@@ -54,11 +54,14 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
     2. ``ScorePoints``: the holder's total points of the requested alignment rows as fixed point
        mod 2^64, plus its pairwise masks (the LR job's scoring keys, tag "points|nonce|rows"):
        with two or more holders the bank reads only the sum. With ``by_category`` (reason
-       codes): its points summed per data category and each category's maximum.
+       codes) also its points summed per data category and each category's maximum, in the
+       same reply; with ``with_predictor`` also its linear predictor exactly as
+       ``LinearHolder.Predict`` answers it (a served score asks each holder once for all).
 
     Sees: the public scaling, which rows the bank scores. Never sees: anything of the bank's or
     another holder's. The bank learns: the sum of the holders' points per row; per category
-    (reason codes) the category's points of the rows it asks about — never a feature's or bin's.
+    (reason codes) the category's points of the rows it asks about — never a feature's or bin's;
+    with ``with_predictor`` the sum of the holders' linear predictors (what ``Predict`` gives).
 
     Its rows are the holder's own bins of a ``woe:`` view (``source.bins``), read through
     ``HolderModule.rows_for`` like every other protocol's — so behind the holder gate: the
@@ -164,7 +167,8 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
                 reply.categories.add(
                     category=category, max_points=maxima[category], points=points.tolist()
                 )
-            return reply
+        # the masked total too, with or without categories: a served score asks once per
+        # holder (one gate pass, one audit record) instead of once for each
         try:
             values = encode_contribution(table.score(bins), f"{self.node_id} points")
         except OutOfRange as exc:
@@ -176,4 +180,13 @@ class ScorecardHolderServicer(HolderModule[HolderJob, PointsTable]):
             values = values + model.masks.mask(tag, values.size)
         reply.values = values.astype("<u8").tobytes()
         reply.masked = masked
+        if request.with_predictor:  # the rows passed the gate above, for the same categories
+            reply.predictor, _ = self.linear.gated_predictor(
+                call.caller,
+                model,
+                alignment_id=request.alignment_id or model.alignment_id,
+                positions=rows.positions,
+                nonce=bytes(request.nonce),
+                rows=request.rows,
+            )
         return reply

@@ -3,9 +3,9 @@
 Why apart from SecureBoost scoring (``parties.bank.scoring``): a linear model's holders answer
 with numbers, not reach masks. Each holder of the model's LR job answers once, concurrently:
 ``LinearHolder.Predict`` (its linear predictor u_k, fixed point mod 2^64 and masked pairwise
-with the other holders) and, for a scorecard, ``ScorecardHolder.ScorePoints`` (its points, masked
-the same way) plus ``ScorePoints`` by category (its points summed per data category, for reason
-codes). The masks cancel only in the sum over holders, so the bank learns the total linear
+with the other holders) or, for a scorecard, one ``ScorecardHolder.ScorePoints`` with
+``by_category`` and ``with_predictor`` (the same u_k, its points masked the same way, and its
+points summed per data category, for reason codes): one call per holder and score. The masks cancel only in the sum over holders, so the bank learns the total linear
 predictor and the total points — with one holder, that holder's own part (inherent: the bank
 knows its own part and the total). Holders address a linear model's rows by positions in the
 model's PSI alignment, so only enterprises of that alignment can be scored (the others are
@@ -152,27 +152,23 @@ def _ask_holders(
             raise ScoringError(
                 f"model {served.model_id} needs holder {h!r}, not configured at this bank"
             )
-        predict = linear_pb2.LinearPredictRequest(
-            meta=meta(h, 0), rows=rows, alignment_id=served.alignment_id, nonce=nonce
-        )
-        jobs[(h, "Predict")] = scorer._pool.submit(call, h, LINEAR_SERVICE, "Predict", predict)
-        if card:
-            total = scorecard_pb2.ScorePointsRequest(
-                meta=meta(h, 1), rows=rows, alignment_id=served.alignment_id, nonce=nonce
-            )
-            by_cat = scorecard_pb2.ScorePointsRequest(
-                meta=meta(h, 2),
+        if card:  # one call: linear predictor, masked total points, category points (reasons)
+            points = scorecard_pb2.ScorePointsRequest(
+                meta=meta(h, 1),
                 rows=rows,
                 alignment_id=served.alignment_id,
                 nonce=nonce,
                 by_category=True,
+                with_predictor=True,
             )
             jobs[(h, "ScorePoints")] = scorer._pool.submit(
-                call, h, POINTS_SERVICE, "ScorePoints", total
+                call, h, POINTS_SERVICE, "ScorePoints", points
             )
-            jobs[(h, "ByCategory")] = scorer._pool.submit(
-                call, h, POINTS_SERVICE, "ScorePoints", by_cat
+        else:
+            predict = linear_pb2.LinearPredictRequest(
+                meta=meta(h, 0), rows=rows, alignment_id=served.alignment_id, nonce=nonce
             )
+            jobs[(h, "Predict")] = scorer._pool.submit(call, h, LINEAR_SERVICE, "Predict", predict)
     replies: dict[tuple[str, str], Any] = {}
     for (holder, what), future in jobs.items():
         try:
@@ -181,12 +177,20 @@ def _ask_holders(
             for other in jobs.values():
                 other.cancel()
             scorer._raise_for(holder, exc)
+
+    def predictor(h: str) -> bytes:
+        if not card:
+            return _decode(replies[(h, "Predict")], n, h, masked, "Predict")
+        got = replies[(h, "ScorePoints")]
+        _decode(got, n, h, masked, "ScorePoints")  # scale and masking, shared with the points
+        if len(got.predictor) != 8 * n:
+            raise PeerError(
+                h, "ScorePoints", "answered without its linear predictor", code=FAILED_PRECONDITION
+            )
+        return bytes(got.predictor)
+
     try:
-        u = sum_contributions(
-            [_decode(replies[(h, "Predict")], n, h, masked, "Predict") for h in served.holders],
-            n,
-            "Predict",
-        )
+        u = sum_contributions([predictor(h) for h in served.holders], n, "Predict")
         answers = _Answers(u=np.asarray(u, dtype=np.float64))
         if card:
             answers.points = np.asarray(
@@ -201,7 +205,7 @@ def _ask_holders(
                 dtype=np.float64,
             )
             for h in served.holders:
-                for item in replies[(h, "ByCategory")].categories:
+                for item in replies[(h, "ScorePoints")].categories:
                     got = np.asarray(item.points, dtype=np.float64)
                     if got.size != n:
                         raise PeerError(

@@ -148,6 +148,28 @@ def test_scorecard_points_and_pd_equal_the_models_own(world):
         assert all(r.contribution <= 0 for r in reply.reasons)
 
 
+def _records_about(world, holder: str, code: str) -> list[tuple[str, str, str]]:
+    """(operation, status, authorisation id) of every record about ``code`` at ``holder``."""
+    from federation.audit import AuditLog, sqlite_url
+
+    with AuditLog(sqlite_url(world.fed.node_dir(holder) / "audit.db"), holder) as log:
+        return [(e.operation, s.status, s.auth_id) for e, s in log.subjects_of(code)]
+
+
+def test_a_scorecard_score_asks_each_holder_once_and_records_it(world):
+    """One score: one ``ScorePoints`` per holder (linear predictor, total and category points
+    together), passing the gate and leaving one record naming the enterprise and the
+    authorisation that covered it (the scorer used to make three calls per holder)."""
+    code, _ = _authorised_test_rows(world, world.card_report)[1]
+    holders = sorted(world.card.lr_.model_.holders)
+    before = {h: _records_about(world, h, code) for h in holders}
+    assert _score(world, CARD_MODEL, code).scored
+    for h in holders:
+        new = _records_about(world, h, code)[len(before[h]) :]
+        assert [op for op, _, _ in new] == ["ScorePoints"], (h, new)
+        assert all(status == "allow" and auth_id for _, status, auth_id in new), (h, new)
+
+
 def test_a_refusing_holder_names_the_enterprise_and_reason(world):
     revoked = world.examples["tax"]["revoked"]
     if revoked not in set(_aligned_codes(world)):
@@ -198,7 +220,15 @@ def test_batch_excludes_the_refused_ranks_and_marks_ties(world):
         ),
     )
     got = [e.points for e in ranked.enterprises]
-    assert got == sorted(got, reverse=True) and ranked.scored == len(got) > 0
+    assert ranked.scored == len(got) > 0
+    # highest first on the tie grid; scores equal on it are ties, shown and ordered by code
+    from parties.bank.scoring import tie_key
+
+    keys = tie_key(np.asarray(got))
+    assert np.all(np.diff(keys) <= 0)
+    for a, b in zip(ranked.enterprises, ranked.enterprises[1:], strict=False):
+        if tie_key(np.asarray([a.points]))[0] == tie_key(np.asarray([b.points]))[0]:
+            assert a.tie and b.tie and a.uscc < b.uscc
     assert all(e.status == "ok" for e in ranked.enterprises)
     assert ranked.candidates > ranked.scored  # refused and not-aligned ones are excluded
 
