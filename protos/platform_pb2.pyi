@@ -40,7 +40,7 @@ class AccessCount(_message.Message):
     def __init__(self, bank: _Optional[str] = ..., operation: _Optional[str] = ..., decision: _Optional[str] = ..., records: _Optional[int] = ..., enterprises: _Optional[int] = ...) -> None: ...
 
 class FeedEvent(_message.Message):
-    __slots__ = ("seq", "kind", "body", "prev", "at", "hash", "signature")
+    __slots__ = ("seq", "kind", "body", "prev", "at", "hash", "signature", "body_sha256")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class FeedEvent(_message.Message):
     AT_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    BODY_SHA256_FIELD_NUMBER: _ClassVar[int]
     seq: int
     kind: str
     body: bytes
@@ -55,7 +56,8 @@ class FeedEvent(_message.Message):
     at: float
     hash: str
     signature: bytes
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ..., prev: _Optional[str] = ..., at: _Optional[float] = ..., hash: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    body_sha256: str
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ..., prev: _Optional[str] = ..., at: _Optional[float] = ..., hash: _Optional[str] = ..., signature: _Optional[bytes] = ..., body_sha256: _Optional[str] = ...) -> None: ...
 
 class FeedPage(_message.Message):
     __slots__ = ("events", "head_seq", "head_hash")

@@ -60,10 +60,16 @@ class FeedError(XinyidaiError):
     """A feed event is malformed, out of order, off the chain, or not signed by the platform."""
 
 
-def _signed_bytes(seq: int, kind: str, body: bytes, prev: str, at: float) -> bytes:
+def _signed_bytes(seq: int, kind: str, body_sha256: str, prev: str, at: float) -> bytes:
+    """What the platform signs: the body by its digest, so an event can travel without its
+    body (``FeedEvent.redacted``) and still chain and verify."""
     return canonical_json(
-        {"seq": seq, "kind": kind, "body": body.decode("utf-8"), "prev": prev, "at": at}
+        {"seq": seq, "kind": kind, "body_sha256": body_sha256, "prev": prev, "at": at}
     )
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,25 @@ class FeedEvent:
     at: float
     hash: str
     signature: bytes
+    body_sha256: str = ""
+    """The body's digest; given alone (``body`` empty) for a redacted event."""
+
+    @property
+    def digest(self) -> str:
+        """The body's SHA-256: computed from the body when there is one."""
+        return body_digest(self.body) if self.body else self.body_sha256
+
+    @property
+    def is_redacted(self) -> bool:
+        """Sent without its body: another bank's grant, revocation or whitelist, as a bank
+        follower receives it (``PlatformServicer.Feed``)."""
+        return not self.body and bool(self.body_sha256)
+
+    def redacted(self) -> FeedEvent:
+        """This event without its body (its digest kept, so the chain still verifies)."""
+        return FeedEvent(
+            self.seq, self.kind, b"", self.prev, self.at, self.hash, self.signature, self.digest
+        )
 
     def content(self) -> dict[str, Any]:
         """The decoded body (a ``FeedError`` if it is not a JSON object)."""
@@ -112,7 +137,9 @@ class FeedEvent:
             return f"seq {self.seq} where {expected_seq} was expected (a gap or a replay)"
         if self.prev != prev:
             return "does not chain to the previous event (prev hash differs)"
-        signed = _signed_bytes(self.seq, self.kind, self.body, self.prev, self.at)
+        if self.body and self.body_sha256 and body_digest(self.body) != self.body_sha256:
+            return "body does not match its digest"
+        signed = _signed_bytes(self.seq, self.kind, self.digest, self.prev, self.at)
         if hashlib.sha256(signed).hexdigest() != self.hash:
             return "hash does not match its content"
         if signature and not self.signed_by(public_key):
@@ -121,7 +148,7 @@ class FeedEvent:
 
     def signed_by(self, public_key: Ed25519PublicKey) -> bool:
         """Whether the event's signature verifies with ``public_key``."""
-        signed = _signed_bytes(self.seq, self.kind, self.body, self.prev, self.at)
+        signed = _signed_bytes(self.seq, self.kind, self.digest, self.prev, self.at)
         try:
             public_key.verify(self.signature, signed)
         except (InvalidSignature, TypeError, ValueError):
@@ -169,7 +196,8 @@ def sign_event(
     raw = canonical_json(dict(body))
     if len(raw) > MAX_BODY:
         raise FeedError(f"feed event body of {len(raw)} bytes exceeds {MAX_BODY}")
-    signed = _signed_bytes(seq, kind, raw, prev, at)
+    digest = body_digest(raw)
+    signed = _signed_bytes(seq, kind, digest, prev, at)
     return FeedEvent(
         seq=seq,
         kind=kind,
@@ -178,6 +206,7 @@ def sign_event(
         at=at,
         hash=hashlib.sha256(signed).hexdigest(),
         signature=key.sign(signed),
+        body_sha256=digest,
     )
 
 

@@ -193,6 +193,26 @@ class FeedStore(SqlStore):
             ).all()
         return [_event(r) for r in rows], head_seq, head_hash
 
+    def about_bank(self, bank: str, seqs: Sequence[int]) -> set[int]:
+        """Which of ``seqs`` are grants, revocations or whitelists addressed to ``bank``: the
+        events a bank following the feed receives with their bodies (the rest of those kinds go
+        to it redacted, ``PlatformServicer.Feed``)."""
+        if not seqs:
+            return set()
+        lo, hi = min(seqs), max(seqs)
+        a, w = _auths, _whitelists
+        with self._engine.connect() as conn:
+            granted = conn.execute(
+                select(a.c.granted_seq).where(a.c.bank_id == bank, a.c.granted_seq.between(lo, hi))
+            ).scalars()
+            revoked = conn.execute(
+                select(a.c.revoked_seq).where(a.c.bank_id == bank, a.c.revoked_seq.between(lo, hi))
+            ).scalars()
+            pushed = conn.execute(
+                select(w.c.seq).where(w.c.bank_id == bank, w.c.seq.between(lo, hi))
+            ).scalars()
+            return {int(s) for s in (*granted, *revoked, *pushed) if s is not None}
+
     def verify(self, public_key: Any) -> int:
         """Check the whole chain and every signature; the number of events (``FeedError``
         naming the first bad event otherwise)."""

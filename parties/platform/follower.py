@@ -485,6 +485,11 @@ class FeedFollower:
     ) -> tuple[tuple[str, Any, str] | None, BankStatus | None]:
         """The consent op (a holder) or own change (a bank) of one checked event, or its new
         bank status."""
+        if event.is_redacted:
+            # Another bank's grant, revocation or whitelist, sent to a bank without its body.
+            if self.consent is not None or event.kind not in ("grant", "revoke", "whitelist"):
+                raise XinyidaiError(f"{event.kind} event came without its body")
+            return None, None
         body = event.content()
         if event.kind == "grant":
             signed = SignedAuthorisation.from_dict(body)
@@ -647,7 +652,16 @@ class FeedFollower:
             wait_ms = 0
             self.head_seq = int(page.head_seq)
             events = [
-                FeedEvent(e.seq, e.kind, bytes(e.body), e.prev, e.at, e.hash, bytes(e.signature))
+                FeedEvent(
+                    e.seq,
+                    e.kind,
+                    bytes(e.body),
+                    e.prev,
+                    e.at,
+                    e.hash,
+                    bytes(e.signature),
+                    e.body_sha256,
+                )
                 for e in page.events
             ]
             n = self.apply(events)

@@ -39,6 +39,8 @@ __all__ = ["PLATFORM_SERVICE", "PlatformNode", "PlatformServicer", "load_signing
 log = logging.getLogger(__name__)
 
 PLATFORM_SERVICE = platform_pb2.DESCRIPTOR.services_by_name["Platform"]
+REDACTABLE = frozenset({"grant", "revoke", "whitelist"})
+"""Kinds a bank receives without their body unless addressed to it."""
 MAX_WAIT_MS = 30_000
 """Longest long poll the platform grants (``FeedRequest.wait_ms`` is capped to it)."""
 WAIT_TICK_S = 0.05
@@ -68,6 +70,7 @@ class PlatformServicer:
         self.access = access
         self.max_access_rows = MAX_ACCESS_ROWS  # this platform's own bound, not the holder's
         self._followers = {p.node_id for p in config.peers}
+        self._banks = {p.node_id for p in config.peers if p.role == "bank"}
         # Long polls hold a worker each: at most half the workers wait, the rest answer at once.
         self._waiters = threading.BoundedSemaphore(max(1, config.limits.max_workers // 2))
         self._closing = threading.Event()
@@ -145,6 +148,15 @@ class PlatformServicer:
             events, head_seq, head_hash = self.feed.since(since, int(request.max_events))
         except FeedError as exc:
             raise invalid(f"Feed: {exc}") from None
+        if call.caller in self._banks:
+            # A bank keeps only its own grants, revocations and whitelists: the others reach it
+            # without their bodies (kind, time and digest only), so one bank never learns which
+            # enterprises authorised another.
+            own = self.feed.about_bank(call.caller, [e.seq for e in events if e.kind in REDACTABLE])
+            events = [
+                e.redacted() if e.kind in REDACTABLE and e.seq not in own else e for e in events
+            ]
+            call.counts["redacted"] = sum(1 for e in events if e.is_redacted)
         call.counts["events"] = len(events)
         call.counts["since_seq"] = since
         return platform_pb2.FeedPage(
@@ -157,6 +169,7 @@ class PlatformServicer:
                     at=e.at,
                     hash=e.hash,
                     signature=e.signature,
+                    body_sha256=e.digest,
                 )
                 for e in events
             ],

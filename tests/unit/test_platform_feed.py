@@ -19,6 +19,7 @@ from parties.consent import ConsentRegistry
 from parties.data import uscc
 from parties.holder.feed import FeedFollower, FollowState, InstitutionCheck
 from parties.platform.events import GENESIS, MAX_WHITELIST, FeedError, sign_event
+from parties.platform.events import FeedEvent as FeedEventType
 from parties.platform.feed import MAX_PAGE, FeedStore
 
 CODES = list(uscc.generate(np.random.default_rng(3), 20, uscc.CHENGDU_REGIONS))
@@ -417,3 +418,75 @@ def test_a_long_poll_answers_on_a_new_event_and_on_close(tmp_path: Path, feed: F
     servicer.close()
     waiting.join(timeout=10)
     assert not waiting.is_alive() and list(pages[1].events) == [] and pages[1].head_seq == 1
+
+
+def test_a_bank_never_receives_another_banks_grants_or_whitelists(
+    tmp_path: Path, feed: FeedStore
+) -> None:
+    """Served to a bank, another bank's grant, revocation or whitelist comes without its body
+    (kind, time and digest only): the chain still verifies, the bank keeps its own, and it
+    never sees which enterprises authorised a competitor. A holder gets every body, and refuses
+    an event that comes without one."""
+    from federation.transport.calls import CallInfo, new_meta
+    from parties.config import PeerConfig
+    from parties.platform.service import PlatformServicer
+    from protos import platform_pb2
+
+    signer = PlatformSigner(KEY)
+    feed.set_institution("bank", status="admitted", reason="ok", cert_sha256=FINGERPRINT)
+    feed.set_institution("other", status="admitted", reason="ok", cert_sha256="cd" * 32)
+    mine, theirs = feed.grant([_grant(signer, CODES[0]), _grant(signer, CODES[1], bank="other")])
+    feed.whitelist("other", region="5101", industry="C", usccs=CODES[4:5])
+    feed.revoke(theirs.content()["auth"]["auth_id"], reason="withdrew")
+    platform = NodeConfig(
+        node_id="platform",
+        role="platform",
+        node_dir=tmp_path,
+        tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
+        peers=[PeerConfig(node_id="bank", role="bank"), PeerConfig(node_id="tax", role="holder")],
+    )
+    servicer = PlatformServicer(config=platform, feed=feed)
+
+    def page(caller: str) -> list[object]:
+        request = platform_pb2.FeedRequest(meta=new_meta(), since_seq=0)
+        return list(servicer.Feed(request, CallInfo(caller=caller, method="Feed")).events)
+
+    to_bank = page("bank")
+    secret = {CODES[1], CODES[4]}
+    assert all(not any(c.encode() in e.body for c in secret) for e in to_bank)
+    bodies = {e.seq: bool(e.body) for e in to_bank}
+    assert bodies == {1: True, 2: True, 3: True, 4: False, 5: False, 6: False}
+    assert all(len(e.body_sha256) == 64 for e in to_bank)
+    assert all(e.body for e in page("tax"))  # a holder applies every grant: it gets them whole
+
+    node_dir = tmp_path / "bank"
+    node_dir.mkdir()
+    config = NodeConfig(
+        node_id="bank",
+        role="bank",
+        node_dir=node_dir,
+        tls=TlsConfig(ca=Path("ca.pem"), cert=Path("node.pem"), key=Path("node.key")),
+        platform=PlatformLink(address="127.0.0.1:1"),
+    )
+    bank = FeedFollower(config=config, consent=None, public_key=KEY.public_key(), audit=None)
+    events = [
+        FeedEventType(e.seq, e.kind, bytes(e.body), e.prev, e.at, e.hash, bytes(e.signature),
+                      e.body_sha256)
+        for e in to_bank
+    ]  # fmt: skip
+    assert bank.apply(events) == 6 and bank.seq == 6  # the chain verifies without the bodies
+    (own,) = FollowState(FollowState.node_dir_url(node_dir)).own_authorisations()
+    assert own.uscc == CODES[0] and own.auth_id == mine.content()["auth"]["auth_id"]
+    # a redacted event is no use to a holder: refused, nothing after it applied
+    holder_events = [events[0], events[1], events[2], events[3]]
+    tax_dir = tmp_path / "tax"
+    tax_dir.mkdir()
+    audit = AuditLog(sqlite_url(tax_dir / "audit.db"), "tax")
+    consent = ConsentRegistry(sqlite_url(tax_dir / "consent.db"), KEY.public_key(), node_id="tax")
+    tax = FeedFollower(
+        config=config.model_copy(update={"node_id": "tax", "role": "holder", "node_dir": tax_dir}),
+        consent=consent,
+        public_key=KEY.public_key(),
+        audit=audit,
+    )
+    assert tax.apply(holder_events) == 3 and tax.seq == 3
