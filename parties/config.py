@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from federation.compute import ComputeSpec
 from federation.errors import ConfigError
 from federation.ids import is_node_id
 from federation.store import sqlite_url
@@ -403,6 +404,47 @@ class MlflowConfig(_Strict):
         return self
 
 
+class ComputeConfig(_Strict):
+    """Where this node's heavy work runs (``node.yaml`` ``compute:``; docs/scale.md).
+
+    ``local`` (default): this host's warm process pool of ``limits.compute_workers``.
+    ``ray``: the party's own Ray cluster (``pip install 'xinyidai[ray]'``) — never another
+    party's: Ray is internal to one party, gRPC stays the only wire between parties."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = Field(
+        default=None,
+        description="'auto' (a cluster started on this host), host:port of the head, or "
+        "ray://host:10001",
+    )
+    num_cpus: int | None = Field(
+        default=None, ge=1, le=100_000, description="tasks kept in flight (default: every CPU)"
+    )
+    head_timeout_s: float = Field(
+        default=15.0, ge=1, le=600, description="a lost head node fails the work after this"
+    )
+    max_retries: int = Field(
+        default=3, ge=0, le=20, description="retries of a chunk whose worker process died"
+    )
+
+    @model_validator(mode="after")
+    def _address_for_ray(self) -> ComputeConfig:
+        if self.engine == "ray" and not self.address:
+            raise ValueError("engine 'ray' needs an address ('auto', host:port or ray://...)")
+        if self.engine == "local" and (self.address or self.num_cpus):
+            raise ValueError("address and num_cpus apply to engine 'ray' only")
+        return self
+
+    def spec(self) -> ComputeSpec:
+        return ComputeSpec(
+            engine=self.engine,
+            address=self.address,
+            num_cpus=self.num_cpus,
+            head_timeout_s=self.head_timeout_s,
+            max_retries=self.max_retries,
+        )
+
+
 class NodeConfig(_Strict):
     node_id: str
     role: Literal["bank", "holder", "platform"]
@@ -421,6 +463,7 @@ class NodeConfig(_Strict):
     operators: list[str] = Field(default_factory=list)
     mlflow: MlflowConfig | None = None  # the bank's model registry (MlflowConfig)
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig())
+    compute: ComputeConfig = Field(default_factory=lambda: ComputeConfig())
     verification: VerificationConfig = Field(default_factory=lambda: VerificationConfig())
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
 

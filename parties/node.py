@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from federation import compute
 from federation.audit import AuditLog
 from federation.blobs import BlobStore
 from federation.errors import ConfigError
@@ -28,6 +29,7 @@ from federation.transport.grpc_transport import GrpcPeer, GrpcServer, TlsIdentit
 from federation.transport.policy import PurposePolicy
 from federation.usage import write_usage
 from models.limits import HolderLimits, JobLedger
+from parties.compute import use_compute
 from parties.config import NodeConfig, PeerConfig, load_node_config
 from parties.consent import ConsentRegistry
 from parties.data.loader import load_table
@@ -403,6 +405,14 @@ class Node:
         from federation.crypto.pool import start_pool
 
         prestart_workers()  # the forkserver imports the crypto kernels once
+        engine = use_compute(self.config)  # a cluster it cannot reach: an error now, not mid-job
+        if engine is not None:
+            self.audit.append(
+                direction="local",
+                peer=self.config.node_id,
+                operation="compute.connect",
+                counts={"cpus": engine.workers},
+            )
         # The warm pool starts with the node, in the background, and serves every job.
         workers = self.config.limits.compute_workers
         threading.Thread(target=start_pool, args=(workers,), name="pools", daemon=True).start()
@@ -452,6 +462,15 @@ class Node:
             follower.stop()
         for peer in self.peers.values():
             peer.close()
+        engine = compute.current()
+        if engine is not None:  # what ran on the party's cluster during this node's life
+            ran = engine.describe()
+            self.audit.append(
+                direction="local",
+                peer=self.config.node_id,
+                operation="compute.stop",
+                counts={"tasks": ran["tasks_sent"], "lost_chunks": ran["lost_chunks"]},
+            )
         self.audit.append(direction="local", peer=self.config.node_id, operation="node.stop")
         write_usage(self.config.node_dir)  # CPU, peak memory, bytes: the tree, pools included
         from federation.crypto.pool import shutdown_pools
@@ -459,6 +478,7 @@ class Node:
 
         shutdown_pools()
         shutdown_workers()
+        compute.shutdown()
         (self.config.node_dir / "serving.json").unlink(missing_ok=True)
         log.info("node %s stopped", self.config.node_id)
 

@@ -38,6 +38,7 @@ import numpy as np
 from gmpy2 import mpz
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
+from federation import compute
 from federation.crypto.core import Core, CrtKey
 from federation.crypto.errors import (
     CiphertextFormatError,
@@ -149,7 +150,7 @@ class PaillierEngine:
             crt = CrtKey(private_key.p, private_key.q)
         self.params = params
         self.obfuscation: str = obfuscation
-        self.workers = n_workers
+        self._local_workers = n_workers
         self.parallel_threshold = int(parallel_threshold)
         self.exponent_bits = e_bits
         self.window_bits = int(window_bits)
@@ -189,6 +190,13 @@ class PaillierEngine:
     def can_decrypt(self) -> bool:
         return self._core.crt is not None
 
+    @property
+    def workers(self) -> int:
+        """How many chunks run at once: the local pool's size, or the party's cluster's CPUs
+        when the process uses one (``federation.compute``)."""
+        remote = compute.current()
+        return self._local_workers if remote is None else remote.workers
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def __enter__(self) -> PaillierEngine:
@@ -205,8 +213,14 @@ class PaillierEngine:
         with self._pool_lock:
             self._pool = None
 
-    def _get_pool(self) -> ProcessPoolExecutor | None:
-        if self.workers <= 1:
+    def _get_pool(self) -> ProcessPoolExecutor | compute.ComputeEngine | None:
+        """Where chunks go: the party's cluster when the process uses one (even with one CPU:
+        the work belongs there), else the local warm pool, or None (in-process)."""
+        remote = compute.current()
+        if remote is not None:
+            self._key_config()
+            return remote
+        if self._local_workers <= 1:
             return None
         with self._pool_lock:
             return self._start_pool()
@@ -216,7 +230,7 @@ class PaillierEngine:
         broken one is replaced); each task carries n, hs (and p, q for the key holder), from
         which a worker builds this key's core once and keeps it."""
         self._key_config()
-        pool = self._pool = shared_pool(self.workers, self._start_method)
+        pool = self._pool = shared_pool(self._local_workers, self._start_method)
         return pool
 
     def _key_config(self) -> WorkerConfig:
@@ -255,7 +269,7 @@ class PaillierEngine:
         For other crypto primitives (histograms, ciphertext packing) that want this engine's
         workers; runs in-process when the engine has a single worker or there is one task.
         """
-        pool = self._get_pool() if len(tasks) > 1 else None
+        pool = self._get_pool() if len(tasks) > 1 or compute.current() is not None else None
         if pool is None:
             return [fn(*args) for args in tasks]
         futures = [pool.submit(fn, *args) for args in tasks]
@@ -298,10 +312,16 @@ class PaillierEngine:
 
     def _parallel(self, op: str, items: Sequence[mpz], cost: int, mode: str) -> list[mpz] | None:
         """Split ``items`` into chunks for the pool, or None when in-process is cheaper."""
-        if self.workers <= 1 or len(items) < 2 or len(items) * cost < self.parallel_threshold:
+        remote = compute.current() is not None
+        if (
+            (self.workers <= 1 and not remote)
+            or len(items) < 2
+            or len(items) * cost < self.parallel_threshold
+        ):
             return None
         pool = self._get_pool()
-        assert pool is not None
+        if pool is None:  # pragma: no cover - workers > 1 or a cluster always gives one
+            return None
         core = self._core
         in_w, out_w = {
             "encrypt": (core.plaintext_bytes, core.ciphertext_bytes),

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from federation import compute
 from federation.crypto.pool import worker_context
 from federation.errors import ConfigError
 from federation.psi.curve import POINT_BYTES, mult_chunk
@@ -74,10 +75,15 @@ def run_chunked(
     tiny tasks.
     """
     n = len(data) // record
-    if workers <= 1 or n < parallel_min:
+    remote = compute.current()  # the party's own cluster, when the node uses one
+    if remote is not None:
+        workers = remote.workers
+    if (workers <= 1 and remote is None) or n < parallel_min:
         return [func(data, *args)]
     per = max(1024, min(65_536, -(-n // (workers * 8))))
     chunks = [data[i * record : (i + per) * record] for i in range(0, n, per)]
+    if remote is not None:
+        return remote.map(func, [(chunk, *args) for chunk in chunks])
     try:
         pool = _pool(workers)
         return list(pool.map(func, chunks, *(itertools.repeat(a) for a in args)))

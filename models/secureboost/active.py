@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from phe.paillier import PaillierPrivateKey
 
+from federation import compute
+from federation.compute import ComputeLostError
 from federation.crypto import (
     CryptoError,
     GradHessPacker,
@@ -334,18 +336,35 @@ class SecureBoostBank:
             and self.stats["resumes"] < MAX_RESUMES
         )
 
-    def _resume_holders(self, tree: int, cause: PeerError) -> None:
-        """Wait for every holder to take the job back at ``tree`` (or give up with ``cause``)."""
-        d = self.driver
+    def _compute_back(self, tree: int, cause: ComputeLostError) -> bool:
+        """After the bank's compute cluster was lost mid-tree: wait (``resume_wait_s``) for it
+        to answer again; True to grow ``tree`` again from the same state (earlier trees stand)."""
+        engine = compute.current()
+        if self.resume_wait_s <= 0 or engine is None or self.stats["resumes"] >= MAX_RESUMES:
+            return False
         log.warning(
-            "job %s: holder '%s' failed at %s (%s); waiting up to %.0f s to resume at tree %d",
+            "job %s: %s at %s; waiting up to %.0f s for it to resume at tree %d",
             self.job_id,
-            cause.peer,
-            d.stage,
-            cause.code,
+            cause,
+            self.driver.stage,
             self.resume_wait_s,
             tree,
         )
+        return engine.wait_ready(self.resume_wait_s)
+
+    def _resume_holders(self, tree: int, cause: PeerError | ComputeLostError) -> None:
+        """Wait for every holder to take the job back at ``tree`` (or give up with ``cause``)."""
+        d = self.driver
+        if isinstance(cause, PeerError):
+            log.warning(
+                "job %s: holder '%s' failed at %s (%s); waiting up to %.0f s to resume at tree %d",
+                self.job_id,
+                cause.peer,
+                d.stage,
+                cause.code,
+                self.resume_wait_s,
+                tree,
+            )
         d.stage = f"tree {tree}: resume"
         start = pb.SecureBoostStart()
         start.CopyFrom(self._start)
@@ -392,6 +411,12 @@ class SecureBoostBank:
                 tree, leaf_rows = self._tree(t, bins, n_bins, labels, margin, rng, engine, packer)
             except PeerError as exc:
                 if not self._recoverable(exc):
+                    raise
+                self._resume_holders(t, exc)
+                rng.bit_generator.state = state
+                continue
+            except ComputeLostError as exc:  # the bank's own cluster lost its head
+                if not self._compute_back(t, exc):
                     raise
                 self._resume_holders(t, exc)
                 rng.bit_generator.state = state

@@ -15,6 +15,7 @@ from federation.audit import AuditLog
 from federation.transport.base import PeerBase
 from models.psi.active import Alignment, align_codes
 from parties.bank.table import BankTable
+from parties.compute import use_compute
 from parties.config import NodeConfig
 
 __all__ = ["align"]
@@ -36,6 +37,7 @@ def align(
     progress: Callable[[str], None] = _quiet,
 ) -> Alignment:
     """Align the bank's table with ``holders``; store the bank's side under the node dir."""
+    use_compute(config)  # the bank's PSI blinding runs where its node.yaml says
     table = BankTable.load(config)
     alignment = align_codes(
         table.codes,

@@ -25,6 +25,7 @@ from models.psi.active import Alignment
 from models.psi.store import check_name
 from parties.bank.reports import ScorecardReport, save_job
 from parties.bank.table import BankTable, IsTest, split_alignment
+from parties.compute import use_compute
 from parties.config import NodeConfig
 from parties.data.encoding import one_hot_frame
 
@@ -78,6 +79,7 @@ def train_logistic(
     missing = [h for h in alignment.holders if h not in holders]
     if missing:
         raise ConfigError(f"alignment '{alignment.job_id}' needs LinearHolder peer(s) {missing}")
+    use_compute(config)
     started = time.perf_counter()
     job_id = check_name(job_id or f"{alignment.job_id}-lr", "job id")
     table = BankTable.for_alignment(config, alignment)

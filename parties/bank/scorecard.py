@@ -29,6 +29,7 @@ from parties.bank.reports import ScorecardReport, save_job
 from parties.bank.scorecard_model import FederatedScorecard, ScorecardParams
 from parties.bank.scorecard_reference import centralised_scorecard
 from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
+from parties.compute import use_compute
 from parties.config import NodeConfig
 from parties.node import holder_peers
 
@@ -107,6 +108,7 @@ def train_scorecard(
         if missing:
             raise ConfigError(f"alignment '{alignment.job_id}' needs {what} peer(s) {missing}")
     p = params if isinstance(params, ScorecardParams) else ScorecardParams.from_mapping(params)
+    use_compute(config)
     started = time.perf_counter()
     job_id = check_name(job_id or f"{alignment.job_id}-sc", "job id")
     table = BankTable.for_alignment(config, alignment)

@@ -31,6 +31,7 @@ from models.secureboost.reference import sigmoid
 from parties.bank.monitoring import write_training_population
 from parties.bank.reports import TrainingReport, save_job
 from parties.bank.table import BankTable, IsTest, TrainingSplit, split_alignment
+from parties.compute import use_compute
 from parties.config import NodeConfig
 from parties.data.encoding import lightgbm_frame
 
@@ -214,6 +215,7 @@ def train_secureboost(
     missing = [h for h in alignment.holders if h not in holders]
     if missing:
         raise ConfigError(f"alignment '{alignment.job_id}' needs holder(s) {missing}")
+    use_compute(config)  # encryption and decryption run where the bank's node.yaml says
     started = time.perf_counter()
     table = BankTable.for_alignment(config, alignment)
     job_id = check_name(job_id or f"{alignment.job_id}-sb", "job id")

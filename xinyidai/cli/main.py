@@ -15,6 +15,7 @@ from rich.markup import escape
 from federation.errors import XinyidaiError
 from xinyidai.cli import (
     audit,
+    compute,
     consent,
     data,
     demo,
@@ -46,6 +47,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(score.app, name="score")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(platform.app, name="platform")
+app.add_typer(compute.app, name="compute")
 audit.app.command("lineage")(lineage.lineage)
 app.command(name="demo")(demo.demo)
 

@@ -34,7 +34,7 @@ def table_config(party: PartyConfig, *, label: str | None) -> Any:
 def build_experiment(config: ExperimentConfig, workdir: Path) -> Any:
     """PKI and one node directory per party (configs pointing at the files in place)."""
     from federation.pki import init_pki
-    from parties.config import LimitsConfig, NodeConfig, PeerConfig, TlsConfig
+    from parties.config import ComputeConfig, LimitsConfig, NodeConfig, PeerConfig, TlsConfig
     from xinyidai.launcher import Federation, free_ports, prepare_workdir
 
     prepare_workdir(workdir, made_by="xinyidai experiment run")
@@ -74,6 +74,7 @@ def build_experiment(config: ExperimentConfig, workdir: Path) -> Any:
             platform_public_key=platform_key,
             peers=peers,
             limits=limits,
+            compute=party.compute or ComputeConfig(),
         )
         configs[name] = node_dir / "node.yaml"
         configs[name].write_text(node.to_yaml())

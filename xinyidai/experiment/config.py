@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from federation.errors import ConfigError
 from federation.ids import is_node_id
-from parties.config import validate_yaml
+from parties.config import ComputeConfig, validate_yaml
 
 
 class _Strict(BaseModel):
@@ -45,6 +45,11 @@ class PartyConfig(_Strict):
         default=None,
         description="column -> a label this party publishes to the bank for the column "
         "(default: a stable alias such as 'tax:f03'; the column name never leaves the party)",
+    )
+    compute: ComputeConfig | None = Field(
+        default=None,
+        description="where this party's heavy work runs (node.yaml compute:): default this "
+        "host's process pool; {engine: ray, address: ...} for the party's own Ray cluster",
     )
 
 
