@@ -113,7 +113,10 @@ def serve(conn: Any, address: str, namespace: str, head_timeout_s: float, max_re
             remote = remotes.get(name)
             if remote is None:
                 remote = remotes[name] = ray.remote(_resolve(name)).options(
-                    num_cpus=1, max_retries=max_retries, retry_exceptions=False
+                    num_cpus=1,
+                    max_retries=max_retries,
+                    retry_exceptions=False,
+                    scheduling_strategy="SPREAD",
                 )
             future = remote.remote(*args).future()
         except Exception as exc:
