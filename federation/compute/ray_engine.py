@@ -124,7 +124,10 @@ class RayEngine:
             ) from exc
         if kind != "ready":
             process.join(5)
-            raise ComputeError(f"cannot use the {where}: {info}")
+            # Once connected before, a cluster that cannot be reached again is a lost one (a
+            # job may wait for it to come back); never reached at all, it is a wrong setting.
+            error = ComputeLostError if self.info else ComputeError
+            raise error(f"cannot use the {where}: {info}")
         self.info = dict(info)
         self._process, self._conn = process, parent
         threading.Thread(
