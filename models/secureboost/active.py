@@ -82,6 +82,10 @@ RESUMABLE_CODES = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "FAILED_PRECONDITION"}
 )
 """Peer failures that a restarted holder can recover from (it lost, or never got, the call)."""
+
+DECRYPT_PARALLEL_FROM = 512
+"""The bank engine's ``parallel_threshold`` (in DJN-encryption equivalents; a CRT decryption is
+~15): a level's decryptions go to the worker pool from ~35 ciphertexts on."""
 MAX_RESUMES = 5
 """Resumes per job before the bank gives up: a holder that keeps failing is not restarting."""
 KEY_WAIT_S = 20.0
@@ -259,7 +263,15 @@ class SecureBoostBank:
         saved = self.checkpoint.read(terms)
         d = self.driver
         with (
-            PaillierEngine(params, private_key=private, workers=self.workers) as engine,
+            # Decryption of a level's packed sums on every worker from ~35 ciphertexts up (the
+            # default waits for ~270): holders sit idle while the bank decrypts, so it is on the
+            # critical path of every level.
+            PaillierEngine(
+                params,
+                private_key=private,
+                workers=self.workers,
+                parallel_threshold=DECRYPT_PARALLEL_FROM,
+            ) as engine,
             d.running(
                 abort=lambda: pb.SecureBoostFinish(meta=d.meta(), abort=True),
                 error=FederatedTrainingError,
