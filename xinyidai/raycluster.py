@@ -73,12 +73,18 @@ class LocalRayCluster:
     port: int
     temp_dir: Path
     cpus: list[int]
+    client_port: int = 0
     object_store_mb: int = 128
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client address (``ray://``), for a driver outside the cluster."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     @classmethod
     def start(
@@ -88,6 +94,7 @@ class LocalRayCluster:
         temp = Path(tempfile.mkdtemp(prefix="xr", dir="/tmp"))
         cluster = cls(
             port=port or _free_port(),
+            client_port=_free_port(),  # several heads on one host: never Ray's default 10001
             temp_dir=temp,
             cpus=list(cpus),
             object_store_mb=object_store_mb,
@@ -127,6 +134,7 @@ class LocalRayCluster:
             [
                 "--head",
                 f"--port={self.port}",
+                f"--ray-client-server-port={self.client_port}",
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={self.cpus[0]}",
                 "--include-dashboard=false",

@@ -287,6 +287,25 @@ def test_holder_and_psi_kernels_on_ray_equal_local_and_carry_plain_data_only(
     compute.shutdown()
 
 
+def test_a_ray_client_address_reaches_the_same_cluster(clusters: dict[str, LocalRayCluster]):
+    """``compute.address: ray://host:port`` (Ray Client, for a node outside the cluster's
+    network segment) runs the same kernels."""
+    from federation.crypto.paillier import PaillierEngine, generate_keypair, make_public_params
+
+    public, private = generate_keypair(2048)
+    params = make_public_params(public)
+    spec = compute.ComputeSpec(engine="ray", address=clusters["tax"].client_address)
+    engine = compute.use(spec)
+    try:
+        assert engine is not None and engine.describe()["cluster_cpus"] == 1
+        with PaillierEngine(params, private_key=private, workers=1, parallel_threshold=1) as p:
+            values = list(range(300))
+            assert p.decrypt(p.encrypt(values)) == values
+        assert engine.describe()["tasks_sent"] >= 2
+    finally:
+        compute.shutdown()
+
+
 def test_compute_check_names_the_cluster_its_cpus_and_runs_a_round_trip(
     world: World, clusters: dict[str, LocalRayCluster]
 ):
@@ -322,3 +341,32 @@ def test_compute_check_names_the_cluster_its_cpus_and_runs_a_round_trip(
     assert "error: bank: compute: Ray cluster at 127.0.0.1:9" in out.stderr
     assert "Traceback" not in out.stderr
     assert time.monotonic() - started < 120
+
+
+def test_a_holder_whose_cluster_loses_its_head_is_resumed_at_the_same_tree(world: World):
+    """The tax node's own cluster loses its head mid-job: tax answers FAILED_PRECONDITION naming
+    itself, the bank (resume_wait_s) re-starts it at the interrupted tree once its cluster is
+    back, and the trees are the all-local ones."""
+    clf_local, report_local = _baseline(world)
+    cluster = LocalRayCluster.start([1])
+    try:
+        world.set_holder_compute(
+            "tax", ComputeConfig(engine="ray", address=cluster.address, head_timeout_s=3)
+        )
+        lost: list[float] = []
+
+        def on_tree(t: int) -> None:
+            if t == 1 and not lost:
+                cluster.kill_head()
+                lost.append(time.monotonic())
+                threading.Timer(4.0, cluster.start_head).start()
+
+        clf, report = world.train(
+            "ray-holder-lost", ComputeConfig(), on_tree=on_tree, resume_wait_s=120
+        )
+        assert lost and clf.model_.stats["resumes"] >= 1
+        assert _shape(clf) == _shape(clf_local)
+        assert np.array_equal(report.test_scores, report_local.test_scores)
+    finally:
+        world.set_holder_compute("tax", ComputeConfig())
+        cluster.stop()
