@@ -141,9 +141,9 @@ class RssSampler:
         return "other"
 
     def _sample(self) -> None:
-        from xinyidai.raycluster import _descendants
+        from federation.usage import descendants
 
-        for pid in [os.getpid(), *_descendants(os.getpid())]:
+        for pid in [os.getpid(), *descendants(os.getpid())]:
             try:
                 with open(f"/proc/{pid}/status", encoding="ascii") as fh:
                     rss = next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:")) / 1024

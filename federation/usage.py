@@ -37,7 +37,7 @@ def _stat_fields(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Live descendants of ``root`` (Linux ``/proc``; empty elsewhere or if unreadable)."""
     try:
         names = os.listdir("/proc")
@@ -87,7 +87,7 @@ def process_usage(*, reaped_children: bool = True) -> dict[str, Any]:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu += kids.ru_utime + kids.ru_stime
         peak += _maxrss_mb(resource.RUSAGE_CHILDREN)  # the largest reaped child
-    live = [u for u in map(_live_usage, _descendants(os.getpid())) if u is not None]
+    live = [u for u in map(_live_usage, descendants(os.getpid())) if u is not None]
     cpu += sum(c for c, _ in live)
     peak += sum(m for _, m in live)
     return {

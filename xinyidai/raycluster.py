@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.errors import ConfigError
+from federation.usage import descendants
 
 
 def _ray_cli() -> str:
@@ -33,26 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
-                text = fh.read()
-            ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    out, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def process_title(pid: int) -> str:
@@ -185,7 +166,7 @@ class LocalRayCluster:
         chosen = self.nodes if node is None else [self.nodes[node]]
         found = {}
         for proc in chosen:
-            for pid in _descendants(proc.pid):
+            for pid in descendants(proc.pid):
                 title = process_title(pid)
                 if title.startswith("ray::") and "Agent" not in title:
                     found[pid] = title
@@ -193,7 +174,7 @@ class LocalRayCluster:
 
     def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
-            pids = _descendants(proc.pid)
+            pids = descendants(proc.pid)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
