@@ -39,16 +39,6 @@ PARAMS = {"n_trees": 3, "max_depth": 3, "random_state": 0, "key_bits": 2048, "wo
 PLAIN = frozenset({"bytes", "int", "str", "bool", "float", "NoneType"})
 
 
-def _shape(clf: Any) -> list[list[tuple]]:
-    return [
-        sorted(
-            (i, n.is_leaf, n.owner, n.feature, n.threshold, round(n.weight, 12))
-            for i, n in t.nodes.items()
-        )
-        for t in clf.trees_
-    ]
-
-
 def _kinds(signature: str) -> set[str]:
     """Type names in an argument signature such as ``((bytes,int),str,ndarray[int64])``."""
     out = set()
@@ -122,13 +112,13 @@ def _baseline(world: World) -> tuple[Any, Any]:
 
 
 def test_bank_and_one_holder_on_their_own_ray_clusters_train_the_all_local_trees(
-    world: World, clusters: dict[str, LocalRayCluster]
+    tree_shape: Any, world: World, clusters: dict[str, LocalRayCluster]
 ):
     clf_local, report_local = _baseline(world)
     world.set_holder_compute("tax", ComputeConfig(engine="ray", address=clusters["tax"].address))
     on_ray = ComputeConfig(engine="ray", address=clusters["bank"].address)
     clf, report = world.train("ray-mixed", on_ray)
-    assert _shape(clf) == _shape(clf_local)
+    assert tree_shape(clf) == tree_shape(clf_local)
     assert any(n.owner == "tax" for t in clf.trees_ for n in t.nodes.values() if not n.is_leaf)
     assert np.array_equal(report.test_scores, report_local.test_scores)
 
@@ -156,7 +146,7 @@ def test_bank_and_one_holder_on_their_own_ray_clusters_train_the_all_local_trees
 
 
 def test_a_ray_worker_killed_mid_job_costs_a_retried_chunk_not_the_trees(
-    world: World, clusters: dict[str, LocalRayCluster]
+    tree_shape: Any, world: World, clusters: dict[str, LocalRayCluster]
 ):
     clf_local, report_local = _baseline(world)
     cluster = clusters["bank"]
@@ -185,12 +175,12 @@ def test_a_ray_worker_killed_mid_job_costs_a_retried_chunk_not_the_trees(
         stop.set()
         killer.join(5)
     assert killed, "no Ray worker was caught inside a chunk to kill"
-    assert _shape(clf) == _shape(clf_local)
+    assert tree_shape(clf) == tree_shape(clf_local)
     assert np.array_equal(report.test_scores, report_local.test_scores)
 
 
 def test_a_lost_head_is_a_clear_error_in_seconds_and_the_job_grows_the_tree_again(
-    world: World, clusters: dict[str, LocalRayCluster], tmp_path: Path
+    tree_shape: Any, world: World, clusters: dict[str, LocalRayCluster], tmp_path: Path
 ):
     clf_local, report_local = _baseline(world)
     cluster = LocalRayCluster.start([1])  # its own: the head of this one is killed
@@ -222,7 +212,7 @@ def test_a_lost_head_is_a_clear_error_in_seconds_and_the_job_grows_the_tree_agai
         clf, report = world.train("ray-head-lost", spec, on_tree=on_tree, resume_wait_s=120)
         assert lost_at
         assert clf.model_.stats["resumes"] >= 1
-        assert _shape(clf) == _shape(clf_local)
+        assert tree_shape(clf) == tree_shape(clf_local)
         assert np.array_equal(report.test_scores, report_local.test_scores)
     finally:
         compute.shutdown()
@@ -343,7 +333,9 @@ def test_compute_check_names_the_cluster_its_cpus_and_runs_a_round_trip(
     assert time.monotonic() - started < 120
 
 
-def test_a_holder_whose_cluster_loses_its_head_is_resumed_at_the_same_tree(world: World):
+def test_a_holder_whose_cluster_loses_its_head_is_resumed_at_the_same_tree(
+    tree_shape: Any, world: World
+):
     """The tax node's own cluster loses its head mid-job: tax answers FAILED_PRECONDITION naming
     itself, the bank (resume_wait_s) re-starts it at the interrupted tree once its cluster is
     back, and the trees are the all-local ones."""
@@ -365,7 +357,7 @@ def test_a_holder_whose_cluster_loses_its_head_is_resumed_at_the_same_tree(world
             "ray-holder-lost", ComputeConfig(), on_tree=on_tree, resume_wait_s=120
         )
         assert lost and clf.model_.stats["resumes"] >= 1
-        assert _shape(clf) == _shape(clf_local)
+        assert tree_shape(clf) == tree_shape(clf_local)
         assert np.array_equal(report.test_scores, report_local.test_scores)
     finally:
         world.set_holder_compute("tax", ComputeConfig())

@@ -20,18 +20,8 @@ pytestmark = pytest.mark.e2e
 PARAMS = {"n_trees": 3, "max_depth": 3, "random_state": 0, "key_bits": 2048, "workers": 1}
 
 
-def _shape(clf) -> list[list[tuple]]:
-    return [
-        sorted(
-            (i, n.is_leaf, n.owner, n.feature, n.threshold, round(n.weight, 12))
-            for i, n in t.nodes.items()
-        )
-        for t in clf.trees_
-    ]
-
-
 def test_a_ready_key_trains_the_same_trees_as_a_key_made_at_the_start(
-    start_federation, tmp_path_factory: pytest.TempPathFactory
+    tree_shape, start_federation, tmp_path_factory: pytest.TempPathFactory
 ):
     workdir = tmp_path_factory.mktemp("ready-key")
     fed, _ = start_federation(workdir, enterprises=800, seed=4, deadline_s=60.0, workers=1)
@@ -55,7 +45,7 @@ def test_a_ready_key_trains_the_same_trees_as_a_key_made_at_the_start(
         assert cold.model_.stats["ready_key"] is False
         assert warm.model_.stats["ready_key"] is True
         assert warm.model_.stats["obfuscators_ahead"] > 0
-        assert _shape(warm) == _shape(cold)
+        assert tree_shape(warm) == tree_shape(cold)
         assert any(
             n.owner != "bank" for t in warm.trees_ for n in t.nodes.values() if not n.is_leaf
         )

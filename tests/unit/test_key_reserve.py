@@ -101,18 +101,8 @@ def _data(n: int = 600, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray, np.nda
     return pd.DataFrame(x[:, :2], columns=["a", "b"]), y, x[:, 2:]
 
 
-def _trees(clf: SecureBoostClassifier) -> list[list[tuple]]:
-    return [
-        sorted(
-            (i, n.is_leaf, n.owner, n.feature, n.threshold, round(n.weight, 12))
-            for i, n in t.nodes.items()
-        )
-        for t in clf.trees_
-    ]
-
-
 def test_a_job_with_a_ready_key_grows_the_same_trees_and_uses_its_obfuscators(
-    reserve, tmp_path: Path
+    tree_shape, reserve, tmp_path: Path
 ):
     X, y, holder = _data()
     params = {"n_trees": 3, "max_depth": 2, "random_state": 0, "key_bits": KEY_BITS}
@@ -127,7 +117,7 @@ def test_a_job_with_a_ready_key_grows_the_same_trees_and_uses_its_obfuscators(
     cold, warm = runs
     assert cold.model_.stats["ready_key"] is False
     assert warm.model_.stats["ready_key"] is True
-    assert _trees(warm) == _trees(cold)
+    assert tree_shape(warm) == tree_shape(cold)
     assert any(n.owner == "tax" for t in warm.trees_ for n in t.nodes.values() if not n.is_leaf)
     # Tree 0 is the bank's alone; trees 1 and 2 sent 600 encrypted gradients each: at least
     # the 48 made ahead were used (more, if the filler kept up as the job ran).
@@ -135,7 +125,7 @@ def test_a_job_with_a_ready_key_grows_the_same_trees_and_uses_its_obfuscators(
     assert 48 <= warm.model_.stats["obfuscators_ahead"] <= 1200
 
 
-def test_a_holder_rerandomises_with_obfuscators_made_while_it_waited(tmp_path: Path):
+def test_a_holder_rerandomises_with_obfuscators_made_while_it_waited(tree_shape, tmp_path: Path):
     """A holder with ``rerandomise_pool`` fills a per-job pool of textbook obfuscators from
     Start on; its answers use them, the trees stay the same, and the job takes them along."""
     X, y, holder = _data(seed=5)
@@ -170,7 +160,7 @@ def test_a_holder_rerandomises_with_obfuscators_made_while_it_waited(tmp_path: P
             clf.fit(X, y, holders=peers)
             runs.append(clf)
             pools.append(seen)
-    assert _trees(runs[0]) == _trees(runs[1])
+    assert tree_shape(runs[0]) == tree_shape(runs[1])
     assert len(pools[0]) == 1  # no pool without the setting
     engine, pool = pools[1]
     assert pool.mode == "textbook" and pool.capacity == 24
